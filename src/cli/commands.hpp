@@ -1,0 +1,19 @@
+// Internal: the CLI's subcommands. Each register_* adds a subcommand whose callback runs the
+// command and records its exit status with set_exit_code().
+#pragma once
+
+namespace CLI {
+class App;
+}
+
+namespace fleetpipe::cli {
+
+void register_inspect(CLI::App& app);  // inspect.cpp — buffer contents, quotas, wear
+void register_replay(CLI::App& app);   // replay.cpp — dry-run triggers over recorded samples
+void register_query(CLI::App& app);    // query.cpp — find events in the bucket
+void register_status(CLI::App& app);   // status.cpp — fleet health from heartbeats
+
+void set_exit_code(int code);
+int exit_code();
+
+}  // namespace fleetpipe::cli
