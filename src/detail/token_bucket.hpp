@@ -1,0 +1,55 @@
+// Internal: a token bucket over bytes written to the socket.
+//
+// Tokens are bytes. They accrue at `rate` bytes/s up to `burst`; a writer asks how many bytes it
+// may hand to the socket now (`available`), writes at most that, and `consume`s what it wrote.
+// Consuming more than available (e.g. an HTTP header written in one piece) puts the bucket in
+// debt, which later writes wait off — so over any long interval the bytes written are at most
+// rate * t + burst. Pure arithmetic on caller-supplied times: deterministic in tests.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <limits>
+
+#include "fleetpipe/port.hpp"
+
+namespace fleetpipe::detail {
+
+class TokenBucket {
+ public:
+  static constexpr std::uint64_t kUnlimited = std::numeric_limits<std::uint64_t>::max();
+
+  /// rate_bytes_per_s <= 0 means unlimited; burst 0 means "rate / 10, at least 4 KiB".
+  TokenBucket(double rate_bytes_per_s, std::uint64_t burst, MonoTime now) noexcept;
+
+  /// Changes rate and burst at run time. Tokens already earned are kept (capped to the new
+  /// burst); debt is kept, so a rate change cannot be used to skip a wait.
+  void set_rate(double rate_bytes_per_s, std::uint64_t burst, MonoTime now) noexcept;
+
+  /// Whole bytes that may be written now (kUnlimited when unlimited; 0 while in debt).
+  std::uint64_t available(MonoTime now) noexcept;
+
+  /// Records `n` bytes written at `now` (may go into debt).
+  void consume(std::uint64_t n, MonoTime now) noexcept;
+
+  /// How long until `n` bytes (capped to burst) are available; zero when they already are.
+  std::chrono::nanoseconds wait_for(std::uint64_t n, MonoTime now) noexcept;
+
+  bool unlimited() const noexcept { return rate_ <= 0; }
+  double rate() const noexcept { return rate_; }
+  std::uint64_t burst() const noexcept { return burst_; }
+
+  /// A good write-chunk size for this rate: about 1/50 s of traffic, within [1 KiB, max_chunk]
+  /// and never more than the burst (so writes are smooth and the rate error stays small).
+  std::size_t chunk_size(std::size_t max_chunk) const noexcept;
+
+ private:
+  void refill(MonoTime now) noexcept;
+
+  double rate_ = 0;
+  std::uint64_t burst_ = 0;
+  double tokens_ = 0;
+  MonoTime last_{};
+};
+
+}  // namespace fleetpipe::detail

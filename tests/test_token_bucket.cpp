@@ -1,0 +1,74 @@
+// The byte token bucket that shapes socket writes (src/detail/token_bucket.hpp).
+#include "detail/token_bucket.hpp"
+
+#include <catch2/catch.hpp>
+
+using fleetpipe::MonoTime;
+using fleetpipe::detail::TokenBucket;
+using namespace std::chrono_literals;
+
+namespace {
+MonoTime t0() { return MonoTime(std::chrono::seconds(1000)); }
+}  // namespace
+
+TEST_CASE("a full bucket grants its burst, then refills at the rate", "[token_bucket]") {
+  TokenBucket b(1000, 500, t0());
+  CHECK(b.available(t0()) == 500);
+  b.consume(500, t0());
+  CHECK(b.available(t0()) == 0);
+  CHECK(b.available(t0() + 100ms) == 100);
+  CHECK(b.available(t0() + 10s) == 500);  // capped at burst
+}
+
+TEST_CASE("debt from an oversized write must be waited off", "[token_bucket]") {
+  TokenBucket b(1000, 500, t0());
+  b.consume(1500, t0());  // 1000 bytes of debt
+  CHECK(b.available(t0() + 500ms) == 0);
+  auto w = b.wait_for(100, t0() + 500ms);  // 500 bytes of debt left + 100 wanted
+  CHECK(w >= 600ms);
+  CHECK(w <= 600ms + 1us);
+  CHECK(b.available(t0() + 1100ms) == 100);
+}
+
+TEST_CASE("bytes granted over a long run stay within rate*t + burst", "[token_bucket]") {
+  TokenBucket b(100000, 8192, t0());
+  MonoTime now = t0();
+  std::uint64_t sent = 0;
+  std::size_t chunk = b.chunk_size(256 * 1024);
+  CHECK(chunk == 2000);  // 1/50 s at 100 kB/s
+  const MonoTime end = t0() + 20s;
+  while (now < end) {
+    auto avail = b.available(now);
+    if (avail < chunk) {
+      now += b.wait_for(chunk, now);
+      continue;
+    }
+    b.consume(chunk, now);
+    sent += chunk;
+  }
+  double achieved = static_cast<double>(sent) / 20.0;
+  CHECK(achieved <= 100000 + 8192 / 20.0 + 1);
+  CHECK(achieved >= 99000);
+}
+
+TEST_CASE("set_rate keeps debt, caps tokens, and 0 means unlimited", "[token_bucket]") {
+  TokenBucket b(1000, 1000, t0());
+  b.set_rate(10000, 200, t0());
+  CHECK(b.available(t0()) == 200);
+  b.consume(400, t0());
+  b.set_rate(0, 0, t0());
+  CHECK(b.unlimited());
+  CHECK(b.available(t0()) == TokenBucket::kUnlimited);
+  CHECK(b.wait_for(1 << 20, t0()) == std::chrono::nanoseconds(0));
+  b.set_rate(1000, 0, t0() + 1s);  // back to limited: default burst max(4 KiB, rate/10)
+  CHECK(b.burst() == 4096);
+  CHECK(b.available(t0() + 1s) == 4096);
+}
+
+TEST_CASE("a clock that stands still or goes back adds no tokens", "[token_bucket]") {
+  TokenBucket b(1000, 1000, t0());
+  b.consume(1000, t0());
+  CHECK(b.available(t0() - 5s) == 0);
+  CHECK(b.available(t0()) == 0);
+  CHECK(b.available(t0() + 1ms) == 1);
+}
