@@ -10,10 +10,9 @@ Usage
         --mode pass [--first K] [--fraction P] [--seed S] [--control 127.0.0.1:0] --port-file F \
         [--exit-with-parent]
 
-F receives, once both sockets listen, one JSON object:
+Once both sockets listen, F is written atomically (poll for it) with one JSON object:
     {"listen_host": "127.0.0.1", "listen_port": 41234, "control_port": 41235, "pid": 123}
-Poll for F (it is written atomically, after both sockets listen). SIGTERM or SIGINT stops the
-proxy (exit 0); with --exit-with-parent it also stops when the process that started it dies, so
+SIGTERM or SIGINT stops the proxy (exit 0); with --exit-with-parent it also stops when the process that started it dies, so
 a crashed test leaves nothing behind.
 
 Modes (a "spec"; the unit of fault selection is one accepted client connection)
