@@ -1,0 +1,671 @@
+#include "fleetpipe/buffer.hpp"
+
+#include <lmdb.h>
+
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <random>
+#include <set>
+
+#include "fleetpipe/config.hpp"
+#include "support/test_paths.hpp"
+
+using namespace fleetpipe;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Env {
+  FakeClock clock;
+  FakeFilesystemStats fsstats;
+  std::vector<std::string> lines;
+  CallbackLogSink sink{[this](LogLevel, std::string_view, std::string_view m) {
+    lines.emplace_back(m);
+  }};
+  MetricsRegistry metrics;
+  BufferConfig cfg;
+  Port port() {
+    Port p;
+    p.clock = &clock;
+    p.filesystem = &fsstats;
+    p.log = &sink;
+    return p;
+  }
+  explicit Env(const std::string& tag) {
+    cfg.path = (test::scratch_dir(tag) / "db").string();
+    cfg.durability = Durability::none;
+  }
+  std::unique_ptr<Buffer> open() {
+    auto b = Buffer::open(cfg, port(), metrics);
+    REQUIRE(b.ok());
+    return std::move(*b);
+  }
+  bool logged(const std::string& needle) const {
+    return std::any_of(lines.begin(), lines.end(),
+                       [&](const std::string& l) { return l.find(needle) != std::string::npos; });
+  }
+};
+
+RecordMeta meta(std::uint8_t prio, std::string stream = "imu", std::string event = "e") {
+  RecordMeta m;
+  m.stream = std::move(stream);
+  m.event_id = std::move(event);
+  m.priority = prio;
+  m.trigger_ids = {"t1"};
+  m.start_ns = 100;
+  m.end_ns = 200;
+  m.content_type = "application/octet-stream";
+  m.metadata = {{"device", "d1"}};
+  return m;
+}
+
+std::vector<RecordId> lease_ids(Buffer& b) {
+  auto l = b.lease(UINT64_MAX);
+  REQUIRE(l.ok());
+  std::vector<RecordId> ids;
+  for (auto& r : l->records()) ids.push_back(r.id);
+  return ids;
+}
+
+std::string random_bytes(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("append returns accepted ids and lease yields priority desc, then oldest") {
+  Env e("buf-order");
+  auto b = e.open();
+  std::vector<std::pair<int, RecordId>> appended;
+  for (int i = 0; i < 20; ++i) {
+    int prio = (i * 5) % 8;
+    auto o = b->append(meta(static_cast<std::uint8_t>(prio)), "payload-" + std::to_string(i));
+    REQUIRE(o.accepted);
+    appended.emplace_back(prio, o.id);
+  }
+  std::stable_sort(appended.begin(), appended.end(),
+                   [](auto& a, auto& c) { return a.first > c.first; });
+  auto ids = lease_ids(*b);
+  REQUIRE(ids.size() == appended.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) CHECK(ids[i] == appended[i].second);
+}
+
+TEST_CASE("lease metadata and zero-copy payload round-trip") {
+  Env e("buf-meta");
+  auto b = e.open();
+  RecordMeta m = meta(3, "camera", "ev-1");
+  m.trigger_ids = {"a", "b"};
+  m.metadata = {{"k", "v"}, {"x", "y"}};
+  auto o = b->append(m, "hello");
+  REQUIRE(o.accepted);
+  auto l = b->lease(1 << 20);
+  REQUIRE(l.ok());
+  REQUIRE(l->records().size() == 1);
+  const auto& r = l->records()[0];
+  CHECK(r.meta.stream == "camera");
+  CHECK(r.meta.event_id == "ev-1");
+  CHECK(r.meta.trigger_ids == m.trigger_ids);
+  CHECK(r.meta.metadata == m.metadata);
+  CHECK(r.meta.priority == 3);
+  CHECK(r.meta.start_ns == 100);
+  CHECK(r.payload_size == 5);
+  auto p = l->payload(0);
+  REQUIRE(p.ok());
+  CHECK(*p == "hello");
+  CHECK(!l->payload(1).ok());
+}
+
+TEST_CASE("lease respects max_bytes and max_records, always giving at least one record") {
+  Env e("buf-leasesize");
+  auto b = e.open();
+  for (int i = 0; i < 10; ++i) REQUIRE(b->append(meta(1), std::string(100, 'x')).accepted);
+  {
+    auto l = b->lease(350);
+    REQUIRE(l.ok());
+    CHECK(l->records().size() == 3);
+  }
+  {
+    auto l = b->lease(UINT64_MAX, 4);
+    REQUIRE(l.ok());
+    CHECK(l->records().size() == 4);
+  }
+  auto l = b->lease(10);
+  REQUIRE(l.ok());
+  CHECK(l->records().size() == 1);
+}
+
+TEST_CASE("ack deletes, nack returns with attempts+1, leased records are skipped") {
+  Env e("buf-acknack");
+  auto b = e.open();
+  for (int i = 0; i < 4; ++i) REQUIRE(b->append(meta(2), "p").accepted);
+  auto l1 = b->lease(UINT64_MAX, 2);
+  REQUIRE(l1.ok());
+  REQUIRE(l1->records().size() == 2);
+  auto l2 = b->lease(UINT64_MAX);
+  REQUIRE(l2.ok());
+  CHECK(l2->records().size() == 2);  // the other two
+  RecordId a = l1->records()[0].id, c = l1->records()[1].id;
+  REQUIRE(b->ack({a}).ok());
+  REQUIRE(b->nack({c}).ok());
+  auto p = l1->payload(0);  // the view stays valid after ack (snapshot)
+  REQUIRE(p.ok());
+  CHECK(*p == "p");
+  l2->release();
+  auto l3 = b->lease(UINT64_MAX);
+  REQUIRE(l3.ok());
+  REQUIRE(l3->records().size() == 3);
+  CHECK(l3->records()[0].id == c);
+  CHECK(l3->records()[0].attempts == 1);
+  CHECK(b->stats().records == 3);
+  CHECK(e.metrics.value("fleetpipe_buffer_acked_total") == 1);
+  CHECK(e.metrics.value("fleetpipe_buffer_nacked_total") == 1);
+  REQUIRE(b->ack({a, 999999}).ok());  // unknown ids are ignored
+}
+
+TEST_CASE("parked records are kept and counted but not leased again") {
+  Env e("buf-park");
+  auto b = e.open();
+  auto o = b->append(meta(4), "p");
+  REQUIRE(b->append(meta(1), "q").accepted);
+  REQUIRE(b->park({o.id}, "access_denied").ok());
+  auto ids = lease_ids(*b);
+  REQUIRE(ids.size() == 1);
+  CHECK(ids[0] != o.id);
+  CHECK(b->stats().parked == 1);
+  CHECK(b->stats().records == 2);
+  CHECK(e.metrics.value("fleetpipe_buffer_parked_total", {{"reason", "access_denied"}}) == 1);
+  CHECK(e.logged("parked 1 record"));
+}
+
+TEST_CASE("records leased but not acked come back after a restart; ids are never reused") {
+  Env e("buf-restart");
+  RecordId last = 0;
+  {
+    auto b = e.open();
+    for (int i = 0; i < 5; ++i) last = b->append(meta(1), "x").id;
+    auto l = b->lease(UINT64_MAX);
+    REQUIRE(l.ok());
+    REQUIRE(l->records().size() == 5);
+    REQUIRE(b->ack({l->records()[0].id}).ok());
+    l->release();
+    auto l2 = b->lease(UINT64_MAX);  // held across the "crash"
+    REQUIRE(l2->records().size() == 4);
+    l2->release();
+  }
+  auto b = e.open();
+  CHECK(lease_ids(*b).size() == 4);
+  CHECK(b->append(meta(1), "y").id > last);
+}
+
+TEST_CASE("compressed and chunked payloads read back exactly; compression ratio exported") {
+  Env e("buf-chunks");
+  e.cfg.chunk_bytes = 64 * 1024;
+  auto b = e.open();
+  std::string compressible;
+  for (int i = 0; i < 300000; ++i) compressible += static_cast<char>('a' + (i / 7) % 5);
+  std::string random = random_bytes(200000, 7);
+  std::string small_compressible(10000, 'z');
+  auto o1 = b->append(meta(1), compressible);
+  auto o2 = b->append(meta(1), random);
+  auto o3 = b->append(meta(1), small_compressible);
+  REQUIRE((o1.accepted && o2.accepted && o3.accepted));
+  auto l = b->lease(UINT64_MAX);
+  REQUIRE(l->records().size() == 3);
+  CHECK(l->records()[0].chunked);
+  CHECK(l->records()[1].chunked);
+  CHECK(!l->records()[2].chunked);
+  CHECK(l->records()[2].compressed);
+  CHECK(l->records()[0].stored_bytes < compressible.size() / 4);
+  CHECK(!l->payload(0).ok());
+  auto p3 = l->payload(2);
+  REQUIRE(p3.ok());
+  CHECK(*p3 == small_compressible);
+  for (auto [id, src] : {std::pair{o1.id, &compressible}, std::pair{o2.id, &random}}) {
+    std::string back(src->size(), '\0');
+    std::size_t off = 0;
+    std::mt19937 rng(1);
+    while (off < back.size()) {
+      std::size_t n = 1 + rng() % 100000;
+      auto r = b->read_payload(id, off, back.data() + off, std::min(n, back.size() - off));
+      REQUIRE(r.ok());
+      REQUIRE(*r > 0);
+      off += *r;
+    }
+    CHECK(back == *src);
+    char c;
+    auto end = b->read_payload(id, src->size(), &c, 1);
+    REQUIRE(end.ok());
+    CHECK(*end == 0);
+  }
+  CHECK(b->stats().compression_ratio > 2.0);
+  CHECK(e.metrics.value("fleetpipe_buffer_compression_ratio") > 2.0);
+  CHECK(b->read_payload(424242, 0, nullptr, 0).error().is(errc::not_found));
+}
+
+TEST_CASE("state table: put/get/list/erase, persistent across reopen") {
+  Env e("buf-state");
+  {
+    auto b = e.open();
+    REQUIRE(b->put_state("mpu/obj1", "upload-id-1").ok());
+    REQUIRE(b->put_state("mpu/obj2", "upload-id-2").ok());
+    REQUIRE(b->put_state("seq", "7").ok());
+    REQUIRE(b->erase_state("mpu/obj2").ok());
+    CHECK(!b->put_state("", "x").ok());
+  }
+  auto b = e.open();
+  auto v = b->get_state("mpu/obj1");
+  REQUIRE(v.ok());
+  CHECK(v->value() == "upload-id-1");
+  CHECK(!b->get_state("mpu/obj2")->has_value());
+  auto list = b->list_state("mpu/");
+  REQUIRE(list.ok());
+  REQUIRE(list->size() == 1);
+  CHECK((*list)[0].first == "mpu/obj1");
+  CHECK(b->list_state("")->size() == 2);
+}
+
+TEST_CASE("invalid records are rejected with invalid_argument and counted") {
+  Env e("buf-invalid");
+  auto b = e.open();
+  auto o = b->append(meta(8), "x");
+  CHECK(!o.accepted);
+  CHECK(o.reason == errc::invalid_argument);
+  RecordMeta m = meta(1);
+  m.metadata["big"] = std::string(2000, 'x');
+  CHECK(b->append(m, "x").reason == errc::invalid_argument);
+  CHECK(e.metrics.sum("fleetpipe_buffer_rejected_total") == 2);
+  CHECK(b->stats().records == 0);
+}
+
+TEST_CASE("batch append commits many records; rejects are per record") {
+  Env e("buf-batch");
+  auto b = e.open();
+  std::vector<std::pair<RecordMeta, std::string_view>> batch;
+  for (int i = 0; i < 50; ++i) batch.emplace_back(meta(i == 10 ? 9 : 1), "abc");
+  auto out = b->append_batch(batch);
+  REQUIRE(out.size() == 50);
+  CHECK(!out[10].accepted);
+  CHECK(std::count_if(out.begin(), out.end(), [](auto& o) { return o.accepted; }) == 49);
+  CHECK(b->stats().records == 49);
+}
+
+TEST_CASE("evict policy drops lowest priority, oldest first, never a higher priority") {
+  Env e("buf-evict");
+  e.cfg.max_bytes = 20000;
+  e.cfg.compress_min_bytes = 0;
+  auto b = e.open();
+  std::string p(900, 'x');
+  std::vector<RecordId> low, mid;
+  for (int i = 0; i < 10; ++i) mid.push_back(b->append(meta(5, "cam"), p).id);
+  for (int i = 0; i < 10; ++i) low.push_back(b->append(meta(1, "imu"), p).id);
+  CHECK(b->stats().bytes <= e.cfg.max_bytes);
+  CHECK(b->stats().records < 20);  // some low records evicted by later low records
+  // A priority-0 record may only evict priority 0: there is none -> rejected, nothing evicted.
+  auto r0 = b->append(meta(0, "imu"), p);
+  CHECK(!r0.accepted);
+  CHECK(r0.reason == errc::storage_full);
+  CHECK(r0.evicted == 0);
+  // Priority 7 evicts the oldest priority-1 records first.
+  auto before = lease_ids(*b);
+  auto hi = b->append(meta(7, "cam"), p);
+  REQUIRE(hi.accepted);
+  CHECK(hi.evicted >= 1);
+  auto after = lease_ids(*b);
+  std::set<RecordId> now(after.begin(), after.end());
+  for (RecordId id : mid) CHECK(now.count(id) == 1);
+  // The evicted one is the oldest remaining low record.
+  RecordId oldest_low = *std::min_element(before.begin(), before.end(), [&](RecordId a, RecordId c) {
+    bool al = std::find(low.begin(), low.end(), a) != low.end();
+    bool cl = std::find(low.begin(), low.end(), c) != low.end();
+    if (al != cl) return al;
+    return a < c;
+  });
+  CHECK(now.count(oldest_low) == 0);
+  CHECK(e.metrics.value("fleetpipe_buffer_evicted_total",
+                        {{"reason", "max_bytes"}, {"priority", "1"}, {"stream", "imu"}}) >= 1);
+  CHECK(e.metrics.value("fleetpipe_buffer_rejected_total",
+                        {{"reason", "max_bytes"}, {"priority", "0"}, {"stream", "imu"}}) == 1);
+  CHECK(e.logged("evicted"));
+  CHECK(e.logged("rejected 1 append"));
+}
+
+TEST_CASE("reject policy applies back-pressure at max_bytes and max_records") {
+  Env e("buf-reject");
+  e.cfg.policy = FullPolicy::reject;
+  e.cfg.max_records = 5;
+  auto b = e.open();
+  for (int i = 0; i < 5; ++i) REQUIRE(b->append(meta(1), "x").accepted);
+  auto o = b->append(meta(7), "x");
+  CHECK(!o.accepted);
+  CHECK(o.reason == errc::storage_full);
+  CHECK(e.metrics.value("fleetpipe_buffer_rejected_total",
+                        {{"reason", "max_records"}, {"priority", "7"}, {"stream", "imu"}}) == 1);
+  CHECK(b->stats().records == 5);
+  REQUIRE(b->ack({lease_ids(*b)[0]}).ok());
+  CHECK(b->append(meta(7), "x").accepted);
+}
+
+TEST_CASE("reserved share keeps room for high priority") {
+  Env e("buf-reserve");
+  e.cfg.policy = FullPolicy::reject;
+  e.cfg.max_bytes = 100000;
+  e.cfg.compress_min_bytes = 0;
+  e.cfg.reserved_share[6] = 0.5;
+  auto b = e.open();
+  std::string p(1000, 'x');
+  int low = 0;
+  while (b->append(meta(2), p).accepted) ++low;
+  CHECK(b->stats().bytes <= 50000);
+  CHECK(low > 30);
+  CHECK(e.metrics.sum("fleetpipe_buffer_rejected_total") == 1);
+  CHECK(e.metrics.value("fleetpipe_buffer_rejected_total",
+                        {{"reason", "reserved_share"}, {"priority", "2"}, {"stream", "imu"}}) == 1);
+  int high = 0;
+  while (b->append(meta(6), p).accepted) ++high;
+  CHECK(high > 30);
+  CHECK(b->stats().bytes <= e.cfg.max_bytes);
+}
+
+TEST_CASE("flash-wear budget refuses low priority past the daily budget, persists, resets daily") {
+  Env e("buf-wear");
+  e.cfg.max_bytes_written_per_day = 20000;
+  e.cfg.wear_exempt_priority = 6;
+  e.cfg.compress_min_bytes = 0;
+  std::string p(1000, 'x');
+  {
+    auto b = e.open();
+    int n = 0;
+    while (b->append(meta(1), p).accepted) ++n;
+    CHECK(n >= 15);
+    CHECK(n <= 20);
+    auto o = b->append(meta(1), p);
+    CHECK(o.reason == errc::wear_budget_exhausted);
+    CHECK(b->append(meta(6), p).accepted);  // exempt priority
+    CHECK(b->stats().written_today > 20000);
+  }
+  auto b = e.open();  // budget use persists
+  CHECK(b->append(meta(1), p).reason == errc::wear_budget_exhausted);
+  CHECK(e.metrics.value("fleetpipe_buffer_rejected_total",
+                        {{"reason", "wear_budget"}, {"priority", "1"}, {"stream", "imu"}}) >= 2);
+  e.clock.advance(std::chrono::hours(24));
+  CHECK(b->append(meta(1), p).accepted);
+}
+
+TEST_CASE("filesystem headroom: min_free_bytes and min_free_inodes cap growth (fake stats)") {
+  Env e("buf-fakefs");
+  e.cfg.min_free_bytes = 1 << 20;
+  e.cfg.min_free_inodes = 10;
+  e.cfg.compress_min_bytes = 0;
+  auto b = e.open();
+  std::string p(1000, 'x');
+  // The fake filesystem loses what the buffer stores: room for ~5 records above the headroom.
+  auto shrink = [&] { e.fsstats.value.free_bytes = (1 << 20) + 5500 - b->stats().bytes; };
+  shrink();
+  int n = 0;
+  while (n < 50 && b->append(meta(1), p).accepted) {
+    shrink();
+    ++n;
+  }
+  CHECK(n == 50);  // evict: same priority ring-buffers
+  CHECK(b->stats().records <= 6);
+  CHECK(e.metrics.value("fleetpipe_buffer_evicted_total",
+                        {{"reason", "min_free_bytes"}, {"priority", "1"}, {"stream", "imu"}}) > 0);
+  e.fsstats.value.free_bytes = 1ull << 40;
+  e.fsstats.value.free_inodes = 3;
+  auto records = b->stats().records;
+  auto hi = b->append(meta(7), p);
+  CHECK(hi.accepted);
+  CHECK(hi.evicted >= 1);
+  CHECK(b->stats().records == records);  // no net growth
+  CHECK(e.metrics.value("fleetpipe_buffer_evicted_total",
+                        {{"reason", "min_free_inodes"}, {"priority", "1"}, {"stream", "imu"}}) >= 1);
+}
+
+TEST_CASE("map grows on MDB_MAP_FULL up to the quota without failing appends") {
+  Env e("buf-mapgrow");
+  e.cfg.initial_map_bytes = 1 << 20;
+  e.cfg.max_bytes = 64 << 20;
+  e.cfg.compress_min_bytes = 0;
+  auto b = e.open();
+  std::string p = random_bytes(100000, 3);
+  for (int i = 0; i < 60; ++i) REQUIRE(b->append(meta(1), p).accepted);
+  CHECK(e.metrics.value("fleetpipe_buffer_map_resizes_total") >= 2);
+  CHECK(b->stats().map_bytes > (4u << 20));
+  std::string back(p.size(), '\0');
+  auto ids = lease_ids(*b);
+  REQUIRE(b->read_payload(ids.back(), 0, back.data(), back.size()).ok());
+  CHECK(back == p);
+}
+
+TEST_CASE("map cannot grow while a lease is open: the append is handled as storage full") {
+  Env e("buf-mapleased");
+  e.cfg.initial_map_bytes = 1 << 20;
+  e.cfg.compress_min_bytes = 0;
+  e.cfg.policy = FullPolicy::reject;
+  auto b = e.open();
+  REQUIRE(b->append(meta(1), "x").accepted);
+  auto l = b->lease(UINT64_MAX);
+  std::string p = random_bytes(200000, 4);
+  int rejected = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto o = b->append(meta(1), p);
+    if (!o.accepted) {
+      CHECK(o.reason == errc::storage_full);
+      ++rejected;
+    }
+  }
+  CHECK(rejected > 0);
+  CHECK(e.metrics.value("fleetpipe_buffer_rejected_total",
+                        {{"reason", "map_full"}, {"priority", "1"}, {"stream", "imu"}}) == rejected);
+  l->release();
+  CHECK(b->append(meta(1), p).accepted);  // grows now
+}
+
+TEST_CASE("a corrupt store is quarantined, counted, logged, and a fresh one takes appends") {
+  Env e("buf-corrupt");
+  e.cfg.max_quarantined = 1;
+  {
+    auto b = e.open();
+    for (int i = 0; i < 10; ++i) REQUIRE(b->append(meta(1), "x").accepted);
+  }
+  auto data = fs::path(e.cfg.path) / "data.mdb";
+  SECTION("garbage over the meta pages") {
+    std::fstream f(data, std::ios::in | std::ios::out | std::ios::binary);
+    std::string junk = random_bytes(16384, 9);
+    f.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  SECTION("truncated file") {
+    fs::resize_file(data, 4096 * 2 + 100);
+  }
+  SECTION("not an LMDB file at all") {
+    fs::remove(data);
+    std::ofstream(data) << "this is not a database, it is a text file with enough bytes to read "
+                        << std::string(10000, '!');
+  }
+  auto b = e.open();
+  CHECK(e.metrics.value("fleetpipe_buffer_quarantined_total") == 1);
+  CHECK(b->stats().quarantined_total == 1);
+  CHECK(e.logged("moved to"));
+  CHECK(b->stats().records == 0);
+  CHECK(b->append(meta(1), "after").accepted);
+  CHECK(lease_ids(*b).size() == 1);
+  auto rep = inspect_buffer(e.cfg.path);
+  REQUIRE(rep.ok());
+  CHECK(rep->quarantined.size() == 1);
+  b.reset();
+  // Quarantine keeps at most max_quarantined files.
+  fs::resize_file(data, 4096 * 2 + 100);
+  e.open();
+  CHECK(inspect_buffer(e.cfg.path)->quarantined.size() == 1);
+}
+
+TEST_CASE("a second writer on the same directory is refused") {
+  Env e("buf-lock");
+  auto b = e.open();
+  MetricsRegistry m2;
+  auto second = Buffer::open(e.cfg, e.port(), m2);
+  REQUIRE(!second.ok());
+  CHECK(second.error().is(errc::io_error));
+}
+
+TEST_CASE("inspect_buffer reports per stream and priority while the writer has it open") {
+  Env e("buf-inspect");
+  auto b = e.open();
+  RecordMeta m = meta(2, "imu");
+  m.start_ns = 50;
+  REQUIRE(b->append(m, "abc").accepted);
+  m.start_ns = 70;
+  m.end_ns = 900;
+  REQUIRE(b->append(m, "defg").accepted);
+  REQUIRE(b->append(meta(5, "camera"), "x").accepted);
+  REQUIRE(b->put_state("k", "value").ok());
+  auto l = b->lease(UINT64_MAX);  // a writer-side reader is open too
+  auto rep = inspect_buffer(e.cfg.path);
+  REQUIRE(rep.ok());
+  CHECK(rep->records == 3);
+  REQUIRE(rep->usage.size() == 2);
+  CHECK(rep->usage[0].stream == "camera");
+  CHECK(rep->usage[1].stream == "imu");
+  CHECK(rep->usage[1].records == 2);
+  CHECK(rep->usage[1].payload_bytes == 7);
+  CHECK(rep->usage[1].oldest_ns == 50);
+  CHECK(rep->usage[1].newest_ns == 900);
+  CHECK(rep->max_bytes == e.cfg.max_bytes);
+  CHECK(rep->state.size() == 1);
+  CHECK(inspect_buffer((fs::path(e.cfg.path) / "nope").string()).error().is(errc::not_found));
+}
+
+TEST_CASE("durability interval syncs on the clock; flush and poll succeed") {
+  Env e("buf-interval");
+  e.cfg.durability = Durability::interval;
+  e.cfg.sync_interval_ms = 500;
+  auto b = e.open();
+  REQUIRE(b->append(meta(1), "x").accepted);
+  e.clock.advance(std::chrono::seconds(1));
+  REQUIRE(b->poll().ok());
+  REQUIRE(b->flush().ok());
+}
+
+TEST_CASE("buffer config: every key parses; errors name the pointer") {
+  auto c = parse_config(R"({"device_id":"d","buffer":{"path":"/data/fp","durability":"interval",
+    "sync_interval":"250ms","policy":"reject","max_bytes":"1GiB","max_records":5000,
+    "reserved_share":{"7":0.1,"6":0.2},"min_free_bytes":"128MiB","min_free_inodes":100,
+    "max_bytes_written_per_day":"2GiB","wear_exempt_priority":5,"max_payload_bytes":"32MiB",
+    "chunk_bytes":"512KiB","compress_min_bytes":8192,"compression_level":3,
+    "initial_map_bytes":"32MiB","max_quarantined":3}})");
+  REQUIRE(c.ok());
+  const BufferConfig& b = c->buffer;
+  CHECK(b.path == "/data/fp");
+  CHECK(b.durability == Durability::interval);
+  CHECK(b.sync_interval_ms == 250);
+  CHECK(b.policy == FullPolicy::reject);
+  CHECK(b.max_bytes == (1ull << 30));
+  CHECK(b.max_records == 5000);
+  CHECK(b.reserved_share[7] == Approx(0.1));
+  CHECK(b.reserved_share[6] == Approx(0.2));
+  CHECK(b.min_free_bytes == (128ull << 20));
+  CHECK(b.min_free_inodes == 100);
+  CHECK(b.max_bytes_written_per_day == (2ull << 30));
+  CHECK(b.wear_exempt_priority == 5);
+  CHECK(b.max_payload_bytes == (32ull << 20));
+  CHECK(b.chunk_bytes == 512 * 1024);
+  CHECK(b.compress_min_bytes == 8192);
+  CHECK(b.compression_level == 3);
+  CHECK(b.initial_map_bytes == (32ull << 20));
+  CHECK(b.max_quarantined == 3);
+
+  auto bad = parse_config(R"({"device_id":"d","buffer":{"max_bytes":0}})");
+  REQUIRE(!bad.ok());
+  CHECK(bad.error().json_pointer == "/buffer/max_bytes");
+  auto bad2 = parse_config(R"({"device_id":"d","buffer":{"reserved_share":{"7":0.7,"6":0.6}}})");
+  REQUIRE(!bad2.ok());
+  CHECK(bad2.error().message.find("/buffer/reserved_share") == 0);
+  auto bad3 = parse_config(R"({"device_id":"d","buffer":{"polcy":"evict"}})");
+  REQUIRE(!bad3.ok());
+  CHECK(bad3.error().json_pointer == "/buffer/polcy");
+  auto ex = load_config_file(std::string(FLEETPIPE_SOURCE_DIR) + "/examples/config/buffer.json");
+  REQUIRE(ex.ok());
+}
+
+// (d) Property test: random operation sequences keep quotas, priority protection and order.
+TEST_CASE("random operation sequences keep quotas, never evict higher priority, keep order") {
+  for (int seed = 1; seed <= 6; ++seed) {
+    Env e("buf-prop");
+    std::mt19937_64 rng(static_cast<std::uint64_t>(seed));
+    e.cfg.max_bytes = 30000 + rng() % 30000;
+    e.cfg.max_records = 20 + rng() % 40;
+    e.cfg.policy = (seed % 2) ? FullPolicy::evict : FullPolicy::reject;
+    e.cfg.compress_min_bytes = (seed % 3) ? 0 : 512;
+    e.cfg.reserved_share[7] = (seed % 3 == 1) ? 0.2 : 0.0;
+    auto b = e.open();
+    std::map<RecordId, int> present;  // model: id -> priority
+    std::set<RecordId> acked;
+    for (int step = 0; step < 400; ++step) {
+      int op = static_cast<int>(rng() % 10);
+      if (op < 6) {
+        auto prio = static_cast<std::uint8_t>(rng() % 8);
+        std::string p(1 + rng() % 3000, static_cast<char>('a' + rng() % 3));
+        auto before = present;
+        auto o = b->append(meta(prio, "s" + std::to_string(prio % 2)), p);
+        auto ids = lease_ids(*b);
+        std::set<RecordId> now(ids.begin(), ids.end());
+        if (o.accepted) {
+          CHECK(now.count(o.id) == 1);
+          present[o.id] = prio;
+        } else {
+          CHECK(o.evicted == 0);
+          CHECK(o.reason == errc::storage_full);
+        }
+        // Anything that vanished was evicted for this append: never of higher priority.
+        std::uint32_t gone = 0;
+        for (auto it = present.begin(); it != present.end();) {
+          if (!now.count(it->first)) {
+            CHECK(o.accepted);
+            CHECK(it->second <= prio);
+            ++gone;
+            it = present.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        CHECK(gone == o.evicted);
+        if (e.cfg.policy == FullPolicy::reject) CHECK(o.evicted == 0);
+      } else if (op < 8) {
+        auto l = b->lease(rng() % 20000, 1 + rng() % 10);
+        REQUIRE(l.ok());
+        // Upload order: priority desc, then id asc.
+        for (std::size_t i = 1; i < l->records().size(); ++i) {
+          const auto& a = l->records()[i - 1];
+          const auto& c = l->records()[i];
+          CHECK((a.meta.priority > c.meta.priority ||
+                 (a.meta.priority == c.meta.priority && a.id < c.id)));
+        }
+        std::vector<RecordId> to_ack, to_nack;
+        for (auto& r : l->records()) (rng() % 2 ? to_ack : to_nack).push_back(r.id);
+        REQUIRE(b->ack(to_ack).ok());
+        REQUIRE(b->nack(to_nack).ok());
+        for (auto id : to_ack) {
+          present.erase(id);
+          acked.insert(id);
+        }
+      } else if (op == 8) {
+        b.reset();
+        b = e.open();
+      } else {
+        auto ids = lease_ids(*b);
+        for (auto id : ids) CHECK(acked.count(id) == 0);
+      }
+      auto s = b->stats();
+      CHECK(s.bytes <= e.cfg.max_bytes);
+      CHECK(s.records <= e.cfg.max_records);
+      CHECK(s.records == present.size());
+    }
+    CHECK(e.metrics.sum("fleetpipe_buffer_evicted_total") +
+              e.metrics.sum("fleetpipe_buffer_rejected_total") >
+          0);
+  }
+}
