@@ -1,14 +1,197 @@
-// fleetpipe/capture.hpp — pre/post-trigger capture (skeleton: owned by the Trigger/Capture work).
+// fleetpipe/capture.hpp — pre/post-trigger capture: the front of the pipeline, its hottest path.
+//
+// The host pushes samples from its loop: numeric rows (`push`) and opaque blobs (`push_blob`,
+// e.g. an encoded video frame). Every stream keeps a *pre-trigger ring* bounded by time and bytes
+// (preallocated at creation). When a trigger fires (trigger.hpp), an *event* takes the pre window
+// from the rings of the streams the trigger names and records the post window; fires whose
+// windows overlap on a stream merge into one event carrying every trigger id. A finished event is
+// encoded (docs/event-format.md: "FPEV" header + JSON index + data; concatenable) and handed to an
+// `EventSink` — the Buffer in a pipeline (`BufferSink`), anything in tests or replay.
+//
+// Time: `t` is the host's *monotonic* time in seconds (double). Windows, cooldowns, periodic
+// triggers and budgets use it. Wall-clock times in the record metadata come from
+// `Port::clock->wall()` read when the event is opened (wall = wall_at_open - (t_open - t)).
+//
+// Hot path: after warm-up (every ring filled once, every stream's event buffer grown once by a
+// recorded event), `push`, `push_blob` and trigger evaluation allocate nothing; opening and
+// finishing an event (metadata strings, JSON index, optional zstd) does allocate. Handle-based
+// calls cost no lookup; the name-based overloads do a map lookup per call (documented on each).
+//
+// Edge cases (never UB):
+//   - a sample older than the previous sample of the same stream (time went backwards) is
+//     dropped: not recorded, not evaluated; counted in
+//     fleetpipe_capture_dropped_samples_total{reason="time_backwards",stream} and logged
+//     (first occurrence and each power of two).
+//   - a blob larger than its stream's ring is not kept in the ring (counted reason
+//     "ring_overflow") but is still recorded into an open event.
+//   - a numeric sample evicting a ring row younger than ring_seconds (ring_bytes too small for
+//     ring_seconds) is counted as "ring_overflow" (the pre window is then shorter than asked).
+//   - a bad handle or a blob pushed to a numeric stream (or the reverse) is counted as
+//     "invalid" and ignored.
+//
+// Thread context: not thread-safe; one thread (the host's loop) makes every call. The sink is
+// called synchronously from push/push_blob/tick/fire/flush. Metrics may be read from any thread.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <memory>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
+#include "fleetpipe/buffer.hpp"
 #include "fleetpipe/error.hpp"
+#include "fleetpipe/metrics.hpp"
+#include "fleetpipe/port.hpp"
+#include "fleetpipe/trigger.hpp"
 
 namespace fleetpipe {
 
+struct Config;
+
+enum class StreamKind : std::uint8_t {
+  numeric,  ///< rows of float64 channels (speed, accel_x, ...)
+  blob,     ///< opaque payloads (encoded video frames, JPEGs, ...)
+};
+
+enum class Compression : std::uint8_t { none, zstd };
+
+/// One stream of samples. Plain data; "/streams/N" in the JSON config (docs/triggers.md).
 struct StreamConfig {
-  std::string name;
+  std::string name;                         ///< unique, [A-Za-z0-9_.-]
+  StreamKind kind = StreamKind::numeric;
+  std::vector<std::string> channels;        ///< numeric: channel names in push order (required)
+  double ring_seconds = 10;                 ///< pre-trigger ring time bound (> 0)
+  std::uint64_t ring_bytes = 1ull << 20;    ///< pre-trigger ring byte bound (preallocated)
+  std::uint32_t ring_max_blobs = 1024;      ///< blob streams: most blobs the ring indexes
+  Compression compression = Compression::none;  ///< of this stream's section in each event
+  int zstd_level = 3;                       ///< 1..19
+  std::string content_type;                 ///< blob streams: MIME type of each blob (index only)
+};
+
+/// Content type of an encoded event (record metadata and uploaded objects).
+inline constexpr const char* kEventContentType = "application/vnd.fleetpipe.event";
+
+/// Receives finished events. `meta.stream` is the event's primary stream (that of the first
+/// trigger that fired), `meta.metadata` holds {"device": id, "sample_counts": "{\"imu\":512}"}.
+/// The payload view is valid only during the call. Return the Buffer's outcome; a rejection is
+/// counted (fleetpipe_capture_events_rejected_total) and logged by Capture, never retried.
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  virtual AppendOutcome deliver(const RecordMeta& meta, std::string_view payload) = 0;
+};
+
+/// The production sink: appends every event to a Buffer (which must outlive the sink).
+class BufferSink final : public EventSink {
+ public:
+  explicit BufferSink(Buffer& buffer) noexcept : buffer_(buffer) {}
+  AppendOutcome deliver(const RecordMeta& meta, std::string_view payload) override {
+    return buffer_.append(meta, payload);
+  }
+
+ private:
+  Buffer& buffer_;
+};
+
+/// Index of a stream (in config order). Obtain with Capture::stream(); cheap to copy.
+struct StreamHandle {
+  std::uint32_t index = std::numeric_limits<std::uint32_t>::max();
+  bool valid() const noexcept { return index != std::numeric_limits<std::uint32_t>::max(); }
+};
+
+/// Index of a top-level trigger (in config order). Obtain with Capture::trigger().
+struct TriggerHandle {
+  std::uint32_t index = std::numeric_limits<std::uint32_t>::max();
+  bool valid() const noexcept { return index != std::numeric_limits<std::uint32_t>::max(); }
+};
+
+/// Totals of one Capture (also exported as fleetpipe_capture_* metrics).
+struct CaptureStats {
+  std::uint64_t samples = 0;            ///< accepted numeric rows and blobs
+  std::uint64_t events = 0;             ///< finished events handed to the sink
+  std::uint64_t event_bytes = 0;        ///< their encoded payload bytes
+  std::uint64_t events_rejected = 0;    ///< refused by the sink
+  std::uint64_t merged_fires = 0;       ///< fires that joined an already open event
+  std::uint64_t time_backwards = 0;     ///< samples dropped: time went backwards
+  std::uint64_t ring_overflow = 0;      ///< blobs too big for the ring + rows evicted early
+  std::uint64_t invalid_samples = 0;    ///< bad handle / wrong kind
+  std::uint64_t nan_samples = 0;        ///< NaN values seen by a trigger (no edge)
+  std::size_t open_events = 0;
+};
+
+/// Records events. Create with `create()`; not copyable, not movable (hand out the unique_ptr).
+class Capture {
+ public:
+  /// Validates streams and triggers (cross references, cycles, custom implementations), sizes
+  /// and preallocates every ring, registers metrics. Errors: invalid_config with a JSON pointer
+  /// ("/triggers/2/capture/streams/0: unknown stream \"cam\""), also for C++-built configs.
+  /// `sink`, the Port's objects and `metrics` must outlive the Capture.
+  static Result<std::unique_ptr<Capture>> create(std::string device_id,
+                                                 std::vector<StreamConfig> streams,
+                                                 std::vector<TriggerConfig> triggers,
+                                                 EventSink& sink, const Port& port,
+                                                 MetricsRegistry& metrics);
+  /// Same, taking device_id, streams and triggers from a parsed Config.
+  static Result<std::unique_ptr<Capture>> create(const Config& config, EventSink& sink,
+                                                 const Port& port, MetricsRegistry& metrics);
+  ~Capture();
+  Capture(const Capture&) = delete;
+  Capture& operator=(const Capture&) = delete;
+
+  // ---- setup-time lookups (allocation-free, but do a name search) ----------------------------
+  /// Invalid handle when unknown.
+  StreamHandle stream(std::string_view name) const noexcept;
+  /// Channel index within a numeric stream, or -1.
+  int channel(StreamHandle stream, std::string_view name) const noexcept;
+  TriggerHandle trigger(std::string_view name) const noexcept;
+  const std::vector<StreamConfig>& streams() const noexcept;
+  const std::vector<TriggerConfig>& triggers() const noexcept;
+
+  // ---- hot path -------------------------------------------------------------------------------
+  /// One numeric row: `values[i]` is channel i in declared order; missing trailing channels
+  /// (n < channels) are recorded as NaN, extra ones ignored. Evaluates the stream's triggers,
+  /// may open, extend or finish events (calling the sink). Never fails; see header notes.
+  void push(StreamHandle stream, double t, const double* values, std::size_t n) noexcept;
+  void push(StreamHandle stream, double t, std::initializer_list<double> values) noexcept {
+    push(stream, t, values.begin(), values.size());
+  }
+  /// One blob (copied into the ring, and into the open event if any).
+  void push_blob(StreamHandle stream, double t, std::string_view bytes) noexcept;
+
+  // ---- convenience (name lookups per call: a few tens of ns per name) -------------------------
+  /// Channels by name; unnamed channels are NaN. Errors: invalid_argument (unknown stream or
+  /// channel, blob stream).
+  Result<void> push(std::string_view stream, double t,
+                    std::initializer_list<std::pair<std::string_view, double>> values);
+  /// Errors: invalid_argument (unknown stream, numeric stream).
+  Result<void> push_blob(std::string_view stream, double t, std::string_view bytes);
+
+  // ---- control --------------------------------------------------------------------------------
+  /// Fires a trigger now (normally a manual one; any top-level trigger may be fired) through
+  /// its cooldown, sampling and budget. Returns true when it made or joined an event.
+  /// Errors: invalid_argument (bad handle / unknown name).
+  Result<bool> fire(TriggerHandle trigger, double t);
+  Result<bool> fire(std::string_view trigger, double t);
+  /// Advances time without a sample: finishes events whose post window ended before `t` and
+  /// runs stream-less periodic triggers. Call it from the loop when streams may go quiet.
+  void tick(double t) noexcept;
+  /// Finishes every open event now (shutdown); their index says "closed": "flush".
+  void flush() noexcept;
+
+  // ---- introspection --------------------------------------------------------------------------
+  TriggerStats trigger_stats(TriggerHandle trigger) const noexcept;
+  CaptureStats stats() const noexcept;
+
+  struct Impl;
+
+ private:
+  explicit Capture(std::unique_ptr<Impl> impl) noexcept;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace fleetpipe
