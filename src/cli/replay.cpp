@@ -93,7 +93,9 @@ int run(const Options& o) {
     sink.dump.open(o.dump_dir + "/events.fpev", std::ios::binary | std::ios::trunc);
     if (!sink.dump) return fail("cannot write " + o.dump_dir + "/events.fpev");
   }
-  FakeClock clock;  // deterministic wall times: the replay is a dry run
+  // Deterministic wall times that follow the samples: wall = 2024-10-03T00:00:00Z + t.
+  FakeClock clock;
+  const WallTime wall_base = clock.wall();
   QuietLog quiet;
   Port port;
   port.clock = &clock;
@@ -132,6 +134,8 @@ int run(const Options& o) {
     std::string sname = j["stream"].get<std::string>();
     StreamHandle h = c.stream(sname);
     if (!h.valid()) return bad("unknown stream \"" + sname + "\"");
+    clock.set_wall(wall_base + std::chrono::duration_cast<WallTime::duration>(
+                                   std::chrono::duration<double>(t)));
     const StreamConfig& sc = c.streams()[h.index];
     const bool has_v = j.contains("v"), has_b = j.contains("blob_bytes");
     if (has_v == has_b) return bad("needs exactly one of \"v\" (numeric) or \"blob_bytes\"");
