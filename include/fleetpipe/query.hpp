@@ -1,0 +1,172 @@
+// fleetpipe/query.hpp — the cloud side: find what the fleet uploaded, and how the fleet is doing.
+//
+// A `BucketReader` reads the bucket the uploaders write (docs/bucket-layout.md):
+//   {prefix}/stream={stream}/date={YYYY-MM-DD}/device={device}/{start_time}-{seq}.{ext}  data
+//   {prefix}/_manifest/date={YYYY-MM-DD}/device={device}/{time}-{seq}.jsonl            manifests
+//   {prefix}/_heartbeat/device={device}/{YYYYMMDDTHHMMSSZ}.json                        heartbeats
+// `query()` answers "which events match stream / trigger / device glob / time range" from the
+// JSONL manifests (one line per delivered event), plus — for data objects no manifest mentions
+// (manifests disabled, or a crash between the object and its manifest) — from the object's
+// `x-amz-meta-*` headers. `status()` summarises the heartbeats per device and flags devices that
+// are silent or evicting. `download()` fetches the bytes of one event (a ranged GET when the
+// manifest gives its offset inside a packed object).
+//
+// Caveats (read first)
+//  - This is a host/cloud tool, not device code: calls are synchronous and block on the network
+//    (one request at a time on one kept-alive connection, on a private io_context). Python
+//    releases the GIL around them.
+//  - Partition pruning: `since` skips manifests whose upload date is earlier, and data objects
+//    whose start date is more than a day earlier; `until` and the device glob are applied to
+//    what is listed (a glob's literal prefix narrows the listing when a stream is named). A
+//    query with no bound lists the whole prefix.
+//  - Key templates other than the default still work as long as they keep the
+//    `stream=`, `date=` and `device=` path segments (the reader finds them by name).
+//  - Not thread-safe: one thread per BucketReader.
+//  - Credentials come from the config's "uploader/credentials" exactly as for the Uploader
+//    (static keys, AWS_* environment, shared credentials file, or Port::credentials); they are
+//    never logged or put in errors.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fleetpipe/error.hpp"
+#include "fleetpipe/port.hpp"
+#include "fleetpipe/uploader.hpp"
+
+namespace fleetpipe {
+
+/// One object of a listing.
+struct ObjectInfo {
+  std::string key;
+  std::uint64_t size = 0;
+  std::string last_modified;  ///< as the server sent it (ISO 8601)
+  std::string etag;
+};
+
+/// What to look for. Every set field must match (AND); lists match any of their values (OR).
+struct EventQuery {
+  std::vector<std::string> streams;   ///< empty = every stream
+  std::vector<std::string> triggers;  ///< an event matches when any of its trigger ids is listed
+  std::string device_glob;            ///< fnmatch(3) pattern, e.g. "cart-0*"; "" = every device
+  std::optional<WallTime> since;      ///< events ending at or after this time
+  std::optional<WallTime> until;      ///< events starting before this time
+  int min_priority = 0;               ///< 0..7
+  std::size_t limit = 0;              ///< at most this many (oldest first); 0 = no limit
+};
+
+/// One event found in the bucket.
+struct EventEntry {
+  std::string object_key;    ///< the data object holding the event
+  std::uint64_t offset = 0;  ///< first byte of the event in the object
+  std::uint64_t length = 0;  ///< its length; 0 = the whole object (no manifest said more)
+  std::string stream;
+  std::string device;
+  std::string date;          ///< the object's date= partition
+  std::string event_id;      ///< "" when unknown (object without manifest packing many events)
+  std::vector<std::string> trigger_ids;
+  int priority = 0;
+  std::int64_t start_ns = 0, end_ns = 0;  ///< wall-clock range, unix epoch ns
+  std::string content_type;
+  std::uint64_t record_count = 1;  ///< events in [offset, offset+length)
+  std::string manifest_key;  ///< "" when the entry comes from the object's metadata
+  std::map<std::string, std::string> metadata;  ///< the record's user metadata
+};
+
+/// Counters of the last call, to judge pruning.
+struct QueryStats {
+  std::uint64_t list_requests = 0;
+  std::uint64_t objects_listed = 0;
+  std::uint64_t manifests_read = 0;
+  std::uint64_t manifest_lines = 0;
+  std::uint64_t manifest_lines_bad = 0;  ///< skipped: not JSON or missing fields
+  std::uint64_t heads = 0;               ///< objects without manifest, read via HEAD
+  std::uint64_t gets = 0;
+};
+
+struct StatusQuery {
+  std::string device_glob;             ///< "" = every device
+  std::optional<WallTime> now;         ///< default: the Port clock's wall time
+  double silent_after_s = 900;         ///< no heartbeat for this long: silent
+  double window_s = 86400;             ///< evictions and upload rate are measured over this
+};
+
+/// What the heartbeats say about one device.
+struct DeviceStatus {
+  std::string device;
+  std::size_t heartbeats = 0;          ///< in the window (all listed ones when fewer than 2)
+  std::optional<WallTime> last_seen;   ///< time of the newest heartbeat
+  double seconds_since_last = 0;
+  std::string last_key;
+  std::string sdk_version;
+  std::string network;                 ///< "online" / "metered" / "offline" as reported
+  double backlog_records = 0;          ///< records queued in the device buffer
+  double backlog_bytes = 0;
+  double evicted_total = 0;            ///< the device's eviction counter (since its start)
+  double evicted_in_window = 0;        ///< growth of that counter over the window
+  double uploaded_bytes_total = 0;     ///< bytes the uploader sent (since its start)
+  double upload_bytes_per_s = 0;       ///< over the window (0 with a single heartbeat)
+  std::string last_error;
+  bool silent = false;
+  bool evicting = false;
+  std::string heartbeat_json;          ///< the newest heartbeat document, as stored
+};
+
+/// Reads one bucket. Create with `open`; blocking calls (see Caveats).
+class BucketReader {
+ public:
+  /// Uses `config.endpoint`, `bucket`, `region`, `credentials`, TLS settings and `prefix`.
+  /// Errors: invalid_config / insecure_refused (endpoint), tls_error (CA file). No request is
+  /// made here. Lifetime: the Port's objects must outlive the reader.
+  static Result<std::unique_ptr<BucketReader>> open(const UploaderConfig& config,
+                                                    const Port& port = {});
+  ~BucketReader();
+  BucketReader(const BucketReader&) = delete;
+  BucketReader& operator=(const BucketReader&) = delete;
+
+  /// Every object under `prefix` (ListObjectsV2, all pages), keys in order. `start_after` skips
+  /// keys <= it. Errors: network_error, timeout, tls_error, auth_error, s3_permanent
+  /// (NoSuchBucket, AccessDenied), http_error, decode_error (unreadable listing).
+  Result<std::vector<ObjectInfo>> list(std::string_view prefix, std::string_view start_after = {});
+  /// The common prefixes one level below `prefix` (delimiter "/"). Errors: as list().
+  Result<std::vector<std::string>> list_prefixes(std::string_view prefix);
+  /// The whole object, or bytes [offset, offset+length) when length > 0 (ranged GETs of at most
+  /// 4 MiB each). Errors: as list(), not_found (NoSuchKey).
+  Result<std::string> get(std::string_view key, std::uint64_t offset = 0, std::uint64_t length = 0);
+  /// User metadata (x-amz-meta-* names without the prefix, lower case) plus "content-type",
+  /// "content-length". Errors: as get().
+  Result<std::map<std::string, std::string>> head(std::string_view key);
+
+  /// Events matching `q`, sorted by start time then device. Errors: as list().
+  Result<std::vector<EventEntry>> query(const EventQuery& q);
+  /// The bytes of one event (the whole object when `e.length` is 0). Errors: as get().
+  Result<std::string> download(const EventEntry& e);
+  /// One summary per device with at least one heartbeat, sorted by device. Errors: as list().
+  Result<std::vector<DeviceStatus>> status(const StatusQuery& q);
+
+  /// Counters of requests since open (or reset_stats()).
+  const QueryStats& stats() const noexcept;
+  void reset_stats() noexcept;
+  const std::string& prefix() const noexcept;
+
+  struct Impl;  // internal
+
+ private:
+  explicit BucketReader(std::unique_ptr<Impl> impl) noexcept;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Parses "2026-11-01", "2026-11-01T10:20:30Z", "2026-11-01T10:20:30.5Z", "20261101T102030Z" or
+/// a unix time in seconds ("1793500000"); UTC. Errors: invalid_argument.
+Result<WallTime> parse_query_time(std::string_view text);
+/// "2026-11-01T10:20:30.123Z" (milliseconds, UTC).
+std::string format_query_time(WallTime t);
+/// fnmatch(3)-style glob ("*", "?", "[a-z]"), no flags.
+bool glob_match(std::string_view pattern, std::string_view text);
+
+}  // namespace fleetpipe
