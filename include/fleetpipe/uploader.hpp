@@ -1,14 +1,186 @@
-// fleetpipe/uploader.hpp — shaped, resumable S3 upload (skeleton: owned by the Uploader work).
+// fleetpipe/uploader.hpp — shaped, resumable delivery of buffered records to an S3 bucket.
+//
+// The Uploader leases records from the Buffer, packs small ones into one object (up to a target
+// size or age), sends large ones as their own object (PutObject below the multipart threshold,
+// multipart above it, parts streamed from LMDB in small chunks), writes a JSONL manifest per
+// batch, and acks the records only after the object is stored. Everything runs on an Asio
+// io_context that the host drives: `poll()` / `run_for()` on the uploader's own context, or the
+// host's own context (opt-in header fleetpipe/asio.hpp). fleetpipe starts no thread.
+//
+// Caveats (read first)
+//  - Delivery is at-least-once with deterministic object keys: a record whose upload succeeded
+//    but whose ack was lost (crash) is uploaded again under the same key, overwriting the same
+//    object, so the bucket holds no duplicate object. (A record packed with different neighbours
+//    after a restart lands in an object keyed by the smallest record id of its pack; see
+//    docs/uploader.md "Delivery guarantee" for the one corner where an old pack can survive.)
+//  - The Buffer and the Uploader are driven by the same thread (neither is thread-safe), except
+//    `pause()`, `resume()`, `set_rate()`, `flush()`, which any thread may call: they take effect
+//    on the driving thread's next poll.
+//  - Pausing (host, schedule window, metered/offline network) aborts the request in flight at
+//    once and returns the leased records to the Buffer without counting an attempt; multipart
+//    progress is kept (parts already stored are not sent again).
+//  - Credentials are never logged, never put in errors, metrics or status.
+//
+// Durability of the resume state: the multipart upload id and the completed parts are written
+// with Buffer::put_state (always synced) after each part, so a kill -9 or power cut loses at most
+// the part in flight.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "fleetpipe/buffer.hpp"
 #include "fleetpipe/error.hpp"
+#include "fleetpipe/metrics.hpp"
+#include "fleetpipe/port.hpp"
 
 namespace fleetpipe {
 
+/// Where credentials come from. `auto_detect`: the host's CredentialsProvider in the Port if
+/// set, else the static keys in the config if set, else AWS_ACCESS_KEY_ID /
+/// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else the shared-credentials-file profile.
+enum class CredentialsSource : std::uint8_t { auto_detect = 0, static_keys, environment, profile, host };
+
+struct UploaderCredentialsConfig {
+  CredentialsSource source = CredentialsSource::auto_detect;
+  std::string access_key_id;       ///< static keys (source static_keys / auto_detect)
+  std::string secret_access_key;
+  std::string session_token;
+  std::string profile = "default";  ///< section of the shared credentials file
+  /// "" = $AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/credentials.
+  std::string shared_credentials_file;
+};
+
+/// One schedule window, in local time of `UploaderScheduleConfig::utc_offset_minutes`.
+/// A window may wrap midnight (start "22:00", end "06:00").
+struct ScheduleWindow {
+  int start_minute = 0;  ///< minutes after midnight, 0..1439 ("HH:MM" in JSON)
+  int end_minute = 0;    ///< exclusive; == start means the whole day
+  bool pause = false;    ///< uploads are paused inside the window
+  double bytes_per_second = 0;  ///< rate inside the window; 0 = the base rate
+};
+
+struct UploaderScheduleConfig {
+  std::vector<ScheduleWindow> windows;  ///< first matching window wins
+  bool pause_outside_windows = false;   ///< true: upload only inside a (non-pause) window
+  int utc_offset_minutes = 0;           ///< local time = UTC + offset
+};
+
+/// The "uploader" section of the config. Every key, its default and unit: docs/uploader.md.
 struct UploaderConfig {
+  bool enabled = true;
+  // --- where -------------------------------------------------------------------------------
+  /// "https://host[:port]" (or "http://..." with allow_insecure_http). "" = AWS:
+  /// https://s3.<region>.amazonaws.com.
   std::string endpoint;
+  std::string bucket;
+  std::string region = "us-east-1";
+  bool virtual_host_style = false;  ///< true: https://<bucket>.<endpoint host>/<key>
+  /// Connect to this address instead of resolving the endpoint host (Host header, SNI and
+  /// certificate name checks still use the endpoint host). "" = resolve normally.
+  std::string connect_address;
+  bool allow_insecure_http = false;
+  bool tls_verify = true;           ///< certificate chain + host name; off only for lab setups
+  std::string ca_file;              ///< "" = the system store (OpenSSL's built-in default paths)
+  double connect_timeout_s = 10;
+  double request_timeout_s = 60;    ///< inactivity limit per read/write of one request
+  // --- who -------------------------------------------------------------------------------
+  UploaderCredentialsConfig credentials;
+  bool unsigned_payload = false;    ///< sign UNSIGNED-PAYLOAD (Content-MD5 still sent)
+  // --- what ------------------------------------------------------------------------------
+  std::string prefix = "fleetpipe";
+  std::string key_template =
+      "{prefix}/stream={stream}/date={YYYY-MM-DD}/device={device}/{start_time}-{seq}.{ext}";
+  /// Device name for keys when a record has no metadata "device". Not a JSON key: the pipeline
+  /// sets it from the top-level "device_id".
+  std::string device_id = "unknown-device";
+  std::uint64_t target_object_bytes = 8ull << 20;  ///< pack small records up to this size
+  double max_object_age_s = 60;   ///< ... or until the oldest queued record is this old
+  /// Records at least this large become their own object.
+  std::uint64_t large_record_bytes = 4ull << 20;
+  std::uint64_t multipart_threshold_bytes = 16ull << 20;
+  std::uint64_t part_bytes = 8ull << 20;           ///< >= 5 MiB
+  std::uint64_t batch_max_bytes = 32ull << 20;     ///< one lease (one manifest) at most this
+  std::uint64_t batch_max_records = 10000;
+  bool write_manifest = true;
+  std::uint32_t io_chunk_bytes = 256u << 10;        ///< read-from-LMDB / write-to-socket chunk
+  double abandon_multipart_after_s = 7 * 86400.0;   ///< abort resume state older than this
+  // --- retries ---------------------------------------------------------------------------
+  std::uint32_t max_attempts = 6;    ///< per request, then the batch is nacked and retried later
+  double retry_base_delay_s = 0.2;
+  double retry_max_delay_s = 30;
+  // --- shaping ---------------------------------------------------------------------------
+  double bytes_per_second = 0;       ///< 0 = unlimited
+  std::uint64_t burst_bytes = 0;     ///< 0 = max(4 KiB, rate / 10)
+  bool pause_when_metered = true;    ///< NetworkState::metered pauses (else metered rate)
+  double metered_bytes_per_second = 0;  ///< 0 = the base rate
+  UploaderScheduleConfig schedule;
+  double idle_poll_interval_s = 0.25;  ///< how often an idle uploader looks for new records
+};
+
+/// A point-in-time view for hosts and the `fleetpipe status` command. No secrets.
+struct UploaderStatus {
+  bool paused = false;              ///< any reason below
+  bool paused_by_host = false;
+  bool paused_by_schedule = false;
+  bool paused_by_network = false;
+  bool busy = false;                ///< a batch is leased
+  double rate_bytes_per_s = 0;      ///< effective rate now (0 = unlimited)
+  std::uint64_t burst_bytes = 0;
+  std::uint64_t objects_uploaded = 0;
+  std::uint64_t records_acked = 0;
+  std::uint64_t records_parked = 0;
+  std::uint64_t bytes_sent = 0;     ///< request bytes handed to the socket (headers + bodies)
+  std::uint64_t retries = 0;
+  std::uint64_t multipart_resumed = 0;
+  double clock_offset_s = 0;        ///< correction learned from RequestTimeTooSkewed
+  std::string last_error;           ///< last failure, for people ("" if none)
+};
+
+/// The uploader. Create with `create`; not copyable; one thread drives it (see Caveats).
+class Uploader {
+ public:
+  /// Validates the config (errors: invalid_config naming the key), resolves credentials lazily
+  /// (a missing credential shows up as a counted auth error, not here), prepares TLS
+  /// (errors: tls_error when the CA file cannot be loaded) and arms the first poll on its own
+  /// io_context. Lifetime: `buffer`, the Port's pieces and `metrics` must outlive the Uploader.
+  static Result<std::unique_ptr<Uploader>> create(const UploaderConfig& config, Buffer& buffer,
+                                                  const Port& port, MetricsRegistry& metrics);
+  ~Uploader();  ///< cancels the request in flight; leased records go back to the Buffer
+  Uploader(const Uploader&) = delete;
+  Uploader& operator=(const Uploader&) = delete;
+
+  /// Runs the handlers that are ready now (never blocks). Returns how many ran.
+  /// Only for uploaders on their own io_context (with the host's context, run that instead).
+  std::size_t poll();
+  /// Runs handlers for up to `d` (blocks at most `d`, returns early after shutdown()).
+  std::size_t run_for(std::chrono::nanoseconds d);
+
+  /// Changes the base rate (bytes/s, 0 = unlimited) and burst (0 = auto) at run time. The
+  /// schedule and metered rates still apply on top. Thread-safe.
+  void set_rate(double bytes_per_second, std::uint64_t burst_bytes = 0);
+  /// Host pause (metered link, customer-facing traffic). Aborts the request in flight, counted
+  /// in fleetpipe_uploader_pauses_total{reason="host"}. Thread-safe. Idempotent.
+  void pause();
+  void resume();
+  /// Uploads what is queued now without waiting for the target size or age. Thread-safe.
+  void flush();
+  /// Cancels the request in flight and stops; poll/run_for return promptly afterwards.
+  void shutdown();
+
+  /// True when no batch is leased and nothing is in flight.
+  bool idle() const;
+  UploaderStatus status() const;
+
+  struct Impl;  // internal
+
+ private:
+  explicit Uploader(std::unique_ptr<Impl> impl) noexcept;
+  friend struct UploaderFactory;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace fleetpipe

@@ -1,0 +1,685 @@
+#include "detail/s3_client.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <ctime>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "fleetpipe/version.hpp"
+
+namespace fleetpipe::detail {
+
+namespace net = boost::asio;
+namespace ssl = boost::asio::ssl;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using tcp = boost::asio::ip::tcp;
+
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool is_ip(const std::string& host) {
+  boost::system::error_code ec;
+  net::ip::make_address(host, ec);
+  return !ec;
+}
+
+std::optional<WallTime> parse_http_date(const std::string& s) {
+  std::tm tm{};
+  if (!strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S", &tm)) return std::nullopt;
+  std::time_t t = timegm(&tm);
+  if (t <= 0) return std::nullopt;
+  return std::chrono::system_clock::from_time_t(t);
+}
+
+constexpr std::size_t kMaxResponseBody = 4u << 20;
+
+}  // namespace
+
+// ---- endpoint --------------------------------------------------------------------------------
+
+std::string S3Endpoint::tls_name() const { return virtual_host ? bucket + "." + host : host; }
+
+std::string S3Endpoint::host_header() const {
+  std::string h = tls_name();
+  if (h.find(':') != std::string::npos) h = "[" + h + "]";  // IPv6 literal
+  if ((https && port != 443) || (!https && port != 80)) h += ":" + std::to_string(port);
+  return h;
+}
+
+std::string S3Endpoint::raw_path_for(std::string_view key) const {
+  std::string p = virtual_host ? "/" : "/" + bucket + (key.empty() ? "" : "/");
+  p += key;
+  return p;
+}
+
+std::string S3Endpoint::path_for(std::string_view key) const {
+  return uri_encode(raw_path_for(key), true);
+}
+
+Result<S3Endpoint> parse_endpoint(const UploaderConfig& c) {
+  S3Endpoint ep;
+  ep.bucket = c.bucket;
+  ep.virtual_host = c.virtual_host_style;
+  std::string url = c.endpoint.empty() ? "https://s3." + c.region + ".amazonaws.com" : c.endpoint;
+  auto se = url.find("://");
+  if (se == std::string::npos) {
+    return Error(errc::invalid_config, "/uploader/endpoint: must start with https:// or http://, got \"" + url + "\"",
+                 "/uploader/endpoint");
+  }
+  std::string scheme = lower(url.substr(0, se));
+  if (scheme == "https") {
+    ep.https = true;
+  } else if (scheme == "http") {
+    if (!c.allow_insecure_http) {
+      return Error(errc::insecure_refused,
+                   "/uploader/endpoint: plain http:// needs \"allow_insecure_http\": true",
+                   "/uploader/endpoint");
+    }
+    ep.https = false;
+  } else {
+    return Error(errc::invalid_config, "/uploader/endpoint: scheme must be https or http",
+                 "/uploader/endpoint");
+  }
+  std::string rest = url.substr(se + 3);
+  auto slash = rest.find('/');
+  if (slash != std::string::npos) {
+    if (rest.substr(slash) != "/") {
+      return Error(errc::invalid_config, "/uploader/endpoint: must not contain a path",
+                   "/uploader/endpoint");
+    }
+    rest = rest.substr(0, slash);
+  }
+  ep.port = ep.https ? 443 : 80;
+  std::string host = rest;
+  if (!rest.empty() && rest[0] == '[') {  // [v6]:port
+    auto close = rest.find(']');
+    if (close == std::string::npos) {
+      return Error(errc::invalid_config, "/uploader/endpoint: bad IPv6 literal", "/uploader/endpoint");
+    }
+    host = rest.substr(1, close - 1);
+    rest = rest.substr(close + 1);
+    if (!rest.empty() && rest[0] == ':') rest = rest.substr(0);
+    else rest.clear();
+  }
+  auto colon = rest.rfind(':');
+  if (colon != std::string::npos) {
+    std::string port = rest.substr(colon + 1);
+    if (host == rest) host = rest.substr(0, colon);
+    char* end = nullptr;
+    long p = std::strtol(port.c_str(), &end, 10);
+    if (port.empty() || *end || p <= 0 || p > 65535) {
+      return Error(errc::invalid_config, "/uploader/endpoint: bad port \"" + port + "\"",
+                   "/uploader/endpoint");
+    }
+    ep.port = static_cast<std::uint16_t>(p);
+  }
+  if (host.empty()) {
+    return Error(errc::invalid_config, "/uploader/endpoint: no host", "/uploader/endpoint");
+  }
+  ep.host = host;
+  ep.connect_host = c.connect_address.empty() ? ep.host : c.connect_address;
+  return ep;
+}
+
+// ---- responses and classification ------------------------------------------------------------
+
+std::string S3Response::header(std::string_view name) const {
+  std::string ln = lower(name);
+  for (const auto& [n, v] : headers)
+    if (lower(n) == ln) return v;
+  return {};
+}
+
+const char* class_name(FailureClass c) noexcept {
+  switch (c) {
+    case FailureClass::network: return "network";
+    case FailureClass::timeout: return "timeout";
+    case FailureClass::tls: return "tls";
+    case FailureClass::throttled: return "throttled";
+    case FailureClass::server_error: return "server_error";
+    case FailureClass::clock_skew: return "clock_skew";
+    case FailureClass::auth: return "auth";
+    case FailureClass::credentials_expired: return "credentials_expired";
+    case FailureClass::permanent: return "permanent";
+    case FailureClass::upload_gone: return "upload_gone";
+    case FailureClass::bad_digest: return "bad_digest";
+    case FailureClass::cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+bool is_retryable(FailureClass c) noexcept {
+  switch (c) {
+    case FailureClass::network:
+    case FailureClass::timeout:
+    case FailureClass::throttled:
+    case FailureClass::server_error:
+    case FailureClass::clock_skew:
+    case FailureClass::credentials_expired:
+    case FailureClass::bad_digest:
+    case FailureClass::upload_gone:
+      return true;
+    default:
+      return false;
+  }
+}
+
+errc errc_of(FailureClass c) noexcept {
+  switch (c) {
+    case FailureClass::network: return errc::network_error;
+    case FailureClass::timeout: return errc::timeout;
+    case FailureClass::tls: return errc::tls_error;
+    case FailureClass::throttled: return errc::s3_throttled;
+    case FailureClass::server_error: return errc::s3_server_error;
+    case FailureClass::clock_skew: return errc::s3_clock_skew;
+    case FailureClass::auth: return errc::auth_error;
+    case FailureClass::credentials_expired: return errc::auth_error;
+    case FailureClass::permanent: return errc::s3_permanent;
+    case FailureClass::upload_gone: return errc::not_found;
+    case FailureClass::bad_digest: return errc::http_error;
+    case FailureClass::cancelled: return errc::cancelled;
+  }
+  return errc::internal;
+}
+
+bool response_ok(const S3Response& r) {
+  if (r.status < 200 || r.status >= 300) return false;
+  // CompleteMultipartUpload (and CopyObject) may answer 200 and put the error in the body.
+  auto p = r.body.find_first_not_of(" \t\r\n");
+  if (p == std::string::npos) return true;
+  std::string_view head(r.body.data() + p, std::min<std::size_t>(r.body.size() - p, 200));
+  return head.find("<Error>") == std::string_view::npos;
+}
+
+S3Failure classify_response(const S3Response& r) {
+  S3Failure f;
+  f.status = r.status;
+  f.s3_code = xml_text(r.body, "Code").value_or("");
+  std::string msg = xml_text(r.body, "Message").value_or("");
+  f.message = "HTTP " + std::to_string(r.status) + (f.s3_code.empty() ? "" : " " + f.s3_code) +
+              (msg.empty() ? "" : ": " + msg);
+  const std::string& c = f.s3_code;
+  if (c == "RequestTimeTooSkewed") {
+    f.cls = FailureClass::clock_skew;
+    f.server_time = parse_http_date(r.header("Date"));
+  } else if (r.status == 503 || r.status == 429 || c == "SlowDown" || c == "Throttling") {
+    f.cls = FailureClass::throttled;
+  } else if (r.status >= 500) {
+    f.cls = FailureClass::server_error;
+  } else if (c == "ExpiredToken" || c == "TokenRefreshRequired") {
+    f.cls = FailureClass::credentials_expired;
+  } else if (c == "NoSuchUpload" || c == "InvalidPart" || c == "InvalidPartOrder") {
+    f.cls = FailureClass::upload_gone;
+  } else if (c == "BadDigest" || c == "InvalidDigest" || c == "XAmzContentSHA256Mismatch" ||
+             c == "IncompleteBody" || c == "RequestTimeout" || r.status == 408) {
+    f.cls = FailureClass::bad_digest;
+  } else if (r.status == 401 || r.status == 403 || c == "InvalidAccessKeyId" ||
+             c == "SignatureDoesNotMatch" || c == "AccessDenied") {
+    f.cls = FailureClass::auth;
+  } else {
+    f.cls = FailureClass::permanent;
+  }
+  return f;
+}
+
+// ---- XML -------------------------------------------------------------------------------------
+
+std::string xml_unescape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '&') {
+      out.push_back(s[i]);
+      continue;
+    }
+    auto semi = s.find(';', i);
+    if (semi == std::string_view::npos || semi - i > 10) {
+      out.push_back('&');
+      continue;
+    }
+    std::string_view ent = s.substr(i + 1, semi - i - 1);
+    if (ent == "amp") out.push_back('&');
+    else if (ent == "lt") out.push_back('<');
+    else if (ent == "gt") out.push_back('>');
+    else if (ent == "quot") out.push_back('"');
+    else if (ent == "apos") out.push_back('\'');
+    else if (!ent.empty() && ent[0] == '#') {
+      long v = ent.size() > 1 && (ent[1] == 'x' || ent[1] == 'X')
+                   ? std::strtol(std::string(ent.substr(2)).c_str(), nullptr, 16)
+                   : std::strtol(std::string(ent.substr(1)).c_str(), nullptr, 10);
+      if (v > 0 && v < 128) out.push_back(static_cast<char>(v));
+      else if (v >= 128 && v < 0x800) {
+        out.push_back(static_cast<char>(0xC0 | (v >> 6)));
+        out.push_back(static_cast<char>(0x80 | (v & 0x3F)));
+      } else if (v >= 0x800 && v < 0x10000) {
+        out.push_back(static_cast<char>(0xE0 | (v >> 12)));
+        out.push_back(static_cast<char>(0x80 | ((v >> 6) & 0x3F)));
+        out.push_back(static_cast<char>(0x80 | (v & 0x3F)));
+      }
+    } else {
+      out.append(s.substr(i, semi - i + 1));
+    }
+    i = semi;
+  }
+  return out;
+}
+
+std::string xml_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&apos;"; break;
+      default: out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string_view> xml_blocks(std::string_view xml, std::string_view tag) {
+  std::vector<std::string_view> out;
+  std::string open = "<" + std::string(tag), close = "</" + std::string(tag) + ">";
+  std::size_t pos = 0;
+  while (true) {
+    auto b = xml.find(open, pos);
+    if (b == std::string_view::npos) break;
+    auto after = b + open.size();
+    if (after >= xml.size()) break;
+    if (xml[after] != '>' && xml[after] != ' ') {  // <PartNumber> is not <Part>
+      pos = after;
+      continue;
+    }
+    auto gt = xml.find('>', after);
+    if (gt == std::string_view::npos) break;
+    if (xml[gt - 1] == '/') {  // <Tag/>
+      out.emplace_back();
+      pos = gt + 1;
+      continue;
+    }
+    auto e = xml.find(close, gt + 1);
+    if (e == std::string_view::npos) break;
+    out.push_back(xml.substr(gt + 1, e - gt - 1));
+    pos = e + close.size();
+  }
+  return out;
+}
+
+std::optional<std::string> xml_text(std::string_view xml, std::string_view tag) {
+  auto b = xml_blocks(xml, tag);
+  if (b.empty()) return std::nullopt;
+  return xml_unescape(b.front());
+}
+
+// ---- the client ------------------------------------------------------------------------------
+
+struct S3Client::Core : std::enable_shared_from_this<Core> {
+  Core(net::io_context& io, const UploaderConfig& c, Hooks h, S3Endpoint e)
+      : ioc(io), ctx(ssl::context::tls_client), ep(std::move(e)), hooks(std::move(h)), timer(io) {
+    tls_verify = c.tls_verify;
+    ca_file = c.ca_file;
+    connect_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(c.connect_timeout_s * 1000));
+    request_timeout = std::chrono::milliseconds(static_cast<std::int64_t>(c.request_timeout_s * 1000));
+    chunk_cap = std::max<std::size_t>(4096, c.io_chunk_bytes);
+    chunk.reset(new char[chunk_cap]);
+  }
+
+  net::io_context& ioc;
+  ssl::context ctx;
+  S3Endpoint ep;
+  Hooks hooks;
+  bool tls_verify = true;
+  std::string ca_file;
+  std::chrono::milliseconds connect_timeout{10000}, request_timeout{60000};
+
+  std::unique_ptr<beast::tcp_stream> plain;
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
+  bool connected = false;
+  bool reused = false;        // this request runs on a kept-alive connection
+  bool stale_retry_done = false;
+  net::steady_timer timer;
+  beast::flat_buffer rbuf;
+  std::optional<http::response_parser<http::string_body>> parser;
+  std::unique_ptr<char[]> chunk;
+  std::size_t chunk_cap = 0;
+
+  S3Request req;
+  Handler done;
+  std::uint64_t gen = 0;
+  bool busy = false;
+  std::string head;
+  std::uint64_t sent = 0;
+
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+
+  template <class F>
+  void with_stream(F&& f) {
+    if (tls) f(*tls);
+    else f(*plain);
+  }
+
+  Result<void> init_tls() {
+    if (!ep.https) return {};
+    boost::system::error_code ec;
+    ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                    ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+    if (!ca_file.empty()) {
+      ctx.load_verify_file(ca_file, ec);
+      if (ec) {
+        return Error(errc::tls_error, "cannot load CA file " + ca_file + ": " + ec.message());
+      }
+    } else if (SSL_CTX_load_verify_locations(ctx.native_handle(), X509_get_default_cert_file(),
+                                             X509_get_default_cert_dir()) != 1) {
+      ERR_clear_error();  // an empty system store shows up as a verification failure later
+    }
+    ctx.set_verify_mode(tls_verify ? ssl::verify_peer : ssl::verify_none);
+    return {};
+  }
+
+  void close() {
+    connected = false;
+    if (tls || plain) {
+      boost::system::error_code ec;
+      lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+      lowest().close();
+    }
+    tls.reset();
+    plain.reset();
+    rbuf.clear();
+  }
+
+  void finish(S3Outcome o) {
+    busy = false;
+    timer.cancel();
+    auto h = std::move(done);
+    done = nullptr;
+    if (h) h(std::move(o));
+  }
+
+  void fail(FailureClass cls, std::string msg) {
+    close();
+    S3Outcome o;
+    o.failure.cls = cls;
+    o.failure.message = std::move(msg);
+    finish(std::move(o));
+  }
+
+  std::string where() const {
+    return ep.tls_name() + " (" + ep.connect_host + ":" + std::to_string(ep.port) + ")";
+  }
+
+  // A transport error: a kept-alive connection the server already closed gets one fresh try.
+  void transport_error(const boost::system::error_code& ec, const char* during) {
+    bool got_response = parser && parser->got_some();
+    if (reused && !stale_retry_done && !got_response && ec != beast::error::timeout) {
+      stale_retry_done = true;
+      close();
+      start();
+      return;
+    }
+    FailureClass cls = ec == beast::error::timeout ? FailureClass::timeout : FailureClass::network;
+    fail(cls, std::string(during) + " " + where() + ": " + ec.message());
+  }
+
+  void send(S3Request r, Handler h) {
+    req = std::move(r);
+    if (!req.reader) req.body_size = req.body_inline.size();
+    done = std::move(h);
+    busy = true;
+    ++gen;
+    stale_retry_done = false;
+    start();
+  }
+
+  void start() {
+    sent = 0;
+    parser.reset();
+    if (connected) {
+      reused = true;
+      write_head();
+      return;
+    }
+    reused = false;
+    connect();
+  }
+
+  void connect() {
+    close();
+    tcp::resolver resolver(ioc);
+    boost::system::error_code ec;
+    // Synchronous on purpose: Asio's async_resolve runs getaddrinfo on a hidden thread.
+    auto results = resolver.resolve(ep.connect_host, std::to_string(ep.port), ec);
+    if (ec) return fail(FailureClass::network, "cannot resolve " + ep.connect_host + ": " + ec.message());
+    if (ep.https) {
+      tls = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ioc, ctx);
+      SSL* s = tls->native_handle();
+      std::string name = ep.tls_name();
+      if (!is_ip(name)) SSL_set_tlsext_host_name(s, name.c_str());  // SNI (never for IPs)
+      if (tls_verify) {
+        X509_VERIFY_PARAM* p = SSL_get0_param(s);
+        X509_VERIFY_PARAM_set_hostflags(p, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (is_ip(name)) X509_VERIFY_PARAM_set1_ip_asc(p, name.c_str());
+        else X509_VERIFY_PARAM_set1_host(p, name.c_str(), name.size());
+      }
+    } else {
+      plain = std::make_unique<beast::tcp_stream>(ioc);
+    }
+    lowest().expires_after(connect_timeout);
+    auto self = shared_from_this();
+    auto g = gen;
+    lowest().async_connect(results, [self, g](boost::system::error_code ec, const tcp::endpoint&) {
+      if (g != self->gen || !self->busy) return;
+      if (ec) {
+        FailureClass cls = ec == beast::error::timeout ? FailureClass::timeout : FailureClass::network;
+        return self->fail(cls, "cannot connect to " + self->where() + ": " + ec.message());
+      }
+      boost::system::error_code ignored;
+      self->lowest().socket().set_option(tcp::no_delay(true), ignored);
+      if (self->tls) return self->handshake();
+      self->connected = true;
+      self->write_head();
+    });
+  }
+
+  void handshake() {
+    lowest().expires_after(connect_timeout);
+    auto self = shared_from_this();
+    auto g = gen;
+    tls->async_handshake(ssl::stream_base::client, [self, g](boost::system::error_code ec) {
+      if (g != self->gen || !self->busy) return;
+      if (ec) {
+        long vr = SSL_get_verify_result(self->tls->native_handle());
+        std::string why = vr != X509_V_OK
+                              ? std::string("certificate verification failed: ") +
+                                    X509_verify_cert_error_string(vr)
+                              : ec.message();
+        std::string trust = self->ca_file.empty() ? "the system CA store"
+                                                  : "CA file " + self->ca_file;
+        return self->fail(FailureClass::tls, "TLS handshake with " + self->where() +
+                                                 " failed: " + why + " (trusting " + trust + ")");
+      }
+      self->connected = true;
+      self->write_head();
+    });
+  }
+
+  void write_head() {
+    // Sign.
+    auto creds = hooks.credentials ? hooks.credentials()
+                                   : Result<Credentials>(Error(errc::auth_error, "no credentials"));
+    if (!creds) return fail(FailureClass::auth, creds.error().message);
+    SigV4Request sr;
+    sr.method = req.method;
+    sr.host = ep.host_header();
+    sr.path = ep.raw_path_for(req.key);
+    sr.query = req.query;
+    sr.headers = req.headers;
+    bool has_body = req.body_size > 0 || req.method == "PUT" || req.method == "POST";
+    if (has_body) sr.headers.emplace_back("content-length", std::to_string(req.body_size));
+    sr.payload_sha256 = req.payload_sha256.empty() ? sha256_hex(req.body_inline) : req.payload_sha256;
+    SigV4Credentials sc;
+    sc.access_key_id = creds->access_key_id;
+    sc.secret_access_key = creds->secret_access_key;
+    sc.session_token = creds->session_token;
+    sc.region = region;
+    auto sig = sign_v4(sr, sc, format_amz_date(hooks.wall()));
+    if (!sig) return fail(FailureClass::auth, sig.error().message);
+
+    head.clear();
+    head += req.method + " " + ep.path_for(req.key);
+    for (std::size_t i = 0; i < req.query.size(); ++i) {
+      head += i == 0 ? '?' : '&';
+      head += uri_encode(req.query[i].first, false);
+      if (!req.query[i].second.empty()) head += "=" + uri_encode(req.query[i].second, false);
+    }
+    head += " HTTP/1.1\r\nHost: " + ep.host_header() + "\r\n";
+    head += std::string("User-Agent: fleetpipe/") + kVersion + "\r\n";
+    for (const auto& [n, v] : sr.headers) head += n + ": " + v + "\r\n";
+    for (const auto& [n, v] : sig->headers_to_add) head += n + ": " + v + "\r\n";
+    head += "\r\n";
+
+    if (hooks.bucket) hooks.bucket->consume(head.size(), hooks.mono());
+    lowest().expires_after(request_timeout);
+    auto self = shared_from_this();
+    auto g = gen;
+    with_stream([&](auto& s) {
+      net::async_write(s, net::buffer(head), [self, g](boost::system::error_code ec, std::size_t n) {
+        if (g != self->gen || !self->busy) return;
+        if (ec) return self->transport_error(ec, "writing to");
+        if (self->hooks.on_bytes_sent) self->hooks.on_bytes_sent(n);
+        self->write_body();
+      });
+    });
+  }
+
+  void write_body() {
+    if (sent >= req.body_size) return read_response();
+    std::size_t chunk_size = hooks.bucket ? hooks.bucket->chunk_size(chunk_cap) : chunk_cap;
+    std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_size, req.body_size - sent));
+    auto self = shared_from_this();
+    auto g = gen;
+    if (hooks.bucket && !hooks.bucket->unlimited()) {
+      MonoTime now = hooks.mono();
+      if (hooks.bucket->available(now) < want) {
+        timer.expires_after(hooks.bucket->wait_for(want, now));
+        timer.async_wait([self, g](boost::system::error_code ec) {
+          if (ec || g != self->gen || !self->busy) return;
+          self->write_body();
+        });
+        return;
+      }
+    }
+    if (req.reader) {
+      auto n = req.reader(sent, chunk.get(), want);
+      if (!n || *n != want) {
+        close();
+        S3Outcome o;
+        o.failure.cls = FailureClass::permanent;
+        o.failure.s3_code = "unreadable_record";
+        o.failure.message = "reading the body from the buffer failed: " +
+                            (n ? std::string("short read") : n.error().message);
+        return finish(std::move(o));
+      }
+    } else {
+      std::memcpy(chunk.get(), req.body_inline.data() + sent, want);
+    }
+    if (hooks.bucket) hooks.bucket->consume(want, hooks.mono());
+    lowest().expires_after(request_timeout);
+    with_stream([&](auto& s) {
+      net::async_write(s, net::buffer(chunk.get(), want),
+                       [self, g](boost::system::error_code ec, std::size_t n) {
+                         if (g != self->gen || !self->busy) return;
+                         if (ec) return self->transport_error(ec, "writing to");
+                         self->sent += n;
+                         if (self->hooks.on_bytes_sent) self->hooks.on_bytes_sent(n);
+                         self->write_body();
+                       });
+    });
+  }
+
+  void read_response() {
+    parser.emplace();
+    parser->body_limit(kMaxResponseBody);
+    if (req.method == "HEAD") parser->skip(true);
+    lowest().expires_after(request_timeout);
+    auto self = shared_from_this();
+    auto g = gen;
+    with_stream([&](auto& s) {
+      http::async_read(s, rbuf, *parser, [self, g](boost::system::error_code ec, std::size_t) {
+        if (g != self->gen || !self->busy) return;
+        if (ec) return self->transport_error(ec, "reading the response from");
+        auto res = self->parser->release();
+        S3Outcome o;
+        o.response.status = res.result_int();
+        for (const auto& f : res) {
+          o.response.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+        }
+        o.response.body = std::move(res.body());
+        if (!res.keep_alive()) self->close();
+        self->lowest_expiry_off();
+        o.ok = response_ok(o.response);
+        if (!o.ok) o.failure = classify_response(o.response);
+        self->finish(std::move(o));
+      });
+    });
+  }
+
+  void lowest_expiry_off() {
+    if (tls || plain) lowest().expires_never();
+  }
+
+  void cancel() {
+    ++gen;
+    done = nullptr;
+    busy = false;
+    timer.cancel();
+    close();
+  }
+
+  std::string region;
+};
+
+Result<std::unique_ptr<S3Client>> S3Client::create(net::io_context& ioc, const UploaderConfig& c,
+                                                   Hooks hooks) {
+  auto ep = parse_endpoint(c);
+  if (!ep) return std::move(ep).error();
+  if (ep->bucket.empty()) {
+    return Error(errc::invalid_config, "/uploader/bucket: must be set", "/uploader/bucket");
+  }
+  auto core = std::make_shared<Core>(ioc, c, std::move(hooks), std::move(*ep));
+  core->region = c.region;
+  auto t = core->init_tls();
+  if (!t) return std::move(t).error();
+  return std::unique_ptr<S3Client>(new S3Client(std::move(core)));
+}
+
+S3Client::~S3Client() {
+  if (core_) core_->cancel();
+}
+
+void S3Client::async_send(S3Request req, Handler done) { core_->send(std::move(req), std::move(done)); }
+void S3Client::cancel() { core_->cancel(); }
+bool S3Client::busy() const { return core_->busy; }
+const S3Endpoint& S3Client::endpoint() const { return core_->ep; }
+
+}  // namespace fleetpipe::detail

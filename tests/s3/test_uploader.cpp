@@ -1,0 +1,452 @@
+// The Uploader against the real S3 server (Swift s3api) over HTTPS. Every object is read back
+// with an independent client (boto3, tests/s3/uploader_readback.py).
+#include "fleetpipe/uploader.hpp"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "fleetpipe/buffer.hpp"
+#include "fleetpipe/metrics.hpp"
+#include "support/s3_env.hpp"
+#include "support/test_paths.hpp"
+
+using namespace fleetpipe;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+std::string run(const std::string& cmd) {
+  std::string out;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) throw std::runtime_error("popen failed: " + cmd);
+  char buf[4096];
+  std::size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int rc = pclose(p);
+  if (rc != 0) throw std::runtime_error("command failed (" + std::to_string(rc) + "): " + cmd + "\n" + out);
+  return out;
+}
+
+json readback(const test::S3Env& env, const std::string& args) {
+  std::string cmd = "env -u AWS_CA_BUNDLE -u SSL_CERT_FILE -u REQUESTS_CA_BUNDLE -u SSL_CERT_DIR "
+                    "/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/s3/uploader_readback.py '" +
+                    env.state_dir + "' " + args;
+  return json::parse(run(cmd));
+}
+
+std::string unique_bucket(const std::string& tag) {
+  static std::mt19937_64 rng{std::random_device{}()};
+  return "fp-" + tag + "-" + std::to_string(rng() % 1000000000ull);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string pseudo_random(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; i += 8) {
+    std::uint64_t v = rng();
+    std::memcpy(&s[i], &v, std::min<std::size_t>(8, n - i));
+  }
+  return s;
+}
+
+UploaderConfig base_config(const test::S3Env& env, const std::string& bucket) {
+  UploaderConfig c;
+  c.endpoint = env.endpoint_https;
+  c.bucket = bucket;
+  c.region = env.region;
+  c.ca_file = env.ca_file;
+  c.credentials.source = CredentialsSource::static_keys;
+  c.credentials.access_key_id = env.access_key;
+  c.credentials.secret_access_key = env.secret_key;
+  c.device_id = "dev-1";
+  c.prefix = "fp";
+  c.part_bytes = 5ull << 20;
+  c.multipart_threshold_bytes = 5ull << 20;
+  c.large_record_bytes = 4ull << 20;
+  c.max_object_age_s = 3600;
+  c.retry_base_delay_s = 0.05;
+  c.retry_max_delay_s = 0.5;
+  c.idle_poll_interval_s = 0.02;
+  return c;
+}
+
+BufferConfig buffer_config(const std::string& dir) {
+  BufferConfig b;
+  b.path = dir;
+  b.durability = Durability::none;
+  b.min_free_bytes = 0;
+  b.max_bytes = 256ull << 20;
+  return b;
+}
+
+RecordMeta meta(const std::string& stream, const std::string& event, std::int64_t start_ns) {
+  RecordMeta m;
+  m.stream = stream;
+  m.event_id = event;
+  m.trigger_ids = {"hard_brake"};
+  m.priority = 3;
+  m.start_ns = start_ns;
+  m.end_ns = start_ns + 1000000000;
+  m.content_type = "application/vnd.fleetpipe.event";
+  m.metadata = {{"device", "cart-7"}};
+  return m;
+}
+
+// Log lines captured from the uploader (thread-safe: the kill test's child also uses one).
+struct LogCapture {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  CallbackLogSink sink{[this](LogLevel, std::string_view c, std::string_view m) {
+    std::lock_guard<std::mutex> g(mu);
+    lines.push_back(std::string(c) + ": " + std::string(m));
+  }};
+  bool contains(const std::string& s) {
+    std::lock_guard<std::mutex> g(mu);
+    for (const auto& l : lines)
+      if (l.find(s) != std::string::npos) return true;
+    return false;
+  }
+  std::string all() {
+    std::lock_guard<std::mutex> g(mu);
+    std::string out;
+    for (const auto& l : lines) out += l + "\n";
+    return out;
+  }
+};
+
+bool run_until(Uploader& u, const std::function<bool()>& done, std::chrono::seconds limit = 60s) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    u.run_for(20ms);
+    if (done()) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("small records are packed into one object, read back byte-exact with metadata and "
+          "a manifest", "[uploader][s3]") {
+  auto env = test::load_s3_env();
+  auto bucket = unique_bucket("pack");
+  readback(env, "mkbucket " + bucket);
+  auto dir = test::scratch_dir("uploader-pack");
+  MetricsRegistry metrics;
+  LogCapture logs;
+  Port port;
+  port.log = &logs.sink;
+  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+  REQUIRE(buf.ok());
+  std::int64_t t0 = 1767225600000000000;  // 2026-01-01T00:00:00Z
+  std::vector<std::string> payloads;
+  std::vector<RecordId> ids;
+  for (int i = 0; i < 5; ++i) {
+    payloads.push_back(pseudo_random(1000 + i * 777, i));
+    auto o = (*buf)->append(meta("imu", "ev-" + std::to_string(i), t0 + i * 1000000000LL), payloads.back());
+    REQUIRE(o.accepted);
+    ids.push_back(o.id);
+  }
+  auto cfg = base_config(env, bucket);
+  auto up = Uploader::create(cfg, **buf, port, metrics);
+  REQUIRE(up.ok());
+  (*up)->flush();
+  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
+
+  auto objs = readback(env, "list " + bucket + " fp/stream=imu/");
+  REQUIRE(objs.size() == 1);
+  std::string key = objs[0]["key"];
+  char seq[32];
+  std::snprintf(seq, sizeof seq, "%016llu", static_cast<unsigned long long>(ids[0]));
+  CHECK(key == "fp/stream=imu/date=2026-01-01/device=cart-7/20260101T000000.000Z-" + std::string(seq) + ".fpev");
+  auto out = (dir / "readback.bin").string();
+  auto info = readback(env, "get " + bucket + " '" + key + "' " + out);
+  std::string expected;
+  for (const auto& p : payloads) expected += p;
+  CHECK(read_file(out) == expected);
+  CHECK(info["content_type"] == "application/vnd.fleetpipe.event");
+  CHECK(info["metadata"]["fleetpipe-record-count"] == "5");
+  CHECK(info["metadata"]["fleetpipe-trigger-ids"] == "hard_brake");
+  CHECK(info["metadata"]["fleetpipe-start-ns"] == std::to_string(t0));
+  CHECK(info["metadata"]["fleetpipe-sdk-version"].get<std::string>().size() > 0);
+
+  auto manifests = readback(env, "list " + bucket + " fp/_manifests/");
+  REQUIRE(manifests.size() == 1);
+  readback(env, "get " + bucket + " '" + manifests[0]["key"].get<std::string>() + "' " + out);
+  std::istringstream lines(read_file(out));
+  std::string line;
+  std::vector<json> entries;
+  while (std::getline(lines, line)) entries.push_back(json::parse(line));
+  REQUIRE(entries.size() == 1);
+  CHECK(entries[0]["key"] == key);
+  CHECK(entries[0]["record_count"] == 5);
+  CHECK(entries[0]["records"][2]["event_id"] == "ev-2");
+  CHECK(entries[0]["records"][2]["offset"] == payloads[0].size() + payloads[1].size());
+  CHECK(metrics.value("fleetpipe_uploader_uploads_total", {{"result", "ok"}}) == 1);
+  CHECK(metrics.value("fleetpipe_uploader_records_acked_total") == 5);
+}
+
+TEST_CASE("a large record is uploaded multipart and reads back byte-exact", "[uploader][s3]") {
+  auto env = test::load_s3_env();
+  auto bucket = unique_bucket("mpu");
+  readback(env, "mkbucket " + bucket);
+  auto dir = test::scratch_dir("uploader-mpu");
+  MetricsRegistry metrics;
+  Port port;
+  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+  REQUIRE(buf.ok());
+  std::string big = pseudo_random((12u << 20) + 12345, 99);
+  auto o = (*buf)->append(meta("camera", "ev-big", 1767225600000000000), big);
+  REQUIRE(o.accepted);
+  auto cfg = base_config(env, bucket);
+  cfg.unsigned_payload = true;  // exercised here; the other tests sign the payload
+  auto up = Uploader::create(cfg, **buf, port, metrics);
+  REQUIRE(up.ok());
+  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
+  auto objs = readback(env, "list " + bucket + " fp/stream=camera/");
+  REQUIRE(objs.size() == 1);
+  CHECK(objs[0]["etag"].get<std::string>().find("-3") != std::string::npos);  // 3 parts
+  auto out = (dir / "readback.bin").string();
+  readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
+  CHECK(read_file(out) == big);
+  CHECK(readback(env, "uploads " + bucket).empty());
+  auto st = (*buf)->list_state("uploader/mpu/");
+  REQUIRE(st.ok());
+  CHECK(st->empty());
+}
+
+TEST_CASE("a wrong secret is a permanent error: counted, records parked, nothing lost",
+          "[uploader][s3]") {
+  auto env = test::load_s3_env();
+  auto bucket = unique_bucket("auth");
+  readback(env, "mkbucket " + bucket);
+  auto dir = test::scratch_dir("uploader-auth");
+  MetricsRegistry metrics;
+  LogCapture logs;
+  Port port;
+  port.log = &logs.sink;
+  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+  REQUIRE(buf.ok());
+  for (int i = 0; i < 3; ++i) REQUIRE((*buf)->append(meta("imu", "e" + std::to_string(i), 1767225600000000000), "abc").accepted);
+  auto cfg = base_config(env, bucket);
+  cfg.credentials.secret_access_key = "definitely-wrong-secret";
+  auto up = Uploader::create(cfg, **buf, port, metrics);
+  REQUIRE(up.ok());
+  (*up)->flush();
+  REQUIRE(run_until(**up, [&] { return (*buf)->stats().parked == 3 && (*up)->idle(); }));
+  CHECK((*buf)->stats().records == 3);  // kept, not lost
+  CHECK(metrics.value("fleetpipe_uploader_request_failures_total", {{"class", "auth"}}) >= 1);
+  CHECK(metrics.sum("fleetpipe_uploader_records_parked_total") == 3);
+  CHECK((*up)->status().records_parked == 3);
+  CHECK(readback(env, "list " + bucket).empty());
+  // The secret never reaches the logs or the status.
+  CHECK_FALSE(logs.contains("definitely-wrong-secret"));
+  CHECK((*up)->status().last_error.find("definitely-wrong-secret") == std::string::npos);
+  CHECK((*up)->status().last_error.find("SignatureDoesNotMatch") != std::string::npos);
+}
+
+TEST_CASE("virtual-host addressing with a connect_address override", "[uploader][s3]") {
+  auto env = test::load_s3_env();
+  auto bucket = unique_bucket("vhost");
+  readback(env, "mkbucket " + bucket);
+  auto dir = test::scratch_dir("uploader-vhost");
+  MetricsRegistry metrics;
+  Port port;
+  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+  REQUIRE(buf.ok());
+  REQUIRE((*buf)->append(meta("gps", "g1", 1767225600000000000), "hello vhost").accepted);
+  auto cfg = base_config(env, bucket);
+  auto port_pos = env.endpoint_https.rfind(':');
+  cfg.endpoint = "https://s3.localhost" + env.endpoint_https.substr(port_pos);
+  cfg.virtual_host_style = true;
+  cfg.connect_address = "127.0.0.1";  // *.s3.localhost does not resolve here
+  auto up = Uploader::create(cfg, **buf, port, metrics);
+  REQUIRE(up.ok());
+  (*up)->flush();
+  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
+  auto objs = readback(env, "list " + bucket + " fp/stream=gps/");
+  REQUIRE(objs.size() == 1);
+  CHECK(objs[0]["size"] == 11);
+}
+
+namespace {
+// Wall clock one hour behind: the server answers RequestTimeTooSkewed until corrected.
+struct SkewedClock final : Clock {
+  MonoTime monotonic() const noexcept override { return std::chrono::steady_clock::now(); }
+  WallTime wall() const noexcept override { return std::chrono::system_clock::now() - 1h; }
+};
+}  // namespace
+
+TEST_CASE("RequestTimeTooSkewed corrects the clock offset and the upload succeeds",
+          "[uploader][s3]") {
+  auto env = test::load_s3_env();
+  auto bucket = unique_bucket("skew");
+  readback(env, "mkbucket " + bucket);
+  auto dir = test::scratch_dir("uploader-skew");
+  MetricsRegistry metrics;
+  SkewedClock clock;
+  Port port;
+  port.clock = &clock;
+  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+  REQUIRE(buf.ok());
+  REQUIRE((*buf)->append(meta("imu", "s1", 1767225600000000000), "skewed").accepted);
+  auto up = Uploader::create(base_config(env, bucket), **buf, port, metrics);
+  REQUIRE(up.ok());
+  (*up)->flush();
+  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
+  CHECK(metrics.value("fleetpipe_uploader_retries_total", {{"class", "clock_skew"}}) >= 1);
+  CHECK((*up)->status().clock_offset_s > 3000);
+  CHECK(readback(env, "list " + bucket + " fp/stream=imu/").size() == 1);
+}
+
+TEST_CASE("kill -9 during a multipart upload: the restart completes the same upload id, one "
+          "object", "[uploader][s3]") {
+  auto env = test::load_s3_env();
+  auto bucket = unique_bucket("kill");
+  readback(env, "mkbucket " + bucket);
+  auto dir = test::scratch_dir("uploader-kill");
+  std::string big = pseudo_random(16u << 20, 7);
+  {
+    MetricsRegistry metrics;
+    Port port;
+    auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+    REQUIRE(buf.ok());
+    REQUIRE((*buf)->append(meta("camera", "ev-kill", 1767225600000000000), big).accepted);
+    REQUIRE((*buf)->flush().ok());
+  }
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // Child: upload slowly; report each stored part on the pipe; the parent kills us.
+    close(fds[0]);
+    MetricsRegistry metrics;
+    int wfd = fds[1];
+    CallbackLogSink sink([wfd](LogLevel, std::string_view, std::string_view m) {
+      if (m.find("stored part") != std::string_view::npos) (void)!write(wfd, "p", 1);
+    });
+    Port port;
+    port.log = &sink;
+    auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+    if (!buf) _exit(2);
+    auto cfg = base_config(env, bucket);
+    cfg.bytes_per_second = 3 << 20;  // ~1.7 s per 5 MiB part
+    auto up = Uploader::create(cfg, **buf, port, metrics);
+    if (!up) _exit(3);
+    auto end = std::chrono::steady_clock::now() + 60s;
+    while (std::chrono::steady_clock::now() < end) (*up)->run_for(20ms);
+    _exit(4);
+  }
+  close(fds[1]);
+  char c = 0;
+  REQUIRE(read(fds[0], &c, 1) == 1);  // part 1 stored
+  kill(child, SIGKILL);
+  int status = 0;
+  waitpid(child, &status, 0);
+  close(fds[0]);
+  REQUIRE(WIFSIGNALED(status));
+
+  MetricsRegistry metrics;
+  LogCapture logs;
+  StderrLogSink quiet(LogLevel::off);
+  Port port;
+  port.log = &logs.sink;
+  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+  REQUIRE(buf.ok());
+  auto st = (*buf)->list_state("uploader/mpu/");
+  REQUIRE(st.ok());
+  REQUIRE(st->size() == 1);
+  std::string upload_id = json::parse((*st)[0].second)["upload_id"];
+  REQUIRE(!upload_id.empty());
+  CHECK(readback(env, "uploads " + bucket).size() == 1);
+  auto up = Uploader::create(base_config(env, bucket), **buf, port, metrics);
+  REQUIRE(up.ok());
+  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
+  CHECK(metrics.value("fleetpipe_uploader_multipart_resumed_total") == 1);
+  INFO(logs.all());
+  CHECK(logs.contains("resumed multipart upload " + upload_id));
+  CHECK(logs.contains("completed multipart upload " + upload_id));
+  auto objs = readback(env, "list " + bucket + " fp/stream=camera/");
+  REQUIRE(objs.size() == 1);
+  auto out = (dir / "readback.bin").string();
+  readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
+  CHECK(read_file(out) == big);
+  CHECK(readback(env, "uploads " + bucket).empty());
+}
+
+TEST_CASE("a server certificate not signed by the configured CA is rejected with a clear error",
+          "[uploader][s3][tls]") {
+  auto env = test::load_s3_env();
+  auto dir = test::scratch_dir("uploader-tls");
+  // A self-signed certificate that has nothing to do with the server's CA.
+  std::string other_ca = (dir / "other-ca.pem").string();
+  run("openssl req -x509 -newkey rsa:2048 -nodes -keyout '" + (dir / "k.pem").string() +
+      "' -out '" + other_ca + "' -days 1 -subj /CN=other-ca 2>&1");
+  MetricsRegistry metrics;
+  LogCapture logs;
+  Port port;
+  port.log = &logs.sink;
+  auto buf = Buffer::open(buffer_config(dir.string() + "/db"), port, metrics);
+  REQUIRE(buf.ok());
+  REQUIRE((*buf)->append(meta("imu", "t1", 1767225600000000000), "x").accepted);
+  auto cfg = base_config(env, "fp-tls-none");
+  cfg.ca_file = other_ca;
+  auto up = Uploader::create(cfg, **buf, port, metrics);
+  REQUIRE(up.ok());
+  (*up)->flush();
+  REQUIRE(run_until(**up, [&] {
+    return metrics.value("fleetpipe_uploader_request_failures_total", {{"class", "tls"}}) >= 1;
+  }));
+  auto err = (*up)->status().last_error;
+  INFO(err);
+  CHECK(err.find("TLS handshake") != std::string::npos);
+  CHECK(err.find("certificate verification failed") != std::string::npos);
+  CHECK(err.find(other_ca) != std::string::npos);
+  CHECK((*buf)->stats().records == 1);  // nothing lost, nothing parked
+  CHECK((*buf)->stats().parked == 0);
+}
+
+TEST_CASE("a certificate for another host name is rejected", "[uploader][s3][tls]") {
+  auto env = test::load_s3_env();
+  auto dir = test::scratch_dir("uploader-tlsname");
+  MetricsRegistry metrics;
+  Port port;
+  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+  REQUIRE(buf.ok());
+  REQUIRE((*buf)->append(meta("imu", "t1", 1767225600000000000), "x").accepted);
+  auto cfg = base_config(env, "fp-tls-name");
+  auto port_pos = env.endpoint_https.rfind(':');
+  cfg.endpoint = "https://wrong-name.example" + env.endpoint_https.substr(port_pos);
+  cfg.connect_address = "127.0.0.1";
+  auto up = Uploader::create(cfg, **buf, port, metrics);
+  REQUIRE(up.ok());
+  (*up)->flush();
+  REQUIRE(run_until(**up, [&] {
+    return metrics.value("fleetpipe_uploader_request_failures_total", {{"class", "tls"}}) >= 1;
+  }));
+  auto err = (*up)->status().last_error;
+  INFO(err);
+  CHECK(err.find("hostname mismatch") != std::string::npos);
+  CHECK((*buf)->stats().records == 1);
+}
