@@ -352,8 +352,14 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
   std::string ca_file;
   std::chrono::milliseconds connect_timeout{10000}, request_timeout{60000};
 
-  std::unique_ptr<beast::tcp_stream> plain;
-  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
+  // Shared so that a handler still pending on a closed stream keeps it alive until it runs
+  // (destroying an ssl_stream with an operation in flight is undefined behaviour).
+  std::shared_ptr<beast::tcp_stream> plain;
+  std::shared_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
+  std::shared_ptr<void> keep() const {
+    if (tls) return tls;
+    return plain;
+  }
   bool connected = false;
   bool reused = false;        // this request runs on a kept-alive connection
   bool stale_retry_done = false;
@@ -471,7 +477,7 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
     auto results = resolver.resolve(ep.connect_host, std::to_string(ep.port), ec);
     if (ec) return fail(FailureClass::network, "cannot resolve " + ep.connect_host + ": " + ec.message());
     if (ep.https) {
-      tls = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ioc, ctx);
+      tls = std::make_shared<beast::ssl_stream<beast::tcp_stream>>(ioc, ctx);
       SSL* s = tls->native_handle();
       std::string name = ep.tls_name();
       if (!is_ip(name)) SSL_set_tlsext_host_name(s, name.c_str());  // SNI (never for IPs)
@@ -482,12 +488,12 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
         else X509_VERIFY_PARAM_set1_host(p, name.c_str(), name.size());
       }
     } else {
-      plain = std::make_unique<beast::tcp_stream>(ioc);
+      plain = std::make_shared<beast::tcp_stream>(ioc);
     }
     lowest().expires_after(connect_timeout);
     auto self = shared_from_this();
     auto g = gen;
-    lowest().async_connect(results, [self, g](boost::system::error_code ec, const tcp::endpoint&) {
+    lowest().async_connect(results, [self, g, k = keep()](boost::system::error_code ec, const tcp::endpoint&) {
       if (g != self->gen || !self->busy) return;
       if (ec) {
         FailureClass cls = ec == beast::error::timeout ? FailureClass::timeout : FailureClass::network;
@@ -505,7 +511,7 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
     lowest().expires_after(connect_timeout);
     auto self = shared_from_this();
     auto g = gen;
-    tls->async_handshake(ssl::stream_base::client, [self, g](boost::system::error_code ec) {
+    tls->async_handshake(ssl::stream_base::client, [self, g, k = keep()](boost::system::error_code ec) {
       if (g != self->gen || !self->busy) return;
       if (ec) {
         long vr = SSL_get_verify_result(self->tls->native_handle());
@@ -563,7 +569,7 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
     auto self = shared_from_this();
     auto g = gen;
     with_stream([&](auto& s) {
-      net::async_write(s, net::buffer(head), [self, g](boost::system::error_code ec, std::size_t n) {
+      net::async_write(s, net::buffer(head), [self, g, k = keep()](boost::system::error_code ec, std::size_t n) {
         if (g != self->gen || !self->busy) return;
         if (ec) return self->transport_error(ec, "writing to");
         if (self->hooks.on_bytes_sent) self->hooks.on_bytes_sent(n);
@@ -607,7 +613,7 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
     lowest().expires_after(request_timeout);
     with_stream([&](auto& s) {
       net::async_write(s, net::buffer(chunk.get(), want),
-                       [self, g](boost::system::error_code ec, std::size_t n) {
+                       [self, g, k = keep()](boost::system::error_code ec, std::size_t n) {
                          if (g != self->gen || !self->busy) return;
                          if (ec) return self->transport_error(ec, "writing to");
                          self->sent += n;
@@ -625,7 +631,7 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
     auto self = shared_from_this();
     auto g = gen;
     with_stream([&](auto& s) {
-      http::async_read(s, rbuf, *parser, [self, g](boost::system::error_code ec, std::size_t) {
+      http::async_read(s, rbuf, *parser, [self, g, k = keep()](boost::system::error_code ec, std::size_t) {
         if (g != self->gen || !self->busy) return;
         if (ec) return self->transport_error(ec, "reading the response from");
         auto res = self->parser->release();

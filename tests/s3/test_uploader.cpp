@@ -450,3 +450,91 @@ TEST_CASE("a certificate for another host name is rejected", "[uploader][s3][tls
   CHECK(err.find("hostname mismatch") != std::string::npos);
   CHECK((*buf)->stats().records == 1);
 }
+
+TEST_CASE("host pause holds uploads and is counted; resume delivers; a pause mid-multipart keeps "
+          "the stored parts", "[uploader][s3][shaping]") {
+  auto env = test::load_s3_env();
+  auto bucket = unique_bucket("pause");
+  readback(env, "mkbucket " + bucket);
+  auto dir = test::scratch_dir("uploader-pause");
+  MetricsRegistry metrics;
+  LogCapture logs;
+  Port port;
+  port.log = &logs.sink;
+  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+  REQUIRE(buf.ok());
+  std::string big = pseudo_random(11u << 20, 5);
+  REQUIRE((*buf)->append(meta("camera", "p1", 1767225600000000000), big).accepted);
+  auto cfg = base_config(env, bucket);
+  cfg.bytes_per_second = 4 << 20;
+  auto up = Uploader::create(cfg, **buf, port, metrics);
+  REQUIRE(up.ok());
+  (*up)->pause();
+  (*up)->run_for(300ms);
+  CHECK((*up)->status().paused_by_host);
+  CHECK((*up)->idle());
+  CHECK(metrics.value("fleetpipe_uploader_pauses_total", {{"reason", "host"}}) == 1);
+  (*up)->resume();
+  REQUIRE(run_until(**up, [&] { return logs.contains("stored part 1/"); }));
+  (*up)->pause();
+  (*up)->run_for(100ms);
+  CHECK((*up)->idle());                  // the lease went back to the buffer
+  CHECK((*buf)->stats().records == 1);
+  CHECK((*buf)->stats().leased == 0);
+  CHECK(metrics.value("fleetpipe_uploader_pauses_total", {{"reason", "host"}}) == 2);
+  CHECK(metrics.value("fleetpipe_uploader_paused_seconds") > 0.2);
+  (*up)->set_rate(0);  // unlimited from now on
+  (*up)->resume();
+  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
+  CHECK(metrics.value("fleetpipe_uploader_multipart_resumed_total") == 1);
+  auto objs = readback(env, "list " + bucket + " fp/stream=camera/");
+  REQUIRE(objs.size() == 1);
+  auto out = (dir / "readback.bin").string();
+  readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
+  CHECK(read_file(out) == big);
+}
+
+TEST_CASE("schedule windows and the network state pause uploads", "[uploader][s3][shaping]") {
+  auto env = test::load_s3_env();
+  auto bucket = unique_bucket("sched");
+  readback(env, "mkbucket " + bucket);
+  auto dir = test::scratch_dir("uploader-sched");
+  MetricsRegistry metrics;
+  NetworkStatus net;
+  Port port;
+  port.network = &net;
+  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+  REQUIRE(buf.ok());
+  REQUIRE((*buf)->append(meta("imu", "s1", 1767225600000000000), "scheduled").accepted);
+  auto cfg = base_config(env, bucket);
+  // The only window starts two hours from now: outside it, uploads pause.
+  auto now_min = static_cast<int>(std::chrono::duration_cast<std::chrono::minutes>(
+                                      std::chrono::system_clock::now().time_since_epoch()).count() % 1440);
+  ScheduleWindow w;
+  w.start_minute = (now_min + 120) % 1440;
+  w.end_minute = (now_min + 180) % 1440;
+  cfg.schedule.windows = {w};
+  cfg.schedule.pause_outside_windows = true;
+  {
+    auto up = Uploader::create(cfg, **buf, port, metrics);
+    REQUIRE(up.ok());
+    (*up)->flush();
+    (*up)->run_for(300ms);
+    CHECK((*up)->status().paused_by_schedule);
+    CHECK((*buf)->stats().records == 1);
+    CHECK(metrics.value("fleetpipe_uploader_pauses_total", {{"reason", "schedule"}}) == 1);
+  }
+  cfg.schedule.pause_outside_windows = false;
+  cfg.schedule.windows.clear();
+  net.set(NetworkState::metered);  // pause_when_metered is the default
+  auto up = Uploader::create(cfg, **buf, port, metrics);
+  REQUIRE(up.ok());
+  (*up)->flush();
+  (*up)->run_for(300ms);
+  CHECK((*up)->status().paused_by_network);
+  CHECK((*buf)->stats().records == 1);
+  net.set(NetworkState::online);
+  (*up)->flush();
+  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
+  CHECK(metrics.value("fleetpipe_uploader_pauses_total", {{"reason", "network"}}) == 1);
+}
