@@ -107,6 +107,7 @@ struct Buffer::Impl {
 
   PersistentCounters pc;      // mirror of meta/"counters" as of the last commit
   bool env_broken = false;    // MDB_PANIC / corruption seen: reopen when no lease is open
+  bool fs_pressure = false;   // a write failed for lack of space: admit only what eviction frees
   bool broken_is_corrupt = false;
 
   // Leases (in memory only): id -> serial of the lease holding it.
@@ -667,16 +668,27 @@ struct Buffer::Impl {
     std::uint64_t cap = UINT64_MAX;
     std::string reason;
   };
-  FsCap fs_cap() {
+  FsCap fs_cap(MDB_txn* txn) {
     FsCap c;
     auto st = port.filesystem->stats(dir.string());
     if (!st) {
       log(LogLevel::warning, "filesystem stats unavailable: " + st.error().message);
       return c;
     }
-    std::uint64_t now = pc.total_bytes();
+    // Space already inside data.mdb (free pages left by acks and evictions) is reused without
+    // growing the file, so it does not count against the filesystem headroom.
+    std::uint64_t reusable = free_in_file(txn);
+    // After a write failed for lack of space, trust nothing but eviction until space is back.
+    if (fs_pressure && st->free_bytes > cfg.min_free_bytes + (256u << 10)) fs_pressure = false;
+    if (fs_pressure) reusable = 0;
+    std::uint64_t now = pc.total_bytes() + reusable;
+    if (fs_pressure) {
+      c.cap = now;
+      c.reason = "fs_full";
+      return c;
+    }
     if (st->free_inodes < cfg.min_free_inodes) {
-      c.cap = now;  // no net growth: only eviction can make room
+      c.cap = now;  // the file must not grow: only eviction / reuse can make room
       c.reason = "min_free_inodes";
       return c;
     }
@@ -684,6 +696,25 @@ struct Buffer::Impl {
     c.cap = now + headroom;
     c.reason = "min_free_bytes";
     return c;
+  }
+
+  /// Bytes of data.mdb not referenced by any tree (free pages, and the file tail).
+  std::uint64_t free_in_file(MDB_txn* txn) {
+    MDB_envinfo info;
+    MDB_stat st;
+    if (mdb_env_info(env, &info) || mdb_env_stat(env, &st)) return 0;
+    std::uint64_t used = 2;  // meta pages
+    for (MDB_dbi d : {MDB_dbi(0), MDB_dbi(1), db_records, db_order, db_chunks, db_state, db_meta}) {
+      MDB_stat ds;
+      if (mdb_stat(txn, d, &ds) == 0) used += ds.ms_branch_pages + ds.ms_leaf_pages + ds.ms_overflow_pages;
+    }
+    std::uint64_t file = file_size_of(dir / "data.mdb") / st.ms_psize;
+    std::uint64_t high = static_cast<std::uint64_t>(info.me_last_pgno) + 1;
+    std::uint64_t pages = std::max(file, high);
+    // Pages freed by the last transactions (copy-on-write of the trees) are not reusable yet
+    // and are replaced by as many in steady state: keep a margin of 64 pages and 1/8.
+    std::uint64_t free_pages = pages > used + 64 ? (pages - used - 64) * 7 / 8 : 0;
+    return free_pages * st.ms_psize;
   }
 
   /// Byte cap for priority `p`: max_bytes minus the unused reserved shares of higher priorities.
@@ -821,7 +852,7 @@ struct Buffer::Impl {
       int rc = write_txn([&](MDB_txn* txn) {
         evictions.clear();
         roll_wear_day();
-        FsCap fsc = fs_cap();
+        FsCap fsc = fs_cap(txn);
         for (auto& p : prepared) {
           out[p.index] = AppendOutcome{};
           reasons[p.index].clear();
@@ -832,7 +863,14 @@ struct Buffer::Impl {
       });
       if (rc) {
         evictions.clear();
-        bool full = rc == ENOSPC || rc == MDB_MAP_FULL || rc == EDQUOT;
+        // LMDB reports a short write on a full filesystem as EIO: look at the filesystem.
+        bool space = rc == ENOSPC || rc == EDQUOT;
+        if (rc == EIO) {
+          auto st = port.filesystem->stats(dir.string());
+          space = st && st->free_bytes < (1u << 20);
+        }
+        if (space) fs_pressure = true;
+        bool full = space || rc == MDB_MAP_FULL;
         std::string reason = rc == MDB_MAP_FULL ? "map_full" : full ? "fs_full" : "io_error";
         for (auto& p : prepared) {
           out[p.index] = AppendOutcome{};
