@@ -93,7 +93,7 @@ int run(const Options& o) {
     sink.dump.open(o.dump_dir + "/events.fpev", std::ios::binary | std::ios::trunc);
     if (!sink.dump) return fail("cannot write " + o.dump_dir + "/events.fpev");
   }
-  // Deterministic wall times that follow the samples: wall = 2024-10-03T00:00:00Z + t.
+  // Deterministic wall times that follow the samples: wall = 2024-10-04T00:00:00Z + t.
   FakeClock clock;
   const WallTime wall_base = clock.wall();
   QuietLog quiet;
