@@ -1,4 +1,720 @@
+// Pipeline: the facade that owns and drives Capture, Buffer, Uploader, metrics and the heartbeat.
+#include "fleetpipe/pipeline.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <ctime>
+#include <mutex>
+
+#include <boost/asio/io_context.hpp>
+#include <nlohmann/json.hpp>
+
 #include "detail/config_parsers.hpp"
+#include "detail/credentials.hpp"
+#include "detail/digest.hpp"
+#include "detail/s3_client.hpp"
+#include "fleetpipe/asio.hpp"
+#include "fleetpipe/version.hpp"
+
+namespace fleetpipe {
+
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+double seconds_between(MonoTime a, MonoTime b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+std::int64_t unix_ns(WallTime t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+// "2026-11-25T14:47:00.123Z" (compact = false) or "20261125T144700Z" (compact = true).
+std::string format_utc(WallTime t, bool compact) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  std::time_t secs = static_cast<std::time_t>(ms / 1000 - (ms % 1000 < 0 ? 1 : 0));
+  int millis = static_cast<int>(((ms % 1000) + 1000) % 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[96];
+  if (compact) {
+    std::snprintf(buf, sizeof buf, "%04d%02d%02dT%02d%02d%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  } else {
+    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
+  }
+  return buf;
+}
+
+// Forwards every log line to the host's sink and remembers the newest error for status() and the
+// heartbeat. Called on the driving thread only (port.hpp), so no lock is needed for last_.
+class TrackingLogSink final : public LogSink {
+ public:
+  void set_inner(LogSink* inner) noexcept { inner_ = inner; }
+  void write(LogLevel level, std::string_view component,
+             std::string_view message) noexcept override {
+    if (level >= LogLevel::error) {
+      try {
+        last_.assign(component.data(), component.size());
+        last_ += ": ";
+        last_.append(message.data(), message.size());
+      } catch (...) {  // out of memory: keep the previous one
+      }
+    }
+    if (inner_) inner_->write(level, component, message);
+  }
+  const std::string& last_error() const noexcept { return last_; }
+  void set_last_error(std::string s) { last_ = std::move(s); }
+
+ private:
+  LogSink* inner_ = nullptr;
+  std::string last_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Impl
+// ---------------------------------------------------------------------------------------------
+
+struct Pipeline::Impl {
+  Config config;
+  // Port pieces the pipeline owns when the host leaves them null (not the process-wide ones).
+  NetworkStatus own_network;
+  StderrLogSink own_log{LogLevel::warning};
+  TrackingLogSink log_sink;
+  Port port;
+
+  // Declaration order = construction order; destruction runs backwards (uploader and heartbeat
+  // client before the io_context they run on, uploader before buffer).
+  MetricsRegistry metrics;
+  std::unique_ptr<Buffer> buffer;
+  std::unique_ptr<BufferSink> sink;
+  std::unique_ptr<Capture> capture;
+  // One io_context for the uploader and the heartbeat, run only inside poll/run_for/drain.
+  boost::asio::io_context ioc;
+  std::unique_ptr<Uploader> uploader;
+
+  // Heartbeat: a small PUT on its own connection (the Uploader has no "put this object" call;
+  // see docs/pipeline.md).
+  std::unique_ptr<detail::CredentialResolver> hb_creds;
+  std::unique_ptr<detail::S3Client> hb_client;
+  bool hb_in_flight = false;
+  std::atomic<bool> hb_requested{false};
+  MonoTime next_heartbeat{};
+  std::uint64_t hb_seq = 0;
+  std::uint64_t hb_sent = 0, hb_failed = 0, hb_skipped = 0;
+  std::optional<WallTime> last_heartbeat;
+  std::string last_heartbeat_key;
+
+  // Time bookkeeping for auto-tick.
+  MonoTime created{};
+  double last_t = 0;        // largest t pushed (host timebase)
+  bool have_t = false;
+  double seen_t = 0;        // last_t as of the previous poll ...
+  MonoTime seen_mono{};     // ... and the Port time at which poll first saw it
+  double ticked_t = 0;
+
+  // Gauge refresh / pause-time accounting.
+  MonoTime last_refresh{};
+  bool was_paused = false;
+
+  // Metrics owned by the pipeline.
+  Counter* polls = nullptr;
+  Counter* poll_overruns = nullptr;
+  Counter* hb_ok = nullptr;
+  Counter* hb_fail = nullptr;
+  Counter* hb_skip = nullptr;
+  Gauge* uptime = nullptr;
+  Gauge* backlog_records[8] = {};
+  Gauge* backlog_bytes[8] = {};
+  Gauge* backlog_leased = nullptr;
+  Gauge* backlog_parked = nullptr;
+  Gauge* wear_written = nullptr;
+  Gauge* wear_ratio = nullptr;
+  Gauge* upload_rate = nullptr;
+  Gauge* uploads_paused = nullptr;
+  Gauge* paused_seconds = nullptr;
+  Gauge* network_state = nullptr;
+
+  void register_metrics();
+  void refresh_gauges(MonoTime now);
+  void auto_tick(MonoTime now);
+  void maybe_start_heartbeat(MonoTime now);
+  std::size_t run_ready(SteadyClock::time_point deadline);
+  bool pending() const;
+  nlohmann::json heartbeat_doc() const;
+  std::string heartbeat_key(WallTime wall) const;
+  void note_error(std::string_view component, std::string_view message) {
+    log(port, LogLevel::error, component, message);
+  }
+};
+
+void Pipeline::Impl::register_metrics() {
+  polls = &metrics.counter("fleetpipe_pipeline_polls_total", "Pipeline::poll calls");
+  poll_overruns = &metrics.counter("fleetpipe_pipeline_poll_overruns_total",
+                                   "poll calls that returned after their budget");
+  const char* hb_help = "heartbeat objects by result (ok, failed, skipped_offline)";
+  hb_ok = &metrics.counter("fleetpipe_pipeline_heartbeats_total", hb_help, {{"result", "ok"}});
+  hb_fail =
+      &metrics.counter("fleetpipe_pipeline_heartbeats_total", hb_help, {{"result", "failed"}});
+  hb_skip = &metrics.counter("fleetpipe_pipeline_heartbeats_total", hb_help,
+                             {{"result", "skipped_offline"}});
+  uptime = &metrics.gauge("fleetpipe_pipeline_uptime_seconds", "seconds since the pipeline started");
+  for (int p = 0; p < 8; ++p) {
+    Labels l{{"priority", std::to_string(p)}};
+    backlog_records[p] = &metrics.gauge("fleetpipe_pipeline_backlog_records",
+                                        "records in the buffer by priority", l);
+    backlog_bytes[p] = &metrics.gauge("fleetpipe_pipeline_backlog_bytes",
+                                      "stored bytes in the buffer by priority", l);
+  }
+  backlog_leased = &metrics.gauge("fleetpipe_pipeline_backlog_leased_records",
+                                  "records leased by the uploader now");
+  backlog_parked = &metrics.gauge("fleetpipe_pipeline_backlog_parked_records",
+                                  "records parked after a permanent upload failure");
+  wear_written = &metrics.gauge("fleetpipe_pipeline_wear_written_today_bytes",
+                                "bytes written to flash this UTC day (wear budget use)");
+  wear_ratio = &metrics.gauge("fleetpipe_pipeline_wear_budget_used_ratio",
+                              "written today / daily wear budget (0 when unlimited)");
+  upload_rate = &metrics.gauge("fleetpipe_pipeline_upload_rate_bytes_per_second",
+                               "effective upload rate now (0 = unlimited)");
+  uploads_paused = &metrics.gauge("fleetpipe_pipeline_uploads_paused",
+                                  "1 while uploads are paused (host, schedule or network)");
+  paused_seconds = &metrics.gauge("fleetpipe_pipeline_upload_paused_seconds",
+                                  "total seconds uploads were paused (Port clock)");
+  network_state = &metrics.gauge("fleetpipe_pipeline_network_state",
+                                 "0 online, 1 metered, 2 offline");
+}
+
+void Pipeline::Impl::refresh_gauges(MonoTime now) {
+  double dt = std::max(0.0, seconds_between(last_refresh, now));
+  last_refresh = now;
+  uptime->set(seconds_between(created, now));
+  BufferStats st = buffer->stats();
+  for (int p = 0; p < 8; ++p) {
+    backlog_records[p]->set(static_cast<double>(st.by_priority[p].records));
+    backlog_bytes[p]->set(static_cast<double>(st.by_priority[p].bytes));
+  }
+  backlog_leased->set(static_cast<double>(st.leased));
+  backlog_parked->set(static_cast<double>(st.parked));
+  wear_written->set(static_cast<double>(st.written_today));
+  auto budget = buffer->config().max_bytes_written_per_day;
+  wear_ratio->set(budget ? static_cast<double>(st.written_today) / static_cast<double>(budget)
+                         : 0.0);
+  network_state->set(static_cast<double>(static_cast<int>(port.network->get())));
+  if (uploader) {
+    UploaderStatus us = uploader->status();
+    upload_rate->set(us.rate_bytes_per_s);
+    uploads_paused->set(us.paused ? 1 : 0);
+    if (was_paused) paused_seconds->add(dt);
+    was_paused = us.paused;
+  }
+}
+
+void Pipeline::Impl::auto_tick(MonoTime now) {
+  if (!config.pipeline.auto_tick || !have_t) return;
+  if (last_t != seen_t) {
+    seen_t = last_t;
+    seen_mono = now;
+  }
+  double t = seen_t + std::max(0.0, seconds_between(seen_mono, now));
+  if (t > ticked_t) {
+    ticked_t = t;
+    capture->tick(t);
+  }
+}
+
+std::string Pipeline::Impl::heartbeat_key(WallTime wall) const {
+  std::string key = config.uploader.prefix;
+  if (!key.empty() && key.back() != '/') key += '/';
+  key += "_heartbeat/device=" + config.device_id + "/" + format_utc(wall, true) + ".json";
+  return key;
+}
+
+nlohmann::json Pipeline::Impl::heartbeat_doc() const {
+  using nlohmann::json;
+  MonoTime now = port.clock->monotonic();
+  WallTime wall = port.clock->wall();
+  json j;
+  j["schema"] = "fleetpipe.heartbeat/1";
+  j["device"] = config.device_id;
+  j["time"] = format_utc(wall, false);
+  j["time_unix_ns"] = unix_ns(wall);
+  j["sdk_version"] = kVersion;
+  j["uptime_s"] = seconds_between(created, now);
+  j["seq"] = hb_seq;
+  j["network"] = std::string(to_string(port.network->get()));
+
+  BufferStats st = buffer->stats();
+  json prio = json::array();
+  for (int p = 7; p >= 0; --p) {
+    prio.push_back({{"priority", p},
+                    {"records", st.by_priority[p].records},
+                    {"bytes", st.by_priority[p].bytes}});
+  }
+  j["backlog"] = {{"records", st.records}, {"bytes", st.bytes},     {"leased", st.leased},
+                  {"parked", st.parked},   {"by_priority", prio}};
+  auto budget = buffer->config().max_bytes_written_per_day;
+  j["wear"] = {{"written_today_bytes", st.written_today},
+               {"budget_bytes_per_day", budget},
+               {"used_ratio", budget ? static_cast<double>(st.written_today) /
+                                           static_cast<double>(budget)
+                                     : 0.0}};
+  j["buffer"] = {{"evicted_total", st.evicted_total},
+                 {"rejected_total", st.rejected_total},
+                 {"quarantined_total", st.quarantined_total},
+                 {"max_bytes", buffer->config().max_bytes},
+                 {"file_bytes", st.file_bytes},
+                 {"compression_ratio", st.compression_ratio}};
+
+  CaptureStats cs = capture->stats();
+  j["capture"] = {{"samples", cs.samples},
+                  {"events", cs.events},
+                  {"event_bytes", cs.event_bytes},
+                  {"events_rejected", cs.events_rejected},
+                  {"merged_fires", cs.merged_fires},
+                  {"time_backwards", cs.time_backwards},
+                  {"ring_overflow", cs.ring_overflow},
+                  {"invalid_samples", cs.invalid_samples},
+                  {"open_events", cs.open_events}};
+  json trig = json::object();
+  const auto& tcs = capture->triggers();
+  for (std::size_t i = 0; i < tcs.size(); ++i) {
+    TriggerStats ts = capture->trigger_stats(TriggerHandle{static_cast<std::uint32_t>(i)});
+    trig[tcs[i].name] = {{"fires", ts.fires},
+                         {"events", ts.events},
+                         {"bytes", ts.bytes},
+                         {"budget_hits", ts.budget_hits},
+                         {"suppressed_cooldown", ts.suppressed_cooldown},
+                         {"sampled_out", ts.sampled_out}};
+  }
+  j["triggers"] = trig;
+
+  std::string last_error = log_sink.last_error();
+  if (uploader) {
+    UploaderStatus us = uploader->status();
+    j["uploads"] = {{"paused", us.paused},
+                    {"paused_by_host", us.paused_by_host},
+                    {"paused_by_schedule", us.paused_by_schedule},
+                    {"paused_by_network", us.paused_by_network},
+                    {"busy", us.busy},
+                    {"rate_bytes_per_s", us.rate_bytes_per_s},
+                    {"objects_uploaded", us.objects_uploaded},
+                    {"records_acked", us.records_acked},
+                    {"records_parked", us.records_parked},
+                    {"bytes_sent", us.bytes_sent},
+                    {"retries", us.retries},
+                    {"multipart_resumed", us.multipart_resumed},
+                    {"paused_seconds", paused_seconds->value()},
+                    {"last_error", us.last_error}};
+    if (last_error.empty()) last_error = us.last_error;
+  } else {
+    j["uploads"] = {{"enabled", false}};
+  }
+  j["heartbeats"] = {{"sent", hb_sent}, {"failed", hb_failed}, {"skipped", hb_skipped}};
+  j["last_error"] = last_error;
+  // The full registry export: every counter of every component, by name and labels.
+  j["metrics"] = json::parse(metrics.to_json(), nullptr, /*allow_exceptions=*/false);
+  return j;
+}
+
+void Pipeline::Impl::maybe_start_heartbeat(MonoTime now) {
+  if (!hb_client || hb_in_flight) return;
+  bool requested = hb_requested.exchange(false, std::memory_order_relaxed);
+  if (!requested && now < next_heartbeat) return;
+  next_heartbeat = now + std::chrono::duration_cast<MonoTime::duration>(
+                             std::chrono::duration<double>(config.pipeline.heartbeat_interval_s));
+  if (port.network->get() == NetworkState::offline) {
+    ++hb_skipped;
+    hb_skip->inc();
+    log(port, LogLevel::debug, "pipeline", "heartbeat skipped: network offline");
+    return;
+  }
+  refresh_gauges(now);
+  std::string body;
+  try {
+    body = heartbeat_doc().dump();
+  } catch (const std::exception& e) {  // nlohmann: invalid UTF-8 in a user string
+    ++hb_failed;
+    hb_fail->inc();
+    note_error("pipeline", std::string("heartbeat not built: ") + e.what());
+    return;
+  }
+  WallTime wall = port.clock->wall();
+  std::string key = heartbeat_key(wall);
+  detail::S3Request req;
+  req.method = "PUT";
+  req.key = key;
+  req.headers = {{"content-type", "application/json"},
+                 {"content-md5", detail::base64_encode(detail::md5_raw(body))},
+                 {"x-amz-meta-fleetpipe-device", config.device_id},
+                 {"x-amz-meta-fleetpipe-kind", "heartbeat"}};
+  req.body_size = body.size();
+  req.body_inline = std::move(body);
+  ++hb_seq;
+  hb_in_flight = true;
+  hb_client->async_send(std::move(req), [this, key, wall](detail::S3Outcome o) {
+    hb_in_flight = false;
+    if (o.ok) {
+      ++hb_sent;
+      hb_ok->inc();
+      last_heartbeat = wall;
+      last_heartbeat_key = key;
+      log(port, LogLevel::debug, "pipeline", "heartbeat stored: " + key);
+    } else {
+      ++hb_failed;
+      hb_fail->inc();
+      log(port, LogLevel::warning, "pipeline",
+          "heartbeat failed (" + std::string(detail::class_name(o.failure.cls)) +
+              "): " + o.failure.message);
+    }
+  });
+}
+
+// Runs ready handlers (uploader and heartbeat) one at a time until none is ready or the deadline.
+std::size_t Pipeline::Impl::run_ready(SteadyClock::time_point deadline) {
+  std::size_t total = 0;
+  if (ioc.stopped()) ioc.restart();
+  while (SteadyClock::now() < deadline) {
+    std::size_t n = ioc.poll_one();
+    if (n == 0) break;
+    total += n;
+  }
+  return total;
+}
+
+bool Pipeline::Impl::pending() const {
+  if (hb_in_flight) return true;
+  if (!uploader) return false;
+  if (!uploader->idle()) return true;
+  BufferStats st = buffer->stats();
+  return st.records > st.parked;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Construction
+// ---------------------------------------------------------------------------------------------
+
+Pipeline::Pipeline(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<Pipeline>> Pipeline::create(Config config, const Port& host_port) {
+  if (config.device_id.empty()) {
+    return Error(errc::invalid_config, "/device_id: required", "/device_id");
+  }
+  auto impl = std::make_unique<Impl>();
+  Impl& m = *impl;
+  config.uploader.device_id = config.device_id;
+  m.config = std::move(config);
+
+  Port p = host_port;
+  if (!p.network) p.network = &m.own_network;
+  m.own_log.set_min_level(m.config.log_level);
+  m.log_sink.set_inner(p.log ? p.log : &m.own_log);
+  p.log = &m.log_sink;
+  m.port = p.with_defaults();
+
+  m.created = m.port.clock->monotonic();
+  m.last_refresh = m.created;
+  m.register_metrics();
+
+  auto buffer = Buffer::open(m.config.buffer, m.port, m.metrics);
+  if (!buffer) return std::move(buffer).error();
+  m.buffer = std::move(*buffer);
+  m.sink = std::make_unique<BufferSink>(*m.buffer);
+
+  auto capture = Capture::create(m.config, *m.sink, m.port, m.metrics);
+  if (!capture) return std::move(capture).error();
+  m.capture = std::move(*capture);
+
+  if (m.config.uploader.enabled) {
+    auto uploader = create_uploader(m.ioc, m.config.uploader, *m.buffer, m.port, m.metrics);
+    if (!uploader) return std::move(uploader).error();
+    m.uploader = std::move(*uploader);
+
+    if (m.config.pipeline.heartbeat_interval_s > 0) {
+      m.hb_creds = std::make_unique<detail::CredentialResolver>(m.config.uploader.credentials,
+                                                               m.port.credentials);
+      detail::S3Client::Hooks hooks;
+      detail::CredentialResolver* creds = m.hb_creds.get();
+      Clock* clock = m.port.clock;
+      hooks.credentials = [creds] { return creds->get(); };
+      hooks.wall = [clock] { return clock->wall(); };
+      hooks.mono = [clock] { return clock->monotonic(); };
+      auto client = detail::S3Client::create(m.ioc, m.config.uploader, std::move(hooks));
+      if (!client) return std::move(client).error();
+      m.hb_client = std::move(*client);
+      m.next_heartbeat =
+          m.config.pipeline.heartbeat_on_start
+              ? m.created
+              : m.created + std::chrono::duration_cast<MonoTime::duration>(
+                                std::chrono::duration<double>(
+                                    m.config.pipeline.heartbeat_interval_s));
+    }
+  }
+  m.refresh_gauges(m.created);
+  log(m.port, LogLevel::info, "pipeline", "started device " + m.config.device_id);
+  return std::unique_ptr<Pipeline>(new Pipeline(std::move(impl)));
+}
+
+Result<std::unique_ptr<Pipeline>> Pipeline::create_from_file(const std::string& path,
+                                                             const Port& port) {
+  auto config = load_config_file(path);
+  if (!config) return std::move(config).error();
+  return create(std::move(*config), port);
+}
+
+Pipeline::~Pipeline() {
+  if (!impl_) return;
+  Impl& m = *impl_;
+  if (m.hb_client) m.hb_client->cancel();
+  if (m.uploader) m.uploader->shutdown();
+  m.uploader.reset();  // leased records go back to the buffer
+  if (m.capture) m.capture->flush();
+  if (m.buffer) {
+    if (auto r = m.buffer->flush(); !r) {
+      log(m.port, LogLevel::error, "pipeline", "final buffer flush failed: " + r.error().message);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding
+// ---------------------------------------------------------------------------------------------
+
+StreamHandle Pipeline::stream(std::string_view name) const noexcept {
+  return impl_->capture->stream(name);
+}
+TriggerHandle Pipeline::trigger(std::string_view name) const noexcept {
+  return impl_->capture->trigger(name);
+}
+
+void Pipeline::push(StreamHandle stream, double t, const double* values, std::size_t n) noexcept {
+  Impl& m = *impl_;
+  if (!m.have_t || t > m.last_t) {
+    m.last_t = t;
+    m.have_t = true;
+  }
+  m.capture->push(stream, t, values, n);
+}
+
+void Pipeline::push_blob(StreamHandle stream, double t, std::string_view bytes) noexcept {
+  Impl& m = *impl_;
+  if (!m.have_t || t > m.last_t) {
+    m.last_t = t;
+    m.have_t = true;
+  }
+  m.capture->push_blob(stream, t, bytes);
+}
+
+Result<void> Pipeline::push(std::string_view stream, double t,
+                            std::initializer_list<std::pair<std::string_view, double>> values) {
+  Impl& m = *impl_;
+  auto r = m.capture->push(stream, t, values);
+  if (r && (!m.have_t || t > m.last_t)) {
+    m.last_t = t;
+    m.have_t = true;
+  }
+  return r;
+}
+
+Result<void> Pipeline::push_blob(std::string_view stream, double t, std::string_view bytes) {
+  Impl& m = *impl_;
+  auto r = m.capture->push_blob(stream, t, bytes);
+  if (r && (!m.have_t || t > m.last_t)) {
+    m.last_t = t;
+    m.have_t = true;
+  }
+  return r;
+}
+
+Result<bool> Pipeline::fire(std::string_view trigger, double t) {
+  return impl_->capture->fire(trigger, t);
+}
+
+void Pipeline::tick(double t) noexcept {
+  Impl& m = *impl_;
+  if (t > m.ticked_t) m.ticked_t = t;
+  m.capture->tick(t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driving
+// ---------------------------------------------------------------------------------------------
+
+bool Pipeline::poll() {
+  return poll(std::chrono::microseconds(
+      static_cast<std::int64_t>(impl_->config.pipeline.poll_budget_s * 1e6)));
+}
+
+bool Pipeline::poll(std::chrono::microseconds budget) {
+  Impl& m = *impl_;
+  const auto start = SteadyClock::now();
+  const auto deadline = start + budget;
+  m.polls->inc();
+  MonoTime now = m.port.clock->monotonic();
+  m.auto_tick(now);
+  if (auto r = m.buffer->poll(); !r) m.note_error("buffer", r.error().message);
+  if (now - m.last_refresh >= std::chrono::milliseconds(250)) m.refresh_gauges(now);
+  m.maybe_start_heartbeat(now);
+  m.run_ready(deadline);
+  if (SteadyClock::now() > deadline) m.poll_overruns->inc();
+  return m.pending();
+}
+
+bool Pipeline::run_for(std::chrono::microseconds d) {
+  Impl& m = *impl_;
+  const auto deadline = SteadyClock::now() + d;
+  bool busy = true;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - SteadyClock::now());
+    if (left.count() <= 0) break;
+    busy = poll(left);
+    left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - SteadyClock::now());
+    if (left.count() <= 0) break;
+    if (!m.uploader && !m.hb_in_flight) break;  // nothing can happen without new samples
+    // Wait for I/O in short slices so the auto-tick and the heartbeat schedule keep moving.
+    if (m.ioc.stopped()) m.ioc.restart();
+    m.ioc.run_for(std::min<std::chrono::microseconds>(left, std::chrono::milliseconds(2)));
+  }
+  return busy;
+}
+
+Result<void> Pipeline::drain(std::chrono::milliseconds timeout) {
+  Impl& m = *impl_;
+  const auto deadline = SteadyClock::now() + timeout;
+  m.capture->flush();
+  if (!m.uploader) return Error(errc::unsupported, "drain: the uploader is disabled");
+  auto left = [&] {
+    return std::chrono::duration_cast<std::chrono::microseconds>(deadline - SteadyClock::now());
+  };
+  auto last_flush = SteadyClock::time_point{};
+  std::uint64_t remaining = 0;
+  bool drained = false;
+  while (left().count() > 0) {
+    if (SteadyClock::now() - last_flush > std::chrono::milliseconds(100)) {
+      m.uploader->flush();  // records released by a finished batch are uploaded at once too
+      last_flush = SteadyClock::now();
+    }
+    run_for(std::min<std::chrono::microseconds>(left(), std::chrono::milliseconds(5)));
+    BufferStats st = m.buffer->stats();
+    remaining = st.records > st.parked ? st.records - st.parked : 0;
+    if (remaining == 0 && m.uploader->idle()) {
+      drained = true;
+      break;
+    }
+    UploaderStatus us = m.uploader->status();
+    if (us.paused) {
+      return Error(errc::paused, "drain: uploads are paused (" +
+                                     std::string(us.paused_by_host       ? "host"
+                                                 : us.paused_by_network  ? "network"
+                                                                         : "schedule") +
+                                     "); " + std::to_string(remaining) + " records stay buffered");
+    }
+  }
+  if (m.hb_client) {
+    // Final heartbeat: the bucket shows the state after the drain.
+    while (m.hb_in_flight && left().count() > 0) run_for(std::min(left(), std::chrono::microseconds(5000)));
+    if (!m.hb_in_flight) {
+      m.hb_requested.store(true, std::memory_order_relaxed);
+      poll(std::chrono::microseconds(0));
+      while (m.hb_in_flight && left().count() > 0) {
+        run_for(std::min<std::chrono::microseconds>(left(), std::chrono::milliseconds(5)));
+      }
+    }
+  }
+  if (!drained) {
+    return Error(errc::timeout,
+                 "drain: " + std::to_string(remaining) + " records still buffered after " +
+                     std::to_string(timeout.count()) + " ms");
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host hooks
+// ---------------------------------------------------------------------------------------------
+
+void Pipeline::set_network_state(NetworkState s) noexcept { impl_->port.network->set(s); }
+NetworkState Pipeline::network_state() const noexcept { return impl_->port.network->get(); }
+void Pipeline::pause_uploads() {
+  if (impl_->uploader) impl_->uploader->pause();
+}
+void Pipeline::resume_uploads() {
+  if (impl_->uploader) impl_->uploader->resume();
+}
+void Pipeline::set_upload_rate(double bytes_per_second, std::uint64_t burst_bytes) {
+  if (impl_->uploader) impl_->uploader->set_rate(bytes_per_second, burst_bytes);
+}
+void Pipeline::flush_uploads() {
+  if (impl_->uploader) impl_->uploader->flush();
+}
+void Pipeline::request_heartbeat() noexcept {
+  impl_->hb_requested.store(true, std::memory_order_relaxed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observability
+// ---------------------------------------------------------------------------------------------
+
+PipelineStatus Pipeline::status() const {
+  const Impl& m = *impl_;
+  PipelineStatus s;
+  s.device_id = m.config.device_id;
+  s.time = m.port.clock->wall();
+  s.uptime_s = seconds_between(m.created, m.port.clock->monotonic());
+  s.network = m.port.network->get();
+  s.capture = m.capture->stats();
+  const auto& tcs = m.capture->triggers();
+  for (std::size_t i = 0; i < tcs.size(); ++i) {
+    s.triggers.push_back(
+        {tcs[i].name, m.capture->trigger_stats(TriggerHandle{static_cast<std::uint32_t>(i)})});
+  }
+  s.buffer = m.buffer->stats();
+  if (m.uploader) s.uploader = m.uploader->status();
+  s.polls = m.polls->value();
+  s.heartbeats_sent = m.hb_sent;
+  s.heartbeats_failed = m.hb_failed;
+  s.heartbeats_skipped = m.hb_skipped;
+  s.last_heartbeat = m.last_heartbeat;
+  s.last_heartbeat_key = m.last_heartbeat_key;
+  s.last_error = m.log_sink.last_error();
+  if (s.last_error.empty()) s.last_error = s.uploader.last_error;
+  return s;
+}
+
+std::string Pipeline::metrics_prometheus() const {
+  impl_->refresh_gauges(impl_->port.clock->monotonic());
+  return impl_->metrics.to_prometheus();
+}
+
+std::string Pipeline::metrics_json() const {
+  impl_->refresh_gauges(impl_->port.clock->monotonic());
+  return impl_->metrics.to_json();
+}
+
+std::string Pipeline::heartbeat_json() const {
+  impl_->refresh_gauges(impl_->port.clock->monotonic());
+  return impl_->heartbeat_doc().dump(2);
+}
+
+std::string Pipeline::heartbeat_key(WallTime wall) const { return impl_->heartbeat_key(wall); }
+
+Capture& Pipeline::capture() noexcept { return *impl_->capture; }
+Buffer& Pipeline::buffer() noexcept { return *impl_->buffer; }
+Uploader& Pipeline::uploader() noexcept { return *impl_->uploader; }
+bool Pipeline::has_uploader() const noexcept { return impl_->uploader != nullptr; }
+MetricsRegistry& Pipeline::metrics() noexcept { return impl_->metrics; }
+const Config& Pipeline::config() const noexcept { return impl_->config; }
+const Port& Pipeline::port() const noexcept { return impl_->port; }
+
+}  // namespace fleetpipe
+
+// ---------------------------------------------------------------------------------------------
+// Config: "/pipeline"
+// ---------------------------------------------------------------------------------------------
 
 namespace fleetpipe::detail {
 
@@ -6,6 +722,8 @@ PipelineOptions parse_pipeline_options(JsonReader& r) {
   PipelineOptions o;
   o.heartbeat_interval_s = r.seconds("heartbeat_interval", o.heartbeat_interval_s);
   o.poll_budget_s = r.seconds("poll_budget", o.poll_budget_s, 0, 10, /*min_exclusive=*/true);
+  o.heartbeat_on_start = r.boolean("heartbeat_on_start", o.heartbeat_on_start);
+  o.auto_tick = r.boolean("auto_tick", o.auto_tick);
   r.finish();
   return o;
 }

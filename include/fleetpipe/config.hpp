@@ -35,6 +35,10 @@ struct PipelineOptions {
   double heartbeat_interval_s = 300;
   /// Default budget of `Pipeline::poll()` when the host passes none.
   double poll_budget_s = 0.0005;
+  /// Send a heartbeat at the first poll (the device announces itself), then every interval.
+  bool heartbeat_on_start = true;
+  /// poll() advances Capture's time from the Port clock when streams go quiet (pipeline.hpp).
+  bool auto_tick = true;
 };
 
 /// The whole pipeline's configuration. Plain data: build it in C++ or parse it from JSON.

@@ -10,3 +10,4 @@
 #include "fleetpipe/capture.hpp"
 #include "fleetpipe/buffer.hpp"
 #include "fleetpipe/uploader.hpp"
+#include "fleetpipe/pipeline.hpp"
