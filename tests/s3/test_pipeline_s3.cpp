@@ -1,0 +1,188 @@
+#include "fleetpipe/pipeline.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "support/s3_env.hpp"
+#include "support/test_paths.hpp"
+
+// End to end against the real server: push samples -> trigger -> capture -> buffer -> upload,
+// then read the bucket back with boto3 (tests/python/s3_bucket_tool.py).
+
+using namespace fleetpipe;
+using namespace std::chrono_literals;
+
+namespace {
+
+const char* kBucket = "fleetpipe-pipeline-test";
+
+std::string tool(const std::string& args) {
+  std::string cmd = "/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/python/s3_bucket_tool.py " +
+                    args;
+  std::string out;
+  FILE* f = popen(cmd.c_str(), "r");
+  REQUIRE(f != nullptr);
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  int rc = pclose(f);
+  INFO(cmd);
+  REQUIRE(rc == 0);
+  return out;
+}
+
+struct Listed {
+  std::uint64_t size;
+  std::string key;
+};
+
+std::vector<Listed> list(const std::string& prefix) {
+  std::istringstream in(tool(std::string("list ") + kBucket + " " + prefix));
+  std::vector<Listed> v;
+  Listed l;
+  while (in >> l.size >> l.key) v.push_back(l);
+  return v;
+}
+
+std::string unique_prefix(const std::string& tag) {
+  static std::mt19937_64 rng{std::random_device{}()};
+  return "pl-" + tag + "-" + std::to_string(rng() % 1000000000);
+}
+
+// A Port over a FakeClock that starts at the real time (the server checks request time).
+struct Env {
+  FakeClock clock{std::chrono::system_clock::now()};
+  FakeFilesystemStats fs;
+  StderrLogSink log{LogLevel::warning};
+  Port port;
+  Env() {
+    port.clock = &clock;
+    port.filesystem = &fs;
+    port.log = &log;
+  }
+};
+
+Config s3_config(const std::string& prefix) {
+  auto env = test::load_s3_env();
+  Config c;
+  c.device_id = "dev-s3";
+  c.buffer.path = test::scratch_dir("pl-s3").string();
+  c.buffer.durability = Durability::none;
+  StreamConfig s;
+  s.name = "imu";
+  s.channels = {"accel", "speed"};
+  c.streams.push_back(s);
+  auto t = threshold_trigger("bump", "imu", "accel", ThresholdOp::above, 5.0);
+  t.capture.pre_s = 1;
+  t.capture.post_s = 1;
+  c.triggers.push_back(t);
+  c.uploader.endpoint = env.endpoint_https;
+  c.uploader.ca_file = env.ca_file;
+  c.uploader.region = env.region;
+  c.uploader.bucket = kBucket;
+  c.uploader.prefix = prefix;
+  c.uploader.credentials.source = CredentialsSource::static_keys;
+  c.uploader.credentials.access_key_id = env.access_key;
+  c.uploader.credentials.secret_access_key = env.secret_key;
+  c.pipeline.heartbeat_interval_s = 60;
+  return c;
+}
+
+// 10 Hz for `seconds` of fake time, one bump at `bump_at`.
+void feed(Pipeline& p, Env& env, double t0, double seconds, double bump_at) {
+  auto imu = p.stream("imu");
+  for (int i = 0; i < static_cast<int>(seconds * 10); ++i) {
+    double t = t0 + i * 0.1;
+    p.push(imu, t, {std::abs(t - bump_at) < 0.05 ? 9.0 : 0.0, 12.5});
+    env.clock.advance(100ms);
+    p.poll(500us);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("pushed samples become an uploaded event object and a heartbeat with counters",
+          "[pipeline][s3]") {
+  tool(std::string("make ") + kBucket);
+  Env env;
+  std::string prefix = unique_prefix("e2e");
+  auto created = Pipeline::create(s3_config(prefix), env.port);
+  REQUIRE(created.ok());
+  Pipeline& p = **created;
+  feed(p, env, 100.0, 6, 102.0);
+  auto drained = p.drain(60s);
+  INFO((drained ? std::string("drained") : drained.error().message));
+  REQUIRE(drained.ok());
+
+  auto s = p.status();
+  CHECK(s.capture.events == 1);
+  CHECK(s.buffer.records == 0);
+  CHECK(s.uploader.objects_uploaded >= 1);
+  CHECK(s.heartbeats_sent >= 1);
+  CHECK(s.heartbeats_failed == 0);
+
+  // The event object: under stream=imu, device=dev-s3, and it is an FPEV payload.
+  auto events = list(prefix + "/stream=imu/");
+  REQUIRE(events.size() >= 1);
+  bool data_found = false;
+  for (auto& o : events) {
+    CHECK(o.key.find("/device=dev-s3/") != std::string::npos);
+    if (o.key.find("manifest") == std::string::npos && o.key.size() > 5 &&
+        o.key.compare(o.key.size() - 5, 5, ".fpev") == 0) {
+      std::string body = tool(std::string("get ") + kBucket + " " + o.key);
+      CHECK(body.compare(0, 4, "FPEV") == 0);
+      data_found = true;
+    }
+  }
+  CHECK(data_found);
+
+  // The heartbeat objects: the newest one (written after the drain) carries the final counters.
+  auto beats = list(prefix + "/_heartbeat/device=dev-s3/");
+  REQUIRE(beats.size() >= 1);
+  CHECK(beats.back().key == s.last_heartbeat_key);
+  auto hb = nlohmann::json::parse(tool(std::string("get ") + kBucket + " " + beats.back().key));
+  CHECK(hb["device"] == "dev-s3");
+  CHECK(hb["schema"] == "fleetpipe.heartbeat/1");
+  CHECK(hb["capture"]["events"] == 1);
+  CHECK(hb["triggers"]["bump"]["fires"] == 1);
+  CHECK(hb["uploads"]["objects_uploaded"].get<std::uint64_t>() >= 1);
+  CHECK(hb["backlog"]["records"] == 0);
+  CHECK(hb["metrics"].contains("fleetpipe_capture_events_total"));
+  CHECK(hb["metrics"].contains("fleetpipe_pipeline_heartbeats_total"));
+}
+
+TEST_CASE("offline network holds uploads in the buffer until the host reports online",
+          "[pipeline][s3]") {
+  tool(std::string("make ") + kBucket);
+  Env env;
+  std::string prefix = unique_prefix("offline");
+  Config c = s3_config(prefix);
+  c.pipeline.heartbeat_on_start = false;
+  auto created = Pipeline::create(c, env.port);
+  REQUIRE(created.ok());
+  Pipeline& p = **created;
+  p.set_network_state(NetworkState::offline);
+  feed(p, env, 0.0, 5, 2.0);
+  p.flush_uploads();
+  p.run_for(200ms);
+  CHECK(p.status().uploader.objects_uploaded == 0);
+  CHECK(p.status().buffer.records == 1);
+  auto held = p.drain(2s);
+  REQUIRE_FALSE(held.ok());
+  CHECK(held.error().is(errc::paused));
+  CHECK(list(prefix + "/stream=imu/").empty());
+
+  p.set_network_state(NetworkState::online);
+  auto drained = p.drain(60s);
+  INFO((drained ? std::string("drained") : drained.error().message));
+  REQUIRE(drained.ok());
+  CHECK(p.status().uploader.objects_uploaded >= 1);
+  CHECK_FALSE(list(prefix + "/stream=imu/").empty());
+}
