@@ -118,9 +118,7 @@ struct Pipeline::Impl {
   MonoTime seen_mono{};     // ... and the Port time at which poll first saw it
   double ticked_t = 0;
 
-  // Gauge refresh / pause-time accounting.
-  MonoTime last_refresh{};
-  bool was_paused = false;
+  MonoTime last_refresh{};  // gauges
 
   // Metrics owned by the pipeline.
   Counter* polls = nullptr;
@@ -135,9 +133,7 @@ struct Pipeline::Impl {
   Gauge* backlog_parked = nullptr;
   Gauge* wear_written = nullptr;
   Gauge* wear_ratio = nullptr;
-  Gauge* upload_rate = nullptr;
   Gauge* uploads_paused = nullptr;
-  Gauge* paused_seconds = nullptr;
   Gauge* network_state = nullptr;
 
   void register_metrics();
@@ -179,18 +175,13 @@ void Pipeline::Impl::register_metrics() {
                                 "bytes written to flash this UTC day (wear budget use)");
   wear_ratio = &metrics.gauge("fleetpipe_pipeline_wear_budget_used_ratio",
                               "written today / daily wear budget (0 when unlimited)");
-  upload_rate = &metrics.gauge("fleetpipe_pipeline_upload_rate_bytes_per_second",
-                               "effective upload rate now (0 = unlimited)");
   uploads_paused = &metrics.gauge("fleetpipe_pipeline_uploads_paused",
                                   "1 while uploads are paused (host, schedule or network)");
-  paused_seconds = &metrics.gauge("fleetpipe_pipeline_upload_paused_seconds",
-                                  "total seconds uploads were paused (Port clock)");
   network_state = &metrics.gauge("fleetpipe_pipeline_network_state",
                                  "0 online, 1 metered, 2 offline");
 }
 
 void Pipeline::Impl::refresh_gauges(MonoTime now) {
-  double dt = std::max(0.0, seconds_between(last_refresh, now));
   last_refresh = now;
   uptime->set(seconds_between(created, now));
   BufferStats st = buffer->stats();
@@ -205,13 +196,7 @@ void Pipeline::Impl::refresh_gauges(MonoTime now) {
   wear_ratio->set(budget ? static_cast<double>(st.written_today) / static_cast<double>(budget)
                          : 0.0);
   network_state->set(static_cast<double>(static_cast<int>(port.network->get())));
-  if (uploader) {
-    UploaderStatus us = uploader->status();
-    upload_rate->set(us.rate_bytes_per_s);
-    uploads_paused->set(us.paused ? 1 : 0);
-    if (was_paused) paused_seconds->add(dt);
-    was_paused = us.paused;
-  }
+  if (uploader) uploads_paused->set(uploader->status().paused ? 1 : 0);
 }
 
 void Pipeline::Impl::auto_tick(MonoTime now) {
@@ -308,7 +293,8 @@ nlohmann::json Pipeline::Impl::heartbeat_doc() const {
                     {"bytes_sent", us.bytes_sent},
                     {"retries", us.retries},
                     {"multipart_resumed", us.multipart_resumed},
-                    {"paused_seconds", paused_seconds->value()},
+                    {"pauses", metrics.sum("fleetpipe_uploader_pauses_total")},
+                    {"paused_seconds", metrics.sum("fleetpipe_uploader_paused_seconds")},
                     {"last_error", us.last_error}};
     if (last_error.empty()) last_error = us.last_error;
   } else {
