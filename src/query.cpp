@@ -39,15 +39,6 @@ WallTime from_ns(std::int64_t ns) {
   return WallTime(std::chrono::duration_cast<WallTime::duration>(std::chrono::nanoseconds(ns)));
 }
 
-std::string date_of(WallTime t) {
-  std::time_t s = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&s, &tm);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
-  return buf;
-}
-
 /// The value of the "name=value" segment of a key, "" when absent.
 std::string segment(std::string_view key, std::string_view name) {
   std::size_t pos = 0;
@@ -220,26 +211,26 @@ struct Heartbeat {
 Heartbeat read_heartbeat(const json& doc, WallTime key_t) {
   Heartbeat h;
   h.time = key_t;
-  const json* t = at(doc, {"/time", "/wall_time"});
+  const json* t = at(doc, {"/time"});
   if (t && t->is_string()) {
     if (auto pt = parse_query_time(t->get<std::string>())) h.time = *pt;
-  } else if (const json* tn = at(doc, {"/time_ns", "/wall_ns"}); tn && tn->is_number()) {
+  } else if (const json* tn = at(doc, {"/time_unix_ns", "/time_ns"}); tn && tn->is_number()) {
     h.time = from_ns(tn->get<std::int64_t>());
   }
   const json* metrics = at(doc, {"/metrics"});
   json empty = json::object();
   const json& m = metrics ? *metrics : empty;
-  h.backlog_records = number(doc, {"/backlog/records", "/buffer/records"},
+  h.backlog_records = number(doc, {"/backlog/records"},
                              metric_sum(m, "fleetpipe_buffer_records").value_or(0));
-  h.backlog_bytes = number(doc, {"/backlog/bytes", "/buffer/bytes"},
+  h.backlog_bytes = number(doc, {"/backlog/bytes"},
                            metric_sum(m, "fleetpipe_buffer_bytes").value_or(0));
-  h.evicted = number(doc, {"/buffer/evicted_total", "/evicted_total", "/backlog/evicted_total"},
+  h.evicted = number(doc, {"/buffer/evicted_total"},
                      metric_sum(m, "fleetpipe_buffer_evicted_total").value_or(0));
-  h.bytes_sent = number(doc, {"/uploader/bytes_sent", "/uploaded_bytes"},
+  h.bytes_sent = number(doc, {"/uploads/bytes_sent", "/uploader/bytes_sent"},
                         metric_sum(m, "fleetpipe_uploader_bytes_sent_total").value_or(0));
-  h.uptime_s = number(doc, {"/uptime_s", "/uptime"});
-  h.sdk = text(doc, {"/sdk_version", "/version"});
-  h.network = text(doc, {"/network", "/network_state"});
+  h.uptime_s = number(doc, {"/uptime_s"});
+  h.sdk = text(doc, {"/sdk_version"});
+  h.network = text(doc, {"/network"});
   h.last_error = text(doc, {"/last_error"});
   return h;
 }
@@ -493,18 +484,21 @@ Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
   std::vector<EventEntry> found;
   std::set<std::string> covered;  // data objects some manifest mentions
 
-  auto day_before = [](WallTime t) { return date_of(t - std::chrono::hours(24)); };
-
-  // 1. Manifests, pruned by upload date >= since's date.
+  // 1. Manifests ({prefix}/_manifests/device=D/date=YYYY-MM-DD/...jsonl), pruned by device.
+  //    Not by date: a manifest's date is that of its batch's first record, and a batch drained
+  //    from a backlog may hold records of later days.
   {
-    std::string mprefix = join_prefix(prefix, "_manifest/");
-    std::string start_after;
-    if (q.since) start_after = mprefix + "date=" + day_before(*q.since) + "/~";
-    auto listed = impl_->list(mprefix, start_after, nullptr);
-    if (!listed) return std::move(listed).error();
-    for (const auto& obj : *listed) {
-      std::string dev = segment(obj.key, "device");
-      if (!q.device_glob.empty() && !dev.empty() && !glob_match(q.device_glob, dev)) continue;
+    auto devices = list_prefixes(join_prefix(prefix, "_manifests/"));
+    if (!devices) return std::move(devices).error();
+    std::vector<ObjectInfo> listed;
+    for (const auto& dp : *devices) {
+      std::string dev = segment(dp, "device");
+      if (!q.device_glob.empty() && !glob_match(q.device_glob, dev)) continue;
+      auto l = impl_->list(dp, {}, nullptr);
+      if (!l) return std::move(l).error();
+      listed.insert(listed.end(), l->begin(), l->end());
+    }
+    for (const auto& obj : listed) {
       auto body = impl_->get(obj.key, 0, 0);
       if (!body) {
         if (body.error().is(errc::not_found)) continue;  // deleted between list and get
@@ -547,9 +541,7 @@ Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
     }
     for (const auto& s : streams) {
       std::string sprefix = join_prefix(prefix, "stream=" + s + "/");
-      std::string start_after;
-      if (q.since) start_after = sprefix + "date=" + day_before(*q.since);
-      auto listed = impl_->list(sprefix, start_after, nullptr);
+      auto listed = impl_->list(sprefix, {}, nullptr);
       if (!listed) return std::move(listed).error();
       for (const auto& obj : *listed) {
         if (covered.count(obj.key)) continue;
@@ -557,7 +549,6 @@ Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
         std::string date = segment(obj.key, "date");
         if (dev.empty() || date.empty()) continue;  // not a data object of this layout
         if (!q.device_glob.empty() && !glob_match(q.device_glob, dev)) continue;
-        if (q.until && date > date_of(*q.until)) continue;
         auto meta = head(obj.key);
         if (!meta) {
           if (meta.error().is(errc::not_found)) continue;
@@ -576,23 +567,23 @@ Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
         e.stream = s;
         e.device = dev;
         e.date = date;
-        e.trigger_ids = split_list(m({"trigger-ids", "triggers", "fleetpipe-trigger-ids"}));
-        e.event_id = m({"event-id"});
-        auto ids = split_list(m({"event-ids"}));
+        e.trigger_ids = split_list(m({"fleetpipe-trigger-ids", "trigger-ids"}));
+        e.event_id = m({"fleetpipe-event-id", "event-id"});
+        auto ids = split_list(m({"fleetpipe-event-ids", "event-ids"}));
         if (e.event_id.empty() && ids.size() == 1) e.event_id = ids.front();
         auto num = [](const std::string& v) -> std::int64_t {
           return v.empty() ? 0 : std::strtoll(v.c_str(), nullptr, 10);
         };
-        e.start_ns = num(m({"start-ns"}));
-        e.end_ns = num(m({"end-ns"}));
+        e.start_ns = num(m({"fleetpipe-start-ns", "start-ns"}));
+        e.end_ns = num(m({"fleetpipe-end-ns", "end-ns"}));
         if (e.start_ns == 0) {
-          if (auto t = parse_query_time(m({"start-time"}))) e.start_ns = to_ns(*t);
+          if (auto t = parse_query_time(m({"fleetpipe-start-time", "start-time"}))) e.start_ns = to_ns(*t);
         }
         if (e.end_ns == 0) {
-          if (auto t = parse_query_time(m({"end-time"}))) e.end_ns = to_ns(*t);
+          if (auto t = parse_query_time(m({"fleetpipe-end-time", "end-time"}))) e.end_ns = to_ns(*t);
         }
-        e.priority = static_cast<int>(num(m({"priority", "max-priority"})));
-        auto rc = m({"record-count", "records"});
+        e.priority = static_cast<int>(num(m({"fleetpipe-priority", "priority", "max-priority"})));
+        auto rc = m({"fleetpipe-record-count", "record-count", "records"});
         e.record_count = rc.empty() ? 1 : static_cast<std::uint64_t>(num(rc));
         e.content_type = m({"content-type"});
         for (const auto& [k, v] : *meta) e.metadata[k] = v;

@@ -2,7 +2,7 @@
 //
 // A `BucketReader` reads the bucket the uploaders write (docs/bucket-layout.md):
 //   {prefix}/stream={stream}/date={YYYY-MM-DD}/device={device}/{start_time}-{seq}.{ext}  data
-//   {prefix}/_manifest/date={YYYY-MM-DD}/device={device}/{time}-{seq}.jsonl            manifests
+//   {prefix}/_manifests/device={device}/date={YYYY-MM-DD}/{start_time}-{seq}.jsonl     manifests
 //   {prefix}/_heartbeat/device={device}/{YYYYMMDDTHHMMSSZ}.json                        heartbeats
 // `query()` answers "which events match stream / trigger / device glob / time range" from the
 // JSONL manifests (one line per delivered event), plus — for data objects no manifest mentions
@@ -15,10 +15,12 @@
 //  - This is a host/cloud tool, not device code: calls are synchronous and block on the network
 //    (one request at a time on one kept-alive connection, on a private io_context). Python
 //    releases the GIL around them.
-//  - Partition pruning: `since` skips manifests whose upload date is earlier, and data objects
-//    whose start date is more than a day earlier; `until` and the device glob are applied to
-//    what is listed (a glob's literal prefix narrows the listing when a stream is named). A
-//    query with no bound lists the whole prefix.
+//  - Pruning: manifests are listed only under the devices the glob matches
+//    ({prefix}/_manifests/device=D/...), data objects only under the streams asked for. Time is
+//    filtered on each event's own start_ns/end_ns, never on the date= partition: a date= value
+//    is the date of the first record of a batch, and a batch drained from a backlog can hold
+//    records of other days. Data objects are always listed (one request per 1000 keys) so that
+//    objects no manifest mentions are still found; only those are HEADed.
 //  - Key templates other than the default still work as long as they keep the
 //    `stream=`, `date=` and `device=` path segments (the reader finds them by name).
 //  - Not thread-safe: one thread per BucketReader.

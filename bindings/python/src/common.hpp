@@ -1,0 +1,52 @@
+// Internal to the Python module: the Python-side owners of Buffer (shared by Capture and
+// Uploader bindings) and small conversion helpers.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <memory>
+#include <set>
+
+#include "bindings.hpp"
+#include "fleetpipe/buffer.hpp"
+#include "fleetpipe/metrics.hpp"
+
+namespace fleetpipe::py {
+
+/// A MetricsRegistry Python object: `obj` when given, else a new registry.
+pybind11::object metrics_or_new(pybind11::handle obj);
+
+struct PyLease;
+
+/// Owns a Buffer plus what must outlive it (the metrics registry object, the Port).
+/// Leases, Captures and Uploaders built on it count as dependents: close() refuses while a
+/// Capture or Uploader uses it, and returns open leases' records first.
+struct PyBuffer {
+  pybind11::object metrics;  // a MetricsRegistry (kept alive)
+  Port port;
+  std::unique_ptr<Buffer> buffer;
+  int dependents = 0;
+  std::set<PyLease*> leases;
+
+  Buffer& get();  // raises fleetpipe.Error when closed
+  void close();
+};
+
+struct PyLease {
+  pybind11::object owner;  // the PyBuffer
+  PyBuffer* buf = nullptr;
+  std::unique_ptr<Lease> lease;
+  ~PyLease();
+  void release();
+  Lease& get();
+};
+
+pybind11::dict record_meta_dict(const RecordMeta& m);
+RecordMeta record_meta_from(const std::string& stream, const std::string& event_id,
+                            const std::vector<std::string>& trigger_ids, int priority,
+                            std::int64_t start_ns, std::int64_t end_ns,
+                            const std::string& content_type,
+                            const std::map<std::string, std::string>& metadata);
+pybind11::dict append_outcome_dict(const AppendOutcome& o);
+
+}  // namespace fleetpipe::py
