@@ -192,6 +192,8 @@ UploaderConfig parse_uploader_config(JsonReader& r) {
         b.integer("max_records", static_cast<std::int64_t>(c.batch_max_records), 1, 1000000));
     b.finish();
   }
+  c.max_concurrent_requests = static_cast<std::uint32_t>(
+      r.integer("max_concurrent_requests", c.max_concurrent_requests, 1, 16));
   c.io_chunk_bytes = static_cast<std::uint32_t>(
       r.bytes("io_chunk_size", c.io_chunk_bytes, 4096, 8ull << 20));
   {
@@ -333,7 +335,6 @@ class Engine : public std::enable_shared_from_this<Engine> {
         creds_(cfg.credentials, port.credentials),
         bucket_(cfg.bytes_per_second, cfg.burst_bytes, port_.clock->monotonic()),
         wake_(ioc),
-        retry_timer_(ioc),
         rng_(std::random_device{}()) {
     base_rate_ = cfg.bytes_per_second;
     base_burst_ = cfg.burst_bytes;
@@ -402,18 +403,20 @@ class Engine : public std::enable_shared_from_this<Engine> {
         s->bytes_sent_total_ += n;
       }
     };
-    auto c = detail::S3Client::create(ioc_, cfg_, std::move(h));
-    if (!c) return std::move(c).error();
-    client_ = std::move(*c);
+    std::size_t n = std::max<std::uint32_t>(1, cfg_.max_concurrent_requests);
+    for (std::size_t i = 0; i < n; ++i) {
+      auto c = detail::S3Client::create(ioc_, cfg_, h);
+      if (!c) return std::move(c).error();
+      clients_.push_back(std::move(*c));
+    }
+    slot_part_.assign(n, 0);
     last_tick_mono_ = port_.clock->monotonic();
     startup_pending_ = true;
     arm_wake(std::chrono::nanoseconds(0));
     return {};
   }
 
-  ~Engine() {
-    if (client_) client_->cancel();
-  }
+  ~Engine() { cancel_all(); }
 
   // ---- host controls (any thread) ---------------------------------------------------------
 
@@ -440,10 +443,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
     stopped_ = true;
     drop_batch(false);
     wake_.cancel();
-    retry_timer_.cancel();
   }
 
-  bool idle() const { return !batch_ && !client_->busy(); }
+  bool idle() const { return !batch_ && !any_busy(); }
 
   UploaderStatus status() const {
     std::lock_guard<std::mutex> g(status_mu_);
@@ -461,6 +463,30 @@ class Engine : public std::enable_shared_from_this<Engine> {
     return [w = weak_from_this(), f = std::move(f)](auto&&... a) mutable {
       if (auto s = w.lock()) f(std::forward<decltype(a)>(a)...);
     };
+  }
+
+  bool any_busy() const {
+    for (const auto& c : clients_)
+      if (c->busy()) return true;
+    return false;
+  }
+
+  // Aborts every request in flight and every pending retry; their callbacks never run.
+  void cancel_all() {
+    for (auto& c : clients_)
+      if (c->busy()) c->cancel();  // idle kept-alive connections stay open
+    for (auto& w : retry_timers_)
+      if (auto t = w.lock()) t->cancel();
+    retry_timers_.clear();
+    std::fill(slot_part_.begin(), slot_part_.end(), 0);
+    inflight_parts_.clear();
+  }
+
+  // Invalidates the callbacks of the current batch's requests (after cancel_all) while the
+  // batch itself goes on (an object failed; the next one starts).
+  void new_generation() {
+    cancel_all();
+    if (batch_) batch_->gen = ++batch_gen_;
   }
 
   void poke() {
@@ -586,13 +612,13 @@ class Engine : public std::enable_shared_from_this<Engine> {
     evaluate_shaping();
     update_status();
     if (paused()) {
-      if (batch_ || client_->busy()) {
+      if (batch_ || any_busy()) {
         log(LogLevel::info, "pausing: aborting the request in flight, records go back to the buffer");
         drop_batch(false);
       }
       return;
     }
-    if (client_->busy() || waiting_ || batch_) return;
+    if (any_busy() || waiting_ || batch_) return;
     if (port_.clock->monotonic() < backoff_until_) return;
     if (startup_pending_) return startup();
     if (!pending_manifests_.empty()) return write_pending_manifest();
@@ -963,6 +989,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   }
 
   void object_failed_permanently(ObjectPlan& p, const detail::S3Failure& f) {
+    new_generation();  // sibling parts of a multipart upload stop here
     Batch& b = *batch_;
     p.failed = true;
     uploads_failed_->inc();
@@ -1000,8 +1027,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   }
 
   void drop_batch(bool nack) {
-    if (client_) client_->cancel();
-    retry_timer_.cancel();
+    cancel_all();
     waiting_ = false;
     if (!batch_) return;
     if (cfg_.write_manifest && !batch_->manifest_lines.empty()) {
@@ -1206,10 +1232,22 @@ class Engine : public std::enable_shared_from_this<Engine> {
     });
   }
 
+  // Keeps up to max_concurrent_requests parts in flight, one per client slot; completes the
+  // upload when every part is stored.
   void next_part(ObjectPlan& p) {
-    std::uint32_t n = 1;
-    while (n <= mpu_.part_count() && mpu_.parts.count(n)) ++n;
-    if (n > mpu_.part_count()) return complete_multipart(p);
+    const std::uint64_t gen = batch_->gen;
+    for (std::size_t ci = 0; ci < clients_.size(); ++ci) {
+      if (slot_part_[ci] != 0) continue;
+      std::uint32_t n = 1;
+      while (n <= mpu_.part_count() && (mpu_.parts.count(n) || inflight_parts_.count(n))) ++n;
+      if (n > mpu_.part_count()) break;
+      dispatch_part(p, n, ci);
+      if (!batch_ || batch_->gen != gen) return;  // the object failed meanwhile
+    }
+    if (inflight_parts_.empty() && mpu_.parts.size() == mpu_.part_count()) complete_multipart(p);
+  }
+
+  void dispatch_part(ObjectPlan& p, std::uint32_t n, std::size_t ci) {
     std::uint64_t off = (n - 1) * mpu_.part_size;
     std::uint64_t len = std::min<std::uint64_t>(mpu_.part_size, p.size - off);
     auto d = digest(*batch_, p, off, len);
@@ -1233,10 +1271,15 @@ class Engine : public std::enable_shared_from_this<Engine> {
       return read_object(*bp, *pp, off + o, out, k);
     };
     std::string want = detail::to_hex(d->md5_raw);
-    send(std::move(r), batch_->gen, [this, pp, n, want](S3Outcome o) {
+    slot_part_[ci] = n;
+    inflight_parts_.insert(n);
+    send(std::move(r), batch_->gen, [this, pp, n, want, ci](S3Outcome o) {
       ObjectPlan& p = *pp;
+      slot_part_[ci] = 0;
+      inflight_parts_.erase(n);
       if (!o.ok) {
         if (o.failure.cls == FailureClass::upload_gone) {
+          new_generation();
           (void)buffer_.erase_state(kMpuPrefix + p.key);
           return start_multipart(p);
         }
@@ -1255,7 +1298,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
       log(LogLevel::debug, "stored part " + std::to_string(n) + "/" + std::to_string(mpu_.part_count()) +
                                " of multipart upload " + mpu_.upload_id + " (" + p.key + ")");
       next_part(p);
-    });
+    }, 1, ci);
   }
 
   void complete_multipart(ObjectPlan& p) {
@@ -1298,9 +1341,10 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
   // ---- requests with retries ---------------------------------------------------------------
 
-  void send(S3Request req, std::uint64_t gen, std::function<void(S3Outcome)> done, std::uint32_t attempt = 1) {
+  void send(S3Request req, std::uint64_t gen, std::function<void(S3Outcome)> done, std::uint32_t attempt = 1,
+            std::size_t ci = 0) {
     auto req_copy = req;
-    client_->async_send(std::move(req), weak([this, req = std::move(req_copy), gen, done, attempt](S3Outcome o) mutable {
+    clients_[ci]->async_send(std::move(req), weak([this, req = std::move(req_copy), gen, done, attempt, ci](S3Outcome o) mutable {
       if (gen != 0 && (!batch_ || batch_->gen != gen)) return;  // batch dropped meanwhile
       if (o.ok) return done(std::move(o));
       const auto cls = o.failure.cls;
@@ -1314,7 +1358,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
                                    " s (RequestTimeTooSkewed); signing with the corrected time");
         retried_by_class_[static_cast<int>(cls)]->inc();
         with_status([](UploaderStatus& s) { s.retries++; });
-        return send(std::move(req), gen, std::move(done), attempt + 1);
+        return send(std::move(req), gen, std::move(done), attempt + 1, ci);
       }
       bool retry = detail::is_retryable(cls) && cls != FailureClass::upload_gone && attempt < cfg_.max_attempts;
       if (!retry) return done(std::move(o));
@@ -1326,13 +1370,18 @@ class Engine : public std::enable_shared_from_this<Engine> {
                                  o.failure.message + "); retry " + std::to_string(attempt) + " in " +
                                  std::to_string(delay) + " s");
       waiting_ = true;
-      retry_timer_.expires_after(std::chrono::nanoseconds(static_cast<std::int64_t>(delay * 1e9)));
-      retry_timer_.async_wait(weak([this, req = std::move(req), gen, done = std::move(done), attempt](
-                                       boost::system::error_code ec) mutable {
+      auto timer = std::make_shared<net::steady_timer>(ioc_);
+      retry_timers_.push_back(timer);
+      timer->expires_after(std::chrono::nanoseconds(static_cast<std::int64_t>(delay * 1e9)));
+      timer->async_wait(weak([this, timer, req = std::move(req), gen, done = std::move(done), attempt, ci](
+                                 boost::system::error_code ec) mutable {
+        retry_timers_.erase(std::remove_if(retry_timers_.begin(), retry_timers_.end(),
+                                           [](const std::weak_ptr<net::steady_timer>& w) { return w.expired(); }),
+                            retry_timers_.end());
         if (ec) return;
         waiting_ = false;
         if (gen != 0 && (!batch_ || batch_->gen != gen)) return;
-        send(std::move(req), gen, std::move(done), attempt + 1);
+        send(std::move(req), gen, std::move(done), attempt + 1, ci);
       }));
     }));
   }
@@ -1344,8 +1393,10 @@ class Engine : public std::enable_shared_from_this<Engine> {
   detail::CredentialResolver creds_;
   detail::TokenBucket bucket_;
   net::steady_timer wake_;
-  net::steady_timer retry_timer_;
-  std::unique_ptr<detail::S3Client> client_;
+  std::vector<std::unique_ptr<detail::S3Client>> clients_;
+  std::vector<std::weak_ptr<net::steady_timer>> retry_timers_;
+  std::vector<std::uint32_t> slot_part_;  // part number per client slot, 0 = free
+  std::set<std::uint32_t> inflight_parts_;
   std::mt19937_64 rng_;
   MetricsRegistry* metrics_ = nullptr;
 

@@ -107,6 +107,9 @@ struct UploaderConfig {
   std::uint64_t batch_max_records = 10000;
   bool write_manifest = true;
   std::uint32_t io_chunk_bytes = 256u << 10;        ///< read-from-LMDB / write-to-socket chunk
+  /// Connections (each with one request in flight): parts of one multipart upload go out in
+  /// parallel over them, sharing the rate limit. Memory: about io_chunk_bytes + 50 KiB each.
+  std::uint32_t max_concurrent_requests = 4;
   double abandon_multipart_after_s = 7 * 86400.0;   ///< abort resume state older than this
   // --- retries ---------------------------------------------------------------------------
   std::uint32_t max_attempts = 6;    ///< per request, then the batch is nacked and retried later

@@ -1,0 +1,317 @@
+// bench_upload: 1 GiB in 8 MiB parts to the local S3 server over HTTPS, against `rclone copy`
+// and `aws s3 cp` (Debian's rclone and awscli) uploading the same bytes to the same server in the
+// same run; then the rate cap's accuracy at 100 kB/s, 1 MB/s and 10 MB/s over 12 s each.
+//
+// Figures (bench-results/upload.json):
+//   throughput_vs_rclone, throughput_vs_awscli  our MB/s divided by theirs (goal >= 1.2)
+//   cpu_s_per_gib                               user+sys CPU of the uploading process per GiB
+//   peak_rss_anon_mb                            peak RssAnon of the uploading process (goal <= 12)
+//   peak_rss_file_mb                            peak RssFile (LMDB pages mapped from the file)
+//   cap_error_pct_100k / _1m / _10m             |achieved - configured| / configured (goal <= 3)
+//
+// The uploading process is a fresh exec of this program (`--worker`), so its RSS is only the
+// uploader's; the 1 GiB is written into the Buffer by a separate filler process beforehand.
+// Needs FLEETPIPE_S3_STATE (scripts/bench starts the server); without it a server is started in
+// a temporary state dir and stopped at the end.
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "bench_report.hpp"
+#include "fleetpipe/buffer.hpp"
+#include "fleetpipe/metrics.hpp"
+#include "fleetpipe/uploader.hpp"
+#include "support/s3_env.hpp"
+
+using namespace fleetpipe;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::uint64_t kGiB = 1ull << 30;
+constexpr std::uint64_t kPart = 8ull << 20;
+const char* kClean = "env -u AWS_CA_BUNDLE -u SSL_CERT_FILE -u SSL_CERT_DIR -u REQUESTS_CA_BUNDLE "
+                     "-u CURL_CA_BUNDLE -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY ";
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int sh(const std::string& cmd) {
+  int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+void fill_random(char* p, std::size_t n, std::uint64_t seed) {
+  std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (std::size_t i = 0; i < n; i += 8) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    std::memcpy(p + i, &x, std::min<std::size_t>(8, n - i));
+  }
+}
+
+BufferConfig buffer_config(const std::string& dir) {
+  BufferConfig b;
+  b.path = dir;
+  b.durability = Durability::none;
+  b.max_bytes = 3 * kGiB;
+  b.max_payload_bytes = 2 * kGiB;
+  b.min_free_bytes = 0;
+  b.compress_min_bytes = 0;
+  b.initial_map_bytes = 64ull << 20;
+  return b;
+}
+
+UploaderConfig uploader_config(const test::S3Env& env, const std::string& bucket, const std::string& prefix) {
+  UploaderConfig c;
+  c.endpoint = env.endpoint_https;
+  c.bucket = bucket;
+  c.region = env.region;
+  c.ca_file = env.ca_file;
+  c.credentials.source = CredentialsSource::static_keys;
+  c.credentials.access_key_id = env.access_key;
+  c.credentials.secret_access_key = env.secret_key;
+  c.prefix = prefix;
+  c.part_bytes = kPart;
+  c.multipart_threshold_bytes = kPart;
+  c.large_record_bytes = 1ull << 20;
+  c.unsigned_payload = true;  // as aws-cli and rclone do over HTTPS; Content-MD5 is still sent
+  c.max_object_age_s = 0;
+  c.write_manifest = true;
+  c.idle_poll_interval_s = 0.01;
+  c.request_timeout_s = 300;
+  return c;
+}
+
+RecordMeta meta(std::uint64_t i) {
+  RecordMeta m;
+  m.stream = "bench";
+  m.event_id = "bench-" + std::to_string(i);
+  m.start_ns = 1767225600000000000LL + static_cast<std::int64_t>(i) * 1000000000LL;
+  m.end_ns = m.start_ns + 1;
+  m.content_type = "application/octet-stream";
+  return m;
+}
+
+// Child process: one record of `size` bytes into a fresh buffer (and the same bytes to a file).
+bool fill(const std::string& db, std::uint64_t size, std::size_t records, const std::string& file) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    MetricsRegistry metrics;
+    StderrLogSink quiet(LogLevel::error);
+    Port port;
+    port.log = &quiet;
+    auto buf = Buffer::open(buffer_config(db), port, metrics);
+    if (!buf) {
+      std::fprintf(stderr, "filler: %s\n", buf.error().message.c_str());
+      _exit(2);
+    }
+    std::string data(size, '\0');
+    std::ofstream out;
+    if (!file.empty()) out.open(file, std::ios::binary);
+    for (std::size_t i = 0; i < records; ++i) {
+      fill_random(data.data(), data.size(), i + 1);
+      auto o = (*buf)->append(meta(i), data);
+      if (!o.accepted) {
+        std::fprintf(stderr, "filler: append rejected: %s\n", o.message.c_str());
+        _exit(3);
+      }
+      if (out) out.write(data.data(), static_cast<std::streamsize>(data.size()));
+    }
+    (void)(*buf)->flush();
+    _exit(0);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+// --worker DB BUCKET: uploads everything in DB, exits 0 when the buffer is empty.
+int worker(const std::string& db, const std::string& bucket) {
+  auto env = test::load_s3_env();
+  MetricsRegistry metrics;
+  StderrLogSink log(LogLevel::warning);
+  Port port;
+  port.log = &log;
+  auto buf = Buffer::open(buffer_config(db), port, metrics);
+  if (!buf) return 2;
+  auto up = Uploader::create(uploader_config(env, bucket, "fleetpipe"), **buf, port, metrics);
+  if (!up) {
+    std::fprintf(stderr, "worker: %s\n", up.error().message.c_str());
+    return 3;
+  }
+  double end = now_s() + 600;
+  while (now_s() < end) {
+    (*up)->run_for(50ms);
+    if ((*buf)->stats().records == 0 && (*up)->idle()) return 0;
+    if ((*buf)->stats().parked > 0) return 4;
+  }
+  return 5;
+}
+
+struct ProcResult {
+  bool ok = false;
+  double wall_s = 0, cpu_s = 0, peak_anon_mb = 0, peak_file_mb = 0;
+};
+
+ProcResult run_worker(const std::string& self, const std::string& db, const std::string& bucket) {
+  ProcResult r;
+  double t0 = now_s();
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl(self.c_str(), self.c_str(), "--worker", db.c_str(), bucket.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::string status_path = "/proc/" + std::to_string(pid) + "/status";
+  int st = 0;
+  struct rusage ru {};
+  while (true) {
+    pid_t w = wait4(pid, &st, WNOHANG, &ru);
+    if (w == pid) break;
+    std::ifstream in(status_path);
+    std::string line;
+    while (std::getline(in, line)) {
+      double kb = 0;
+      if (std::sscanf(line.c_str(), "RssAnon: %lf", &kb) == 1) r.peak_anon_mb = std::max(r.peak_anon_mb, kb / 1024);
+      if (std::sscanf(line.c_str(), "RssFile: %lf", &kb) == 1) r.peak_file_mb = std::max(r.peak_file_mb, kb / 1024);
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  r.wall_s = now_s() - t0;
+  r.cpu_s = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  r.ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  if (!r.ok) std::fprintf(stderr, "worker failed (status %d)\n", st);
+  return r;
+}
+
+// Achieved socket rate over `seconds` (after a 2 s warm-up) with the cap at `rate`.
+double measure_cap(const test::S3Env& env, const std::string& db, const std::string& bucket, double rate,
+                   double seconds) {
+  MetricsRegistry metrics;
+  StderrLogSink log(LogLevel::error);
+  Port port;
+  port.log = &log;
+  auto buf = Buffer::open(buffer_config(db), port, metrics);
+  if (!buf) return 0;
+  auto cfg = uploader_config(env, bucket, "cap");
+  cfg.bytes_per_second = rate;
+  auto up = Uploader::create(cfg, **buf, port, metrics);
+  if (!up) return 0;
+  double t_start = now_s();
+  while (now_s() < t_start + 2) (*up)->run_for(10ms);
+  double b0 = metrics.value("fleetpipe_uploader_bytes_sent_total"), t0 = now_s();
+  while (now_s() < t0 + seconds) (*up)->run_for(10ms);
+  double b1 = metrics.value("fleetpipe_uploader_bytes_sent_total"), t1 = now_s();
+  return (b1 - b0) / (t1 - t0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 4 && std::string(argv[1]) == "--worker") return worker(argv[2], argv[3]);
+
+  std::string own_state;
+  if (!std::getenv("FLEETPIPE_S3_STATE")) {
+    own_state = (fs::temp_directory_path() / ("fleetpipe-bench-s3-" + std::to_string(getpid()))).string();
+    if (sh(std::string(kClean) + FLEETPIPE_SOURCE_DIR "/tests/s3server/start '" + own_state + "' >/dev/null") != 0) {
+      std::fprintf(stderr, "cannot start the S3 server\n");
+      return 1;
+    }
+    setenv("FLEETPIPE_S3_STATE", own_state.c_str(), 1);
+  }
+  auto env = test::load_s3_env();
+  std::string self = fs::read_symlink("/proc/self/exe").string();
+  fs::path work = fs::temp_directory_path() / ("fleetpipe-bench-upload-" + std::to_string(getpid()));
+  fs::create_directories(work);
+  std::string bucket = "fp-bench-upload";
+  std::string py = std::string(kClean) + "/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/s3/uploader_readback.py '" +
+                   env.state_dir + "' ";
+  if (sh(py + "mkbucket " + bucket + " >/dev/null") != 0) return 1;
+
+  bench::Report report("upload");
+  std::string data_file = (work / "data.bin").string();
+  std::string db = (work / "db").string();
+  std::printf("filling the buffer with 1 GiB (and %s)...\n", data_file.c_str());
+  if (!fill(db, kGiB, 1, data_file)) return 1;
+
+  std::printf("fleetpipe uploader...\n");
+  auto ours = run_worker(self, db, bucket);
+  if (!ours.ok) return 1;
+  double ours_mbs = kGiB / 1e6 / ours.wall_s;
+  std::printf("  %.2f s, %.1f MB/s, cpu %.2f s, RssAnon %.1f MB, RssFile %.1f MB\n", ours.wall_s, ours_mbs,
+              ours.cpu_s, ours.peak_anon_mb, ours.peak_file_mb);
+
+  // rclone: same bytes, same server, 8 MiB chunks (its default concurrency of 4).
+  std::string rclone = std::string(kClean) + "rclone copyto --s3-provider Other --s3-endpoint " + env.endpoint_https +
+                       " --s3-access-key-id '" + env.access_key + "' --s3-secret-access-key '" + env.secret_key +
+                       "' --s3-region " + env.region + " --s3-force-path-style --ca-cert '" + env.ca_file +
+                       "' --s3-chunk-size 8M --s3-upload-cutoff 8M --s3-no-check-bucket '" + data_file + "' :s3:" +
+                       bucket + "/rclone/data.bin";
+  std::printf("rclone copy...\n");
+  double t0 = now_s();
+  if (sh(rclone) != 0) return 1;
+  double rclone_s = now_s() - t0;
+  double rclone_mbs = kGiB / 1e6 / rclone_s;
+  std::printf("  %.2f s, %.1f MB/s\n", rclone_s, rclone_mbs);
+
+  // aws s3 cp (Debian's /usr/bin/aws 2.9), 8 MiB parts, path style, explicit CA.
+  std::string aws_cfg = (work / "aws-config").string();
+  std::ofstream(aws_cfg) << "[default]\nregion = " << env.region
+                         << "\ns3 =\n  multipart_chunksize = 8MB\n  multipart_threshold = 8MB\n"
+                            "  addressing_style = path\n";
+  std::string aws = std::string(kClean) + "AWS_CONFIG_FILE='" + aws_cfg + "' AWS_SHARED_CREDENTIALS_FILE=/dev/null " +
+                    "AWS_ACCESS_KEY_ID='" + env.access_key + "' AWS_SECRET_ACCESS_KEY='" + env.secret_key +
+                    "' /usr/bin/aws --endpoint-url " + env.endpoint_https + " --ca-bundle '" + env.ca_file +
+                    "' s3 cp --only-show-errors '" + data_file + "' s3://" + bucket + "/awscli/data.bin";
+  std::printf("aws s3 cp...\n");
+  t0 = now_s();
+  if (sh(aws) != 0) return 1;
+  double aws_s = now_s() - t0;
+  double aws_mbs = kGiB / 1e6 / aws_s;
+  std::printf("  %.2f s, %.1f MB/s\n", aws_s, aws_mbs);
+
+  char base[256];
+  std::snprintf(base, sizeof base, "rclone copy of the same 1 GiB: %.1f MB/s (fleetpipe %.1f MB/s)", rclone_mbs, ours_mbs);
+  report.add("throughput_vs_rclone", ours_mbs / rclone_mbs, "ratio", base, ">= 1.2");
+  std::snprintf(base, sizeof base, "aws s3 cp of the same 1 GiB: %.1f MB/s (fleetpipe %.1f MB/s)", aws_mbs, ours_mbs);
+  report.add("throughput_vs_awscli", ours_mbs / aws_mbs, "ratio", base, ">= 1.2");
+  report.add("cpu_s_per_gib", ours.cpu_s, "s", "user+sys CPU of the uploading process for 1 GiB");
+  report.add("peak_rss_anon_mb", ours.peak_anon_mb, "MB", "RssAnon of the uploading process, sampled every 5 ms",
+             "<= 12");
+  report.add("peak_rss_file_mb", ours.peak_file_mb, "MB", "RssFile (LMDB map pages) of the uploading process");
+
+  // Rate caps: one 200 MiB record (a multipart upload whose parts go out in parallel), 12 s per
+  // rate after a 2 s warm-up; each run continues the same upload (resume), so the window is a
+  // steady stream of part bodies — what the shaper controls.
+  fs::remove_all(db);
+  if (!fill(db, 200ull << 20, 1, "")) return 1;
+  struct Cap {
+    const char* id;
+    double rate;
+  };
+  for (Cap c : {Cap{"cap_error_pct_100k", 100e3}, Cap{"cap_error_pct_1m", 1e6}, Cap{"cap_error_pct_10m", 10e6}}) {
+    double achieved = measure_cap(env, db, bucket, c.rate, 12);
+    double err = std::abs(achieved - c.rate) / c.rate * 100;
+    std::snprintf(base, sizeof base, "configured %.0f B/s, achieved %.0f B/s over 12 s (socket bytes)", c.rate, achieved);
+    report.add(c.id, err, "%", base, "<= 3");
+  }
+  report.write();
+
+  fs::remove_all(work);
+  if (!own_state.empty()) sh(FLEETPIPE_SOURCE_DIR "/tests/s3server/stop '" + own_state + "' >/dev/null");
+  return 0;
+}
