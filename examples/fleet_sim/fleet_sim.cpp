@@ -77,7 +77,7 @@ static Config device_config(int i, const example::Args& args, const std::string&
   c.triggers = {shock, overheat, baseline};
 
   c.uploader.enabled = example::apply_s3(args, c.uploader, "fleetpipe-demo");
-  c.uploader.prefix = args.get("--prefix", "fleet");
+  c.uploader.prefix = args.get("--prefix", c.uploader.prefix);  // default "fleetpipe"
   c.uploader.bytes_per_second = 4096.0 * (1 << (i % 4));  // 4, 8, 16, 32 KB/s
   c.uploader.target_object_bytes = 256 << 10;
   c.uploader.max_object_age_s = 5;
