@@ -18,5 +18,7 @@ class Error(Exception):
         self.reason = reason
         self.json_pointer = json_pointer
 
+    __module__ = "fleetpipe"  # shown as fleetpipe.Error in tracebacks
+
     def __reduce__(self):
         return (Error, (self.message, self.code, self.reason, self.json_pointer))
