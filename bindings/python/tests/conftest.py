@@ -26,6 +26,8 @@ s3 = _shared.s3
 s3_client = _shared.s3_client
 clean_env = _shared.clean_env
 
+from fp_helpers import make_uploader_section  # noqa: E402
+
 import fleetpipe  # noqa: E402  (after the shared conftest set sys.path)
 
 _counter = itertools.count()
@@ -37,21 +39,6 @@ def bucket(s3_client):
     name = "fp-py-%d-%d-%d" % (os.getpid(), int(time.time()) % 100000, next(_counter))
     s3env.ensure_bucket(s3_client, name)
     return name
-
-
-def make_uploader_section(env, bucket, **objects):
-    section = {
-        "endpoint": env["S3_ENDPOINT_HTTPS"],
-        "bucket": bucket,
-        "region": env["S3_REGION"],
-        "tls": {"ca_file": env["S3_CA_FILE"]},
-        "credentials": {"source": "static", "access_key_id": env["S3_ACCESS_KEY"],
-                        "secret_access_key": env["S3_SECRET_KEY"]},
-        "retry": {"max_attempts": 3, "base_delay": "50ms", "max_delay": "200ms"},
-    }
-    if objects:
-        section["objects"] = objects
-    return section
 
 
 @pytest.fixture
@@ -75,10 +62,3 @@ def cli():
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
             return c
     pytest.skip("the fleetpipe command is not built next to the Python package")
-
-
-def bucket_args(env, bucket):
-    """The CLI flags reaching `bucket`."""
-    return ["--endpoint", env["S3_ENDPOINT_HTTPS"], "--bucket", bucket, "--region", env["S3_REGION"],
-            "--ca-file", env["S3_CA_FILE"], "--access-key", env["S3_ACCESS_KEY"],
-            "--secret-key", env["S3_SECRET_KEY"]]
