@@ -1,0 +1,451 @@
+// bench_isolation: the device's real job must not regress because of the collector.
+//
+// A 1 kHz host loop (clock_nanosleep to absolute deadlines, timer slack 1 ns) does a fixed amount
+// of CPU work per tick and records its tick lateness (wake time - scheduled time). It runs in
+// three modes, interleaved in rounds so that the machine's background noise hits every mode
+// alike:
+//   alone   the host loop only;
+//   inloop  the same loop also pushes a 100 Hz IMU stream (6 channels) and 10 Hz 64 KiB camera
+//           frames into a Pipeline and calls poll() (default budget) once per tick; a periodic
+//           trigger records every second of both streams and the uploader sends them at its cap
+//           (400 kB/s, below the 650 kB/s produced, so it is always at the cap) to the local S3
+//           server over HTTPS;
+//   thread  the optional own-thread mode: a second thread owns the Pipeline (push, poll,
+//           run_for) and the host loop hands it the samples through a lock-free SPSC queue.
+// The S3 server runs on this machine, which a device's server would not: during `alone` a twin
+// process uploads the same streams at the same cap (FLEETPIPE_ISOLATION_TWIN=0 disables it), so
+// every mode sees the same server load and only the collector's presence in the loop differs.
+//
+// Figures (bench-results/isolation.json):
+//   tick_p99_ratio, tick_max_ratio                 inloop lateness p99 / max over alone's (goal p99 <= 1.02)
+//   host_cpu_share                                 thread CPU inside push/poll / the loop's thread CPU
+//   tick_p99_ratio_thread, tick_max_ratio_thread, host_cpu_share_thread   the same, own-thread mode
+//     (its share: the pipeline thread's CPU + the host's enqueue time / the process's CPU)
+// Also writes bench-results/isolation_lateness.csv (lateness quantiles per mode, for the CDF).
+#include <pthread.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_report.hpp"
+#include "fleetpipe/fleetpipe.hpp"
+#include "support/s3_env.hpp"
+
+using namespace fleetpipe;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::int64_t kPeriodNs = 1000000;  // 1 kHz
+constexpr std::size_t kFrame = 64 * 1024;
+constexpr double kCap = 400e3;
+const char* kClean = "env -u AWS_CA_BUNDLE -u SSL_CERT_FILE -u SSL_CERT_DIR -u REQUESTS_CA_BUNDLE ";
+
+std::int64_t mono_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+std::int64_t thread_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+std::int64_t process_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+void sleep_until_ns(std::int64_t when) {
+  timespec ts{when / 1000000000LL, when % 1000000000LL};
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+  }
+}
+
+// The host's fixed CPU work: a dependent floating-point chain (no memory traffic to speak of).
+volatile double g_sink = 0;
+void host_work(std::uint64_t iters) {
+  double x = 1.0001;
+  for (std::uint64_t i = 0; i < iters; ++i) x = x * 1.0000001 + 1e-9;
+  g_sink = x;
+}
+std::uint64_t calibrate_work(double target_us) {
+  std::uint64_t iters = 100000;
+  double best = 1e18;
+  for (int r = 0; r < 15; ++r) {
+    auto c0 = thread_cpu_ns();
+    host_work(iters);
+    best = std::min(best, double(thread_cpu_ns() - c0));
+  }
+  return static_cast<std::uint64_t>(iters * target_us * 1000 / best);
+}
+
+Config pipeline_config(const test::S3Env& env, const std::string& db, const std::string& bucket,
+                       const std::string& device) {
+  Config c;
+  c.device_id = device;
+  StreamConfig imu;
+  imu.name = "imu";
+  imu.channels = {"ax", "ay", "az", "gx", "gy", "gz"};
+  imu.ring_seconds = 2;
+  StreamConfig cam;
+  cam.name = "camera";
+  cam.kind = StreamKind::blob;
+  cam.ring_seconds = 2;
+  cam.ring_bytes = 4ull << 20;
+  cam.ring_max_blobs = 64;
+  cam.content_type = "image/jpeg";
+  c.streams = {imu, cam};
+  auto every = periodic_trigger("every_second", 1.0);
+  every.capture.streams = {"imu", "camera"};
+  every.capture.pre_s = 1.0;
+  every.capture.post_s = 0.0;
+  c.triggers = {every};
+  c.buffer.path = db;
+  c.buffer.max_bytes = 512ull << 20;
+  c.buffer.min_free_bytes = 0;
+  c.uploader.endpoint = env.endpoint_https;
+  c.uploader.bucket = bucket;
+  c.uploader.region = env.region;
+  c.uploader.ca_file = env.ca_file;
+  c.uploader.credentials.source = CredentialsSource::static_keys;
+  c.uploader.credentials.access_key_id = env.access_key;
+  c.uploader.credentials.secret_access_key = env.secret_key;
+  c.uploader.prefix = "isolation";
+  c.uploader.bytes_per_second = kCap;
+  c.uploader.target_object_bytes = 2ull << 20;
+  c.uploader.max_object_age_s = 1;
+  c.pipeline.heartbeat_interval_s = 0;
+  c.pipeline.heartbeat_on_start = false;
+  return c;
+}
+
+struct Streams {
+  StreamHandle imu, cam;
+};
+
+// Samples the host produces at tick `k` (1 kHz): IMU every 10 ticks, a frame every 100.
+struct Producer {
+  std::string frame = std::string(kFrame, '\0');
+  std::uint64_t x = 88172645463325252ull;
+  void refresh_frame() {  // incompressible, like an encoded image
+    for (std::size_t i = 0; i + 8 <= frame.size(); i += 8) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      std::memcpy(&frame[i], &x, 8);
+    }
+  }
+};
+
+std::unique_ptr<Pipeline> make_pipeline(const Config& c) {
+  StderrLogSink* log = new StderrLogSink(LogLevel::error);  // lives as long as the process
+  Port port;
+  port.log = log;
+  auto p = Pipeline::create(c, port);
+  if (!p) {
+    std::fprintf(stderr, "bench_isolation: %s\n", p.error().message.c_str());
+    std::exit(2);
+  }
+  return std::move(*p);
+}
+
+// ---- the own-thread mode: a lock-free SPSC queue from the host loop to the pipeline thread ----
+struct Slot {
+  bool blob = false;
+  double t = 0;
+  std::array<double, 6> v{};
+  std::size_t blob_size = 0;
+  std::string bytes = std::string(kFrame, '\0');
+};
+struct Spsc {
+  static constexpr std::size_t N = 64;
+  std::vector<Slot> slots = std::vector<Slot>(N);
+  std::atomic<std::size_t> head{0}, tail{0};
+  std::uint64_t dropped = 0;
+  Slot* producer_slot() {
+    auto h = head.load(std::memory_order_relaxed);
+    if (h - tail.load(std::memory_order_acquire) >= N) return nullptr;
+    return &slots[h % N];
+  }
+  void publish() { head.store(head.load(std::memory_order_relaxed) + 1, std::memory_order_release); }
+};
+
+struct ModeResult {
+  std::vector<std::int64_t> lateness;  // ns
+  std::int64_t fp_cpu_ns = 0, total_cpu_ns = 0;
+  std::int64_t worst_push_ns = 0, worst_blob_ns = 0, worst_poll_ns = 0;  // wall time of one call
+};
+
+enum class Mode { alone, inloop, thread, twin };
+
+// One phase of `seconds` of the 1 kHz loop in `mode`, appending to `out`.
+void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p, const Streams& s,
+               Producer& prod, double t_origin_ns, ModeResult& out) {
+  const std::int64_t ticks = static_cast<std::int64_t>(seconds * 1000);
+  Spsc* q = nullptr;
+  std::atomic<bool> stop{false};
+  std::thread worker;
+  std::int64_t worker_cpu = 0;
+  if (mode == Mode::thread) {
+    q = new Spsc;
+    worker = std::thread([&] {
+      sched_param normal{};
+      pthread_setschedparam(pthread_self(), SCHED_OTHER, &normal);  // the collector runs below the host
+      const auto c0 = thread_cpu_ns();
+      while (!stop.load(std::memory_order_acquire)) {
+        bool any = false;
+        while (q->tail.load(std::memory_order_relaxed) != q->head.load(std::memory_order_acquire)) {
+          Slot& sl = q->slots[q->tail.load(std::memory_order_relaxed) % Spsc::N];
+          if (sl.blob) {
+            p->push_blob(s.cam, sl.t, std::string_view(sl.bytes.data(), sl.blob_size));
+          } else {
+            p->push(s.imu, sl.t, sl.v.data(), sl.v.size());
+          }
+          q->tail.store(q->tail.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+          any = true;
+        }
+        p->poll();
+        if (!any) p->run_for(std::chrono::microseconds(1000));
+      }
+      worker_cpu = thread_cpu_ns() - c0;
+    });
+  }
+  const auto proc0 = process_cpu_ns();
+  std::int64_t enqueue_ns = 0, loop_cpu = 0;
+  std::int64_t next = mono_ns() + kPeriodNs;
+  const std::int64_t lat0 = static_cast<std::int64_t>(out.lateness.size());
+  out.lateness.reserve(out.lateness.size() + ticks);
+  for (std::int64_t k = 0; k < ticks; ++k, next += kPeriodNs) {
+    sleep_until_ns(next);
+    const auto woke = mono_ns();
+    const auto c0 = thread_cpu_ns();
+    if (mode != Mode::twin) host_work(work_iters);
+    const auto c1 = thread_cpu_ns();
+    const double t = (woke - t_origin_ns) * 1e-9;
+    if (mode == Mode::inloop || mode == Mode::twin) {
+      auto w0 = mono_ns();
+      if (k % 10 == 0) {
+        const double v[6] = {0.1 * std::sin(t), 0.2, 9.81, 0.01, 0.02, 0.03};
+        p->push(s.imu, t, v, 6);
+      }
+      auto w1 = mono_ns();
+      if (k % 100 == 0) {
+        prod.frame[0] = static_cast<char>(k);
+        p->push_blob(s.cam, t, prod.frame);
+      }
+      auto w2 = mono_ns();
+      p->poll();
+      auto w3 = mono_ns();
+      out.worst_push_ns = std::max(out.worst_push_ns, w1 - w0);
+      out.worst_blob_ns = std::max(out.worst_blob_ns, w2 - w1);
+      out.worst_poll_ns = std::max(out.worst_poll_ns, w3 - w2);
+    } else if (mode == Mode::thread) {
+      if (k % 10 == 0 || k % 100 == 0) {
+        if (k % 10 == 0) {
+          if (Slot* sl = q->producer_slot()) {
+            sl->blob = false;
+            sl->t = t;
+            sl->v = {0.1 * std::sin(t), 0.2, 9.81, 0.01, 0.02, 0.03};
+            q->publish();
+          } else {
+            ++q->dropped;
+          }
+        }
+        if (k % 100 == 0) {
+          if (Slot* sl = q->producer_slot()) {
+            sl->blob = true;
+            sl->t = t;
+            prod.frame[0] = static_cast<char>(k);
+            std::memcpy(sl->bytes.data(), prod.frame.data(), kFrame);
+            sl->blob_size = kFrame;
+            q->publish();
+          } else {
+            ++q->dropped;
+          }
+        }
+      }
+    }
+    const auto c2 = thread_cpu_ns();
+    if (mode == Mode::thread) enqueue_ns += c2 - c1;
+    if (mode == Mode::inloop) out.fp_cpu_ns += c2 - c1;
+    loop_cpu += c2 - c0;
+    if (mode != Mode::twin) out.lateness.push_back(woke - (next));
+    // A tick that overran whole periods skips the deadlines already missed (as a real-time loop
+    // does, so the loop cannot fall behind for good); each missed tick counts with the lateness
+    // it has now.
+    const auto now = mono_ns();
+    while (now > next + kPeriodNs && k + 1 < ticks) {
+      next += kPeriodNs;
+      ++k;
+      if (mode != Mode::twin) out.lateness.push_back(now - next);
+    }
+  }
+  (void)lat0;
+  if (mode == Mode::thread) {
+    stop.store(true, std::memory_order_release);
+    worker.join();
+    out.fp_cpu_ns += worker_cpu + enqueue_ns;
+    out.total_cpu_ns += process_cpu_ns() - proc0;
+    if (q->dropped) std::fprintf(stderr, "thread mode: %llu samples dropped (queue full)\n",
+                                 (unsigned long long)q->dropped);
+    delete q;
+  } else {
+    out.total_cpu_ns += loop_cpu;
+  }
+}
+
+double quantile(std::vector<std::int64_t> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  std::size_t i = static_cast<std::size_t>(std::ceil(q * v.size())) - 1;
+  return static_cast<double>(v[std::min(i, v.size() - 1)]);
+}
+
+int sh(const std::string& cmd) {
+  int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
+}
+
+// --twin DB BUCKET SECONDS: the collector's load in another process (see the header comment).
+int twin(const std::string& db, const std::string& bucket, double seconds) {
+  auto env = test::load_s3_env();
+  auto p = make_pipeline(pipeline_config(env, db, bucket, "isolation-twin"));
+  Streams s{p->stream("imu"), p->stream("camera")};
+  Producer prod;
+  prod.refresh_frame();
+  ModeResult ignored;
+  run_phase(Mode::twin, seconds, 0, p.get(), s, prod, double(mono_ns()), ignored);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+  if (argc == 5 && std::string(argv[1]) == "--twin") return twin(argv[2], argv[3], std::atof(argv[4]));
+  // The host loop is a real-time loop (SCHED_FIFO), as a device's control loop is; the twin
+  // process and the own-thread mode's pipeline thread run at normal priority.
+  sched_param rt{};
+  rt.sched_priority = 20;
+  const bool realtime = sched_setscheduler(0, SCHED_FIFO | SCHED_RESET_ON_FORK, &rt) == 0;
+  if (!realtime) std::fprintf(stderr, "bench_isolation: SCHED_FIFO refused; the loop runs at normal priority\n");
+
+  auto env = test::load_s3_env();
+  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  const bool use_twin = !(std::getenv("FLEETPIPE_ISOLATION_TWIN") &&
+                          std::string(std::getenv("FLEETPIPE_ISOLATION_TWIN")) == "0");
+  const double phase_s = std::getenv("FLEETPIPE_ISOLATION_PHASE_S")
+                             ? std::atof(std::getenv("FLEETPIPE_ISOLATION_PHASE_S")) : 6.0;
+  const int rounds = std::getenv("FLEETPIPE_ISOLATION_ROUNDS")
+                         ? std::atoi(std::getenv("FLEETPIPE_ISOLATION_ROUNDS")) : 4;
+  fs::path work = fs::temp_directory_path() / ("fleetpipe-bench-isolation-" + std::to_string(getpid()));
+  fs::create_directories(work);
+  const std::string bucket = "fp-bench-isolation";
+  if (sh(std::string(kClean) + "/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/s3/uploader_readback.py '" +
+         env.state_dir + "' mkbucket " + bucket + " >/dev/null") != 0) {
+    return 1;
+  }
+
+  const std::uint64_t iters = calibrate_work(250);
+  auto p = make_pipeline(pipeline_config(env, (work / "db").string(), bucket, "isolation-host"));
+  Streams s{p->stream("imu"), p->stream("camera")};
+  Producer prod;
+  prod.refresh_frame();
+  const double origin = double(mono_ns());
+  std::printf("isolation: %d rounds x 3 modes x %.0f s, host work %llu iterations (~250 us), twin %s, %s\n",
+              rounds, phase_s, (unsigned long long)iters, use_twin ? "on" : "off",
+              realtime ? "SCHED_FIFO" : "SCHED_OTHER");
+  std::fflush(stdout);
+
+  ModeResult alone, inloop, thread;
+  for (int r = 0; r < rounds; ++r) {
+    pid_t tw = -1;
+    if (use_twin) {
+      tw = fork();
+      if (tw == 0) {
+        std::string sec = std::to_string(phase_s + 1.0);
+        std::string tdb = (work / "twin-db").string();
+        execl(self.c_str(), self.c_str(), "--twin", tdb.c_str(), bucket.c_str(), sec.c_str(),
+              static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));  // twin's setup
+    }
+    run_phase(Mode::alone, phase_s, iters, nullptr, s, prod, origin, alone);
+    if (tw > 0) waitpid(tw, nullptr, 0);
+    run_phase(Mode::inloop, phase_s, iters, p.get(), s, prod, origin, inloop);
+    run_phase(Mode::thread, phase_s, iters, p.get(), s, prod, origin, thread);
+    std::printf("  round %d: p99 alone %.1f us, inloop %.1f us, thread %.1f us\n", r + 1,
+                quantile(alone.lateness, 0.99) / 1e3, quantile(inloop.lateness, 0.99) / 1e3,
+                quantile(thread.lateness, 0.99) / 1e3);
+    std::fflush(stdout);
+  }
+  auto st = p->status();
+  const double uploaded_mb = st.uploader.bytes_sent / 1e6;
+
+  const double a99 = quantile(alone.lateness, 0.99), amax = quantile(alone.lateness, 1.0);
+  const double i99 = quantile(inloop.lateness, 0.99), imax = quantile(inloop.lateness, 1.0);
+  const double t99 = quantile(thread.lateness, 0.99), tmax = quantile(thread.lateness, 1.0);
+  char base[400];
+  bench::Report report("isolation");
+  std::snprintf(base, sizeof base, "1 kHz %s loop alone: p99 lateness %.1f us (in-loop: %.1f us; %.1f MB uploaded)",
+                realtime ? "SCHED_FIFO" : "SCHED_OTHER", a99 / 1e3, i99 / 1e3, uploaded_mb);
+  report.add("tick_p99_ratio", i99 / a99, "ratio", base, "<= 1.02");
+  std::snprintf(base, sizeof base,
+                "1 kHz loop alone: max lateness %.1f us (in-loop: %.1f us; longest push %.0f us, push_blob %.0f us, "
+                "poll %.0f us)",
+                amax / 1e3, imax / 1e3, inloop.worst_push_ns / 1e3, inloop.worst_blob_ns / 1e3,
+                inloop.worst_poll_ns / 1e3);
+  report.add("tick_max_ratio", imax / amax, "ratio", base);
+  std::snprintf(base, sizeof base, "loop thread CPU %.2f s, of which push+poll %.3f s",
+                inloop.total_cpu_ns / 1e9, inloop.fp_cpu_ns / 1e9);
+  report.add("host_cpu_share", double(inloop.fp_cpu_ns) / double(inloop.total_cpu_ns), "fraction", base);
+  std::snprintf(base, sizeof base, "1 kHz loop alone: p99 lateness %.1f us (own-thread: %.1f us)", a99 / 1e3,
+                t99 / 1e3);
+  report.add("tick_p99_ratio_thread", t99 / a99, "ratio", base, "<= 1.02");
+  std::snprintf(base, sizeof base, "1 kHz loop alone: max lateness %.1f us (own-thread: %.1f us)", amax / 1e3,
+                tmax / 1e3);
+  report.add("tick_max_ratio_thread", tmax / amax, "ratio", base);
+  std::snprintf(base, sizeof base, "process CPU %.2f s, of which pipeline thread + enqueue %.3f s",
+                thread.total_cpu_ns / 1e9, thread.fp_cpu_ns / 1e9);
+  report.add("host_cpu_share_thread", double(thread.fp_cpu_ns) / double(thread.total_cpu_ns), "fraction",
+             base);
+  bool ok = report.write();
+
+  // Lateness quantiles for the CDF plot (scripts/bench-plots).
+  const char* dir = std::getenv("FLEETPIPE_BENCH_OUT");
+  std::ofstream csv(std::string(dir ? dir : "bench-results") + "/isolation_lateness.csv");
+  csv << "quantile,alone_us,inloop_us,thread_us\n";
+  std::vector<std::vector<std::int64_t>*> all{&alone.lateness, &inloop.lateness, &thread.lateness};
+  for (auto* v : all) std::sort(v->begin(), v->end());
+  for (int i = 0; i <= 1000; ++i) {
+    double q = i / 1000.0;
+    csv << q;
+    for (auto* v : all) {
+      std::size_t idx = std::min(v->size() - 1, static_cast<std::size_t>(q * (v->size() - 1)));
+      csv << "," << (*v)[idx] / 1e3;
+    }
+    csv << "\n";
+  }
+  p.reset();
+  std::error_code ec;
+  fs::remove_all(work, ec);
+  return ok ? 0 : 1;
+}
