@@ -646,8 +646,7 @@ bool TriggerEngine::eval_leaf(Node& nd, double t, const double* v, std::uint32_t
     case TriggerType::threshold: {
       const double x = v[nd.channel];
       if (x != x) {
-        ++nan_count_;
-        nan_counter_->inc();
+        note_nan();
         return nd.cond;
       }
       switch (nd.op) {
@@ -666,8 +665,7 @@ bool TriggerEngine::eval_leaf(Node& nd, double t, const double* v, std::uint32_t
       const NumericRing& ring = *rings_[nd.stream];
       const double x = v[nd.channel];
       if (x != x) {
-        ++nan_count_;
-        nan_counter_->inc();
+        note_nan();
         return nd.cond;
       }
       const std::uint64_t oldest = ring.oldest();
@@ -746,20 +744,9 @@ void TriggerEngine::eval_composites(const std::vector<std::uint32_t>& list, doub
   }
 }
 
-void TriggerEngine::observe(std::uint32_t stream, double t, const double* values,
-                            std::size_t blob_size) noexcept {
-  const StreamEval& ps = per_stream_[stream];
-  for (std::uint32_t id : ps.leaves) {
-    Node& nd = nodes_[id];
-    const bool c = eval_leaf(nd, t, values, stream, blob_size);
-    nd.cond = c;
-    if (c) {
-      nd.last_true = t;
-      if (!nd.prev && nd.fires) attempt(id, t);
-    }
-    nd.prev = c;
-  }
-  if (!ps.composites.empty()) eval_composites(ps.composites, t);
+void TriggerEngine::note_nan() noexcept {
+  ++nan_count_;
+  nan_counter_->inc();
 }
 
 void TriggerEngine::tick(double t) noexcept {

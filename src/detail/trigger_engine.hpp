@@ -182,8 +182,9 @@ class TriggerEngine {
 
   /// Evaluates the stream's triggers for one sample (`values` = the normalized ring row's
   /// channels, or null for blobs).
-  void observe(std::uint32_t stream, double t, const double* values,
-               std::size_t blob_size) noexcept;
+  /// Defined inline below: it is the hot path (threshold leaves are evaluated in place).
+  inline void observe(std::uint32_t stream, double t, const double* values,
+                      std::size_t blob_size) noexcept;
   /// Stream-less periodic triggers and every composite.
   void tick(double t) noexcept;
   /// Host-driven fire of a top-level trigger (manual). True when it passed the policy.
@@ -202,6 +203,7 @@ class TriggerEngine {
   };
   bool eval_leaf(Node& nd, double t, const double* v, std::uint32_t stream,
                  std::size_t blob_size) noexcept;
+  void note_nan() noexcept;
   void eval_composites(const std::vector<std::uint32_t>& list, double t) noexcept;
   bool attempt(std::uint32_t trigger, double t) noexcept;
 
@@ -218,6 +220,35 @@ class TriggerEngine {
   Counter* nan_counter_ = nullptr;
   std::uint64_t nan_count_ = 0;
 };
+
+inline void TriggerEngine::observe(std::uint32_t stream, double t, const double* values,
+                                  std::size_t blob_size) noexcept {
+  const StreamEval& ps = per_stream_[stream];
+  for (std::uint32_t id : ps.leaves) {
+    Node& nd = nodes_[id];
+    bool c;
+    if (nd.type == TriggerType::threshold &&
+        (nd.op == ThresholdOp::above || nd.op == ThresholdOp::below)) {
+      const double x = values[nd.channel];
+      if (x != x) {
+        note_nan();
+        c = nd.cond;  // condition unchanged: no edge either way
+      } else {
+        c = nd.op == ThresholdOp::above ? (nd.cond ? x > nd.level - nd.hyst : x > nd.level)
+                                        : (nd.cond ? x < nd.level + nd.hyst : x < nd.level);
+      }
+    } else {
+      c = eval_leaf(nd, t, values, stream, blob_size);
+    }
+    nd.cond = c;
+    if (c) {
+      nd.last_true = t;
+      if (!nd.prev && nd.fires) attempt(id, t);
+    }
+    nd.prev = c;
+  }
+  if (!ps.composites.empty()) eval_composites(ps.composites, t);
+}
 
 /// Capture streams each top-level trigger records (resolved at build()).
 /// The same validation the JSON parser applies to C++-built configs; throws nothing.
