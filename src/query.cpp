@@ -39,6 +39,15 @@ WallTime from_ns(std::int64_t ns) {
   return WallTime(std::chrono::duration_cast<WallTime::duration>(std::chrono::nanoseconds(ns)));
 }
 
+std::string date_of(WallTime t) {
+  std::time_t s = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&s, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
+  return buf;
+}
+
 /// The value of the "name=value" segment of a key, "" when absent.
 std::string segment(std::string_view key, std::string_view name) {
   std::size_t pos = 0;
@@ -541,7 +550,12 @@ Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
     }
     for (const auto& s : streams) {
       std::string sprefix = join_prefix(prefix, "stream=" + s + "/");
-      auto listed = impl_->list(sprefix, {}, nullptr);
+      // A data object holds records of one UTC start date (its date= partition): objects
+      // dated before the day preceding `since` cannot hold an event ending after it (events
+      // are shorter than a day), and objects dated after `until` start too late.
+      std::string start_after;
+      if (q.since) start_after = sprefix + "date=" + date_of(*q.since - std::chrono::hours(24));
+      auto listed = impl_->list(sprefix, start_after, nullptr);
       if (!listed) return std::move(listed).error();
       for (const auto& obj : *listed) {
         if (covered.count(obj.key)) continue;
@@ -549,6 +563,7 @@ Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
         std::string date = segment(obj.key, "date");
         if (dev.empty() || date.empty()) continue;  // not a data object of this layout
         if (!q.device_glob.empty() && !glob_match(q.device_glob, dev)) continue;
+        if (q.until && date > date_of(*q.until)) continue;
         auto meta = head(obj.key);
         if (!meta) {
           if (meta.error().is(errc::not_found)) continue;

@@ -16,11 +16,12 @@
 //    (one request at a time on one kept-alive connection, on a private io_context). Python
 //    releases the GIL around them.
 //  - Pruning: manifests are listed only under the devices the glob matches
-//    ({prefix}/_manifests/device=D/...), data objects only under the streams asked for. Time is
-//    filtered on each event's own start_ns/end_ns, never on the date= partition: a date= value
-//    is the date of the first record of a batch, and a batch drained from a backlog can hold
-//    records of other days. Data objects are always listed (one request per 1000 keys) so that
-//    objects no manifest mentions are still found; only those are HEADed.
+//    ({prefix}/_manifests/device=D/...), never by date: a manifest's date= is that of its batch's
+//    first record, and a batch drained from a backlog holds records of other days. Data objects
+//    are listed per stream (all streams when none is asked) from the date= partition of the day
+//    before `since` on (a data object holds records starting on one UTC date; events are assumed
+//    shorter than a day), so that objects no manifest mentions are still found; only those are
+//    HEADed. Time is finally filtered on each event's own start_ns/end_ns.
 //  - Key templates other than the default still work as long as they keep the
 //    `stream=`, `date=` and `device=` path segments (the reader finds them by name).
 //  - Not thread-safe: one thread per BucketReader.

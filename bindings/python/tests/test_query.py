@@ -136,6 +136,13 @@ def test_objects_without_manifest_are_found_from_their_metadata(reader, s3_clien
     assert reader.download(e) == b"FPEV-not-really"
     assert len(reader.query(trigger="hard_brake")) == 4
     assert reader.query(trigger="swerve", since="2026-11-03") == []
+    # date= pruning: an object dated two days before `since` is not even listed, so not HEADed
+    reader.reset_stats()
+    assert reader.query(trigger="swerve", since="2026-11-04") == []
+    assert reader.stats()["heads"] == 0
+    reader.reset_stats()
+    reader.query(trigger="swerve", since="2026-11-03")
+    assert reader.stats()["heads"] == 1
 
 
 def test_cli_query_prints_and_downloads_the_same_events(cli, s3, bucket, reader, fleet, tmp_path):
