@@ -365,7 +365,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
     paused_seconds_ = &m.gauge("fleetpipe_uploader_paused_seconds",
                                "Cumulative seconds spent paused (any reason)");
     resumed_ = &m.counter("fleetpipe_uploader_multipart_resumed_total",
-                          "Multipart uploads continued from persisted state after a restart");
+                          "Multipart uploads continued from persisted state (after a restart or a pause)");
     aborted_ = &m.counter("fleetpipe_uploader_multipart_aborted_total",
                           "Abandoned multipart uploads aborted");
     manifests_ok_ = &m.counter("fleetpipe_uploader_manifests_total", "Manifest objects written",
