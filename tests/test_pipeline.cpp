@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <fstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -297,4 +298,41 @@ TEST_CASE("a heartbeat that cannot be delivered is counted as failed", "[pipelin
   CHECK(s.heartbeats_failed == 1);
   CHECK(s.heartbeats_sent == 0);
   CHECK_FALSE(s.last_heartbeat.has_value());
+}
+
+TEST_CASE("without an uploader poll reports idle and drain reports unsupported", "[pipeline]") {
+  Env env;
+  auto p = make(base_config("pl-noup"), env.port);
+  CHECK_FALSE(p->poll(500us));
+  auto r = p->drain(100ms);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().is(errc::unsupported));
+  p->pause_uploads();  // no-ops without an uploader, never crash
+  p->resume_uploads();
+  p->flush_uploads();
+  p->set_upload_rate(1000);
+  CHECK(p->status().uploader.objects_uploaded == 0);
+}
+
+TEST_CASE("create_from_file builds the pipeline a JSON file describes", "[pipeline][config]") {
+  Env env;
+  auto dir = test::scratch_dir("pl-file");
+  std::string path = (dir / "pipeline.json").string();
+  {
+    std::ofstream out(path);
+    out << R"({"device_id": "file-dev", "buffer": {"path": ")" << (dir / "db").string()
+        << R"("}, "uploader": {"enabled": false},
+        "streams": [{"name": "imu", "channels": ["accel"]}],
+        "triggers": [{"name": "bump", "type": "threshold", "stream": "imu",
+                      "channel": "accel", "above": 5}],
+        "pipeline": {"heartbeat_interval": "1min"}})";
+  }
+  auto p = Pipeline::create_from_file(path, env.port);
+  REQUIRE(p.ok());
+  CHECK((*p)->config().device_id == "file-dev");
+  CHECK((*p)->config().pipeline.heartbeat_interval_s == Approx(60));
+  CHECK((*p)->trigger("bump").valid());
+  auto missing = Pipeline::create_from_file((dir / "nope.json").string(), env.port);
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().is(errc::io_error));
 }

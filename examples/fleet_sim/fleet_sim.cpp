@@ -43,7 +43,7 @@ static Config device_config(int i, const example::Args& args, const std::string&
   c.device_id = id;
   c.buffer.path = db_root + "/" + id;
   c.buffer.durability = Durability::interval;  // fsync at most once a second
-  c.buffer.max_bytes = (i % 8 == 1) ? 64 << 10 : 8 << 20;  // a few devices with a tiny quota
+  c.buffer.max_bytes = (i % 8 == 1) ? 40 << 10 : 8 << 20;  // a few devices with a tiny quota
   c.buffer.min_free_bytes = 16 << 20;
 
   StreamConfig imu;
@@ -81,7 +81,7 @@ static Config device_config(int i, const example::Args& args, const std::string&
   c.uploader.bytes_per_second = 4096.0 * (1 << (i % 4));  // 4, 8, 16, 32 KB/s
   c.uploader.target_object_bytes = 256 << 10;
   c.uploader.max_object_age_s = 5;
-  c.pipeline.heartbeat_interval_s = 10;
+  c.pipeline.heartbeat_interval_s = 20;
   return c;
 }
 
