@@ -1,5 +1,8 @@
 #include "detail/credentials.hpp"
 
+#include <sys/stat.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 
@@ -55,6 +58,19 @@ Result<Credentials> read_shared_credentials_file(const std::string& path,
                                        " lacks aws_access_key_id or aws_secret_access_key");
   }
   return c;
+}
+
+std::string credentials_file_warning(const UploaderCredentialsConfig& config) {
+  if (config.source != CredentialsSource::profile && config.source != CredentialsSource::auto_detect)
+    return {};
+  std::string path = config.shared_credentials_file.empty() ? default_credentials_path()
+                                                            : config.shared_credentials_file;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !(st.st_mode & S_IROTH)) return {};
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return "shared credentials file " + path + " is world-readable (mode " + mode +
+         "): other users on this device can read the secret key; run chmod 600 on it";
 }
 
 Result<Credentials> credentials_from_environment() {

@@ -112,8 +112,11 @@ Result<std::vector<EventOut>> decode_events(std::string_view bytes) {
     auto index_len = get_le<std::uint32_t>(h + 8);
     auto data_len = get_le<std::uint64_t>(h + 16);
     if (header_size < kEventHeaderSize) return fail("header too short");
+    // Each length is checked on its own first: a hostile data_len must not wrap the sum.
+    std::uint64_t avail = bytes.size() - pos;
+    if (data_len > avail || index_len > avail) return fail("truncated event");
     std::uint64_t total = std::uint64_t{header_size} + index_len + data_len;
-    if (total > bytes.size() - pos) return fail("truncated event");
+    if (total > avail) return fail("truncated event");
     EventOut ev;
     ev.encoded_size = total;
     ev.index_json.assign(h + header_size, index_len);
@@ -139,6 +142,10 @@ Result<std::vector<EventOut>> decode_events(std::string_view bytes) {
         std::string raw;
         std::string_view body = data.substr(off, len);
         if (js.at("compression").get<std::string>() == "zstd") {
+          // raw_length must match the frame's own content size (and be sane) before anything
+          // is allocated: a hostile index must not size the allocation.
+          auto frame = ZSTD_getFrameContentSize(body.data(), body.size());
+          if (frame != raw_len || raw_len > kMaxDecodedSection) return fail("bad zstd section " + s.stream);
           raw.resize(raw_len);
           std::size_t n = ZSTD_decompress(raw.data(), raw.size(), body.data(), body.size());
           if (ZSTD_isError(n) || n != raw_len) return fail("bad zstd section " + s.stream);

@@ -44,7 +44,8 @@ std::optional<WallTime> parse_http_date(const std::string& s) {
   std::tm tm{};
   if (!strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S", &tm)) return std::nullopt;
   std::time_t t = timegm(&tm);
-  if (t <= 0) return std::nullopt;
+  // Bounded: a hostile Date far in the future must not overflow system_clock (ns, ~2262).
+  if (t <= 0 || t > 7258118400 /* 2200-01-01 */) return std::nullopt;
   return std::chrono::system_clock::from_time_t(t);
 }
 

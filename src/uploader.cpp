@@ -84,6 +84,21 @@ std::string header_safe(std::string_view s, std::size_t max = 512) {
   return out;
 }
 
+// A value from record data (stream, device, event id) as one key path segment: printable
+// ASCII except '/' and '\\', no ".." (so no segment can climb), at most 200 bytes, never empty.
+std::string key_segment(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (out.size() >= 200) break;
+    bool ok = c > 0x20 && c < 0x7f && c != '/' && c != '\\';
+    char ch = ok ? static_cast<char>(c) : '_';
+    if (ch == '.' && !out.empty() && out.back() == '.') ch = '_';
+    out.push_back(ch);
+  }
+  if (out.empty() || out == ".") out = "_";
+  return out;
+}
+
 std::string strip_quotes(std::string s) {
   if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
   return s;
@@ -411,6 +426,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
     }
     slot_part_.assign(n, 0);
     last_tick_mono_ = port_.clock->monotonic();
+    if (auto w = detail::credentials_file_warning(cfg_.credentials); !w.empty()) log(LogLevel::warning, w);
     startup_pending_ = true;
     arm_wake(std::chrono::nanoseconds(0));
     return {};
@@ -798,7 +814,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
       char seq[32];
       std::snprintf(seq, sizeof seq, "%016llu", static_cast<unsigned long long>(first.id));
       b.manifest_key = (cfg_.prefix.empty() ? "" : cfg_.prefix + "/") + "_manifests/device=" +
-                       b.objects.front().device + "/date=" + utc_format(first.meta.start_ns, "%Y-%m-%d") +
+                       key_segment(b.objects.front().device) + "/date=" + utc_format(first.meta.start_ns, "%Y-%m-%d") +
                        "/" + start_time_string(first.meta.start_ns) + "-" + seq + ".jsonl";
     }
   }
@@ -808,17 +824,17 @@ class Engine : public std::enable_shared_from_this<Engine> {
     std::snprintf(seq, sizeof seq, "%016llu", static_cast<unsigned long long>(first.id));
     std::map<std::string, std::string> v = {
         {"prefix", cfg_.prefix},
-        {"stream", p.stream.empty() ? "default" : p.stream},
+        {"stream", p.stream.empty() ? "default" : key_segment(p.stream)},
         {"YYYY-MM-DD", utc_format(first.meta.start_ns, "%Y-%m-%d")},
         {"YYYY", utc_format(first.meta.start_ns, "%Y")},
         {"MM", utc_format(first.meta.start_ns, "%m")},
         {"DD", utc_format(first.meta.start_ns, "%d")},
         {"HH", utc_format(first.meta.start_ns, "%H")},
-        {"device", p.device},
+        {"device", key_segment(p.device)},
         {"start_time", start_time_string(first.meta.start_ns)},
         {"seq", seq},
         {"ext", ext_for(p.content_type)},
-        {"event_id", first.meta.event_id.empty() ? std::string(seq) : first.meta.event_id},
+        {"event_id", first.meta.event_id.empty() ? std::string(seq) : key_segment(first.meta.event_id)},
     };
     std::string out;
     const std::string& t = cfg_.key_template;
@@ -837,6 +853,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
       if (c == '/' && (clean.empty() || clean.back() == '/')) continue;
       clean.push_back(c);
     }
+    if (clean.size() > 1024) clean.resize(1024);  // S3's key limit (bytes)
     return clean;
   }
 

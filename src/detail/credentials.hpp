@@ -18,6 +18,10 @@ Result<Credentials> read_shared_credentials_file(const std::string& path,
 /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN. Errors: auth_error.
 Result<Credentials> credentials_from_environment();
 
+/// A warning for people when the shared credentials file the config would read is readable by
+/// other users (mode & 0004), naming the file and its mode, never its content; "" otherwise.
+std::string credentials_file_warning(const UploaderCredentialsConfig& config);
+
 /// Resolves per the config on every call (cheap; a host callback may rotate keys, and a
 /// rewritten credentials file is picked up).
 class CredentialResolver {

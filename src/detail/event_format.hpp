@@ -28,6 +28,8 @@ inline constexpr std::uint16_t kEventVersion = 1;
 inline constexpr std::size_t kEventHeaderSize = 24;
 /// Blob record header inside a blob section: f64 t, u64 size.
 inline constexpr std::size_t kBlobRecordHeader = 16;
+/// The decoder refuses a compressed section that claims to inflate beyond this.
+inline constexpr std::uint64_t kMaxDecodedSection = 1ull << 30;
 
 /// One stream's section of an event, as handed to the encoder.
 struct SectionIn {
