@@ -13,7 +13,7 @@ Result<Config> parse_config(std::string_view json_text) {
   try {
     doc = nlohmann::json::parse(json_text.begin(), json_text.end(), nullptr,
                                 /*allow_exceptions=*/true, /*ignore_comments=*/true);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range (1e400)
     // nlohmann's message names the byte offset, which is what a person needs here.
     return Error(errc::invalid_config, std::string("/: not valid JSON: ") + e.what(), "/");
   }

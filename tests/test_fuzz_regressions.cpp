@@ -10,6 +10,7 @@
 #include <string>
 
 #include "detail/s3_client.hpp"
+#include "fleetpipe/config.hpp"
 
 using namespace fleetpipe;
 using namespace fleetpipe::detail;
@@ -91,4 +92,15 @@ TEST_CASE("S3 XML: self-closing blocks are empty, other blocks lie inside the do
   REQUIRE(parts.size() == 2);
   CHECK(parts[0].empty());
   CHECK(xml_text(parts[1], "PartNumber") == std::optional<std::string>("2"));
+}
+
+TEST_CASE("config: a number too large for a double is an invalid_config error, not a terminate",
+          "[fuzz][config]") {
+  // Found by fuzz_config: nlohmann throws out_of_range (not parse_error) for 3e3333...
+  auto text = corpus("config/regression-number-overflow.json");
+  auto c = parse_config(text);
+  REQUIRE_FALSE(c.ok());
+  CHECK(c.error().is(errc::invalid_config));
+  CHECK(c.error().json_pointer == "/");
+  CHECK_FALSE(parse_config(R"({"device_id":"d","x":1e400})").ok());
 }
