@@ -118,3 +118,15 @@ def test_help_texts_are_readable():
 def test_event_decoder_is_reexported():
     assert fleetpipe.decode_events is fleetpipe.event.decode_events
     assert fleetpipe.decode_events(b"") == []
+
+
+def test_type_stubs_cover_every_public_name_of_the_compiled_module():
+    import ast
+    import os
+    from fleetpipe import _fleetpipe
+    stub = os.path.join(os.path.dirname(fleetpipe.__file__), "_fleetpipe.pyi")
+    tree = ast.parse(open(stub, encoding="utf-8").read())
+    declared = {n.name for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+    declared |= {t.id for n in tree.body if isinstance(n, ast.AnnAssign) for t in [n.target]}
+    public = {n for n in dir(_fleetpipe) if not n.startswith("_")} | {"__version__"}
+    assert public <= declared, public - declared
