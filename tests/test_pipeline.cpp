@@ -336,3 +336,47 @@ TEST_CASE("create_from_file builds the pipeline a JSON file describes", "[pipeli
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.error().is(errc::io_error));
 }
+
+TEST_CASE("one registry exports every counter the fleet is monitored by", "[pipeline]") {
+  Env env;
+  Config c = base_config("pl-families");
+  c.uploader.enabled = true;
+  c.uploader.endpoint = "https://127.0.0.1:9";
+  c.uploader.bucket = "bucket-x";
+  c.uploader.credentials.source = CredentialsSource::static_keys;
+  c.uploader.credentials.access_key_id = "AK";
+  c.uploader.credentials.secret_access_key = "SK";
+  auto p = make(c, env.port);
+  p->set_network_state(NetworkState::offline);
+  feed(*p, env, 0, 4, 1.0);
+  auto j = nlohmann::json::parse(p->metrics_json());
+  std::string prom = p->metrics_prometheus();
+  for (const char* family : {
+           "fleetpipe_trigger_fires_total",            // trigger fires per trigger
+           "fleetpipe_capture_events_total",           // events
+           "fleetpipe_pipeline_backlog_records",       // buffer records per priority
+           "fleetpipe_pipeline_backlog_bytes",         // buffer bytes per priority
+           "fleetpipe_pipeline_wear_budget_used_ratio",  // wear-budget use
+           "fleetpipe_uploader_uploads_total",         // uploads ok / failed
+           "fleetpipe_uploader_retries_total",         // retried
+           "fleetpipe_uploader_bytes_sent_total",      // bytes sent
+           "fleetpipe_uploader_rate_bytes_per_second",  // current rate
+           "fleetpipe_uploader_pauses_total",          // pause count
+           "fleetpipe_uploader_paused_seconds",        // pause time
+           "fleetpipe_uploader_multipart_resumed_total",  // resumed multipart uploads
+           "fleetpipe_pipeline_heartbeats_total"}) {
+    INFO(family);
+    CHECK(j.contains(family));
+    CHECK(prom.find(std::string("# TYPE ") + family + " ") != std::string::npos);
+  }
+  // Evictions and rejections are registered by the buffer at their first occurrence (with their
+  // reason labels); until then the heartbeat carries the totals from BufferStats.
+  auto hb = nlohmann::json::parse(p->heartbeat_json());
+  CHECK(hb["buffer"]["evicted_total"] == 0);
+  CHECK(hb["buffer"]["rejected_total"] == 0);
+  bool bump_series = false;
+  for (auto& s : j["fleetpipe_trigger_fires_total"]["series"]) {
+    if (s["labels"].value("trigger", "") == "bump") bump_series = s["value"] == 1;
+  }
+  CHECK(bump_series);
+}
