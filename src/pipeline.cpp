@@ -114,6 +114,7 @@ struct Pipeline::Impl {
   MonoTime created{};
   double last_t = 0;        // largest t pushed (host timebase)
   bool have_t = false;
+  bool have_seen = false;
   double seen_t = 0;        // last_t as of the previous poll ...
   MonoTime seen_mono{};     // ... and the Port time at which poll first saw it
   double ticked_t = 0;
@@ -201,9 +202,10 @@ void Pipeline::Impl::refresh_gauges(MonoTime now) {
 
 void Pipeline::Impl::auto_tick(MonoTime now) {
   if (!config.pipeline.auto_tick || !have_t) return;
-  if (last_t != seen_t) {
+  if (!have_seen || last_t != seen_t) {
     seen_t = last_t;
     seen_mono = now;
+    have_seen = true;
   }
   double t = seen_t + std::max(0.0, seconds_between(seen_mono, now));
   if (t > ticked_t) {

@@ -380,3 +380,24 @@ TEST_CASE("one registry exports every counter the fleet is monitored by", "[pipe
   }
   CHECK(bump_series);
 }
+
+TEST_CASE("auto-tick starts from the first sample time even when it is 0", "[pipeline]") {
+  Env env;
+  Config c = base_config("pl-tick0");
+  auto b = periodic_trigger("baseline", 10);
+  b.stream = "";
+  b.capture.streams = {"imu"};
+  b.capture.pre_s = 1;
+  b.capture.post_s = 1;
+  c.triggers.push_back(b);
+  auto p = make(c, env.port);
+  auto imu = p->stream("imu");
+  for (int i = 0; i <= 400; ++i) {  // 40 s at 10 Hz from t = 0, polled every sample
+    p->push(imu, i * 0.1, {0.0});
+    env.clock.advance(100ms);
+    p->poll(500us);
+  }
+  auto s = p->status();
+  CHECK(s.triggers[1].stats.fires == 4);  // t = 10, 20, 30, 40 (not a jump to the clock's epoch)
+  CHECK(s.triggers[1].stats.events >= 3);
+}
