@@ -242,8 +242,12 @@ void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p,
   const auto proc0 = process_cpu_ns();
   std::int64_t enqueue_ns = 0, loop_cpu = 0;
   std::int64_t next = mono_ns() + kPeriodNs;
-  const std::int64_t lat0 = static_cast<std::int64_t>(out.lateness.size());
-  out.lateness.reserve(out.lateness.size() + ticks);
+  // The lateness log is written into memory touched beforehand: a page fault in the real-time
+  // thread would wait for the process's mmap lock, which the (normal-priority) pipeline thread
+  // may hold while preempted — the bench's own buffer must not add such a wait.
+  const std::size_t lat0 = out.lateness.size();
+  out.lateness.resize(lat0 + static_cast<std::size_t>(ticks), 0);
+  std::size_t nlat = lat0;
   for (std::int64_t k = 0; k < ticks; ++k, next += kPeriodNs) {
     sleep_until_ns(next);
     const auto woke = mono_ns();
@@ -305,7 +309,7 @@ void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p,
     if (mode == Mode::thread) enqueue_ns += c2 - c1;
     if (mode == Mode::inloop) out.fp_cpu_ns += c2 - c1;
     loop_cpu += c2 - c0;
-    if (mode != Mode::twin) out.lateness.push_back(woke - (next));
+    if (mode != Mode::twin) out.lateness[nlat++] = woke - next;
     // A tick that overran whole periods skips the deadlines already missed (as a real-time loop
     // does, so the loop cannot fall behind for good); each missed tick counts with the lateness
     // it has now.
@@ -313,10 +317,10 @@ void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p,
     while (now > next + kPeriodNs && k + 1 < ticks) {
       next += kPeriodNs;
       ++k;
-      if (mode != Mode::twin) out.lateness.push_back(now - next);
+      if (mode != Mode::twin) out.lateness[nlat++] = now - next;
     }
   }
-  (void)lat0;
+  out.lateness.resize(nlat);
   if (mode == Mode::thread) {
     stop.store(true, std::memory_order_release);
     worker.join();
