@@ -185,7 +185,7 @@ TEST_CASE("a server with a trusted, valid certificate is accepted (control for t
   CHECK(srv.requests().find("PUT /sec/fp/") != std::string::npos);
 }
 
-TEST_CASE("expired, self-signed and wrong-host certificates are rejected with clear errors; "
+TEST_CASE("expired, self-signed and wrong-host certificates are rejected with clear errors, "
           "nothing is sent, nothing lost",
           "[security][tls]") {
   struct Case {

@@ -38,7 +38,7 @@ BufferConfig config(const fs::path& dir) {
 
 }  // namespace
 
-TEST_CASE("read-only filesystem: open fails or appends are refused with a typed, counted error; "
+TEST_CASE("read-only filesystem: open fails or appends are refused with a typed, counted error, "
           "nothing is lost and capture resumes when it is writable again",
           "[storage]") {
   auto dir = test::scratch_dir("ro-fs");
@@ -85,7 +85,7 @@ TEST_CASE("read-only filesystem: open fails or appends are refused with a typed,
 }
 
 TEST_CASE("wall-clock jumps (back a year, forward 20 years) neither crash nor lose or reorder "
-          "records; the buffer keeps accepting high priority",
+          "records, and the buffer keeps accepting high priority",
           "[storage][clock]") {
   auto dir = test::scratch_dir("clock-jump");
   FakeClock clock;
