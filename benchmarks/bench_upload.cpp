@@ -13,11 +13,24 @@
 // uploader's; the 1 GiB is written into the Buffer by a separate filler process beforehand.
 // Needs FLEETPIPE_S3_STATE (scripts/bench starts the server); without it a server is started in
 // a temporary state dir and stopped at the end.
+//
+// Fairness: all three upload the same 1 GiB (page-cached file / LMDB pages) in 8 MiB parts to the
+// same HTTPS endpoint (the server picks TLS 1.3 TLS_AES_256_GCM_SHA384 for every client); each
+// timed run starts after sync(2), so no one pays for another's (or the filler's) page writeback.
+// Peers keep their default concurrency: rclone --s3-upload-concurrency 4 (and its default MD5 of
+// the whole file, sent as X-Amz-Meta-Md5chksum), aws-cli max_concurrent_requests 10; ours is the
+// uploader default (max_concurrent_requests, io_chunk_size). The server's CPU seconds (proxy and
+// object server processes) are printed for each run. Knobs for experiments only (not used by
+// scripts/bench): FLEETPIPE_BENCH_UPLOAD_CONCURRENCY, FLEETPIPE_BENCH_UPLOAD_CHUNK (bytes),
+// FLEETPIPE_BENCH_UPLOAD_NO_CAP=1 (skip the rate-cap figures), FLEETPIPE_BENCH_UPLOAD_ONLY_OURS=1
+// (time only the uploader, write no figures).
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <iterator>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -93,6 +106,8 @@ UploaderConfig uploader_config(const test::S3Env& env, const std::string& bucket
   c.write_manifest = true;
   c.idle_poll_interval_s = 0.01;
   c.request_timeout_s = 300;
+  if (const char* v = std::getenv("FLEETPIPE_BENCH_UPLOAD_CONCURRENCY")) c.max_concurrent_requests = std::atoi(v);
+  if (const char* v = std::getenv("FLEETPIPE_BENCH_UPLOAD_CHUNK")) c.io_chunk_bytes = std::atoi(v);
   return c;
 }
 
@@ -160,6 +175,32 @@ int worker(const std::string& db, const std::string& bucket) {
     if ((*buf)->stats().parked > 0) return 4;
   }
   return 5;
+}
+
+// CPU seconds (user+sys) used so far by the server's processes (S3_PIDS in the state's env file).
+double server_cpu_s(const std::string& state_dir) {
+  std::ifstream env(state_dir + "/env");
+  std::string line, pids;
+  while (std::getline(env, line))
+    if (line.rfind("export S3_PIDS=", 0) == 0) pids = line.substr(15);
+  pids.erase(std::remove(pids.begin(), pids.end(), '"'), pids.end());
+  std::istringstream in(pids);
+  double total = 0;
+  for (std::string pid; in >> pid;) {
+    std::ifstream st("/proc/" + pid + "/stat");
+    std::string all((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
+    auto close = all.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream f(all.substr(close + 2));
+    std::string tok;
+    double ut = 0, stt = 0;
+    for (int i = 3; f >> tok; ++i) {  // field 14 = utime, 15 = stime
+      if (i == 14) ut = std::atof(tok.c_str());
+      if (i == 15) { stt = std::atof(tok.c_str()); break; }
+    }
+    total += (ut + stt) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  }
+  return total;
 }
 
 struct ProcResult {
@@ -249,12 +290,18 @@ int main(int argc, char** argv) {
   if (!fill(db, kGiB, 1, data_file)) return 1;
 
   std::printf("fleetpipe uploader...\n");
+  sync();
+  double srv0 = server_cpu_s(env.state_dir);
   auto ours = run_worker(self, db, bucket);
   if (!ours.ok) return 1;
   double ours_mbs = kGiB / 1e6 / ours.wall_s;
-  std::printf("  %.2f s, %.1f MB/s, cpu %.2f s, RssAnon %.1f MB, RssFile %.1f MB\n", ours.wall_s, ours_mbs,
-              ours.cpu_s, ours.peak_anon_mb, ours.peak_file_mb);
+  std::printf("  %.2f s, %.1f MB/s, cpu %.2f s, RssAnon %.1f MB, RssFile %.1f MB, server cpu %.2f s\n", ours.wall_s,
+              ours_mbs, ours.cpu_s, ours.peak_anon_mb, ours.peak_file_mb, server_cpu_s(env.state_dir) - srv0);
 
+  if (const char* v = std::getenv("FLEETPIPE_BENCH_UPLOAD_ONLY_OURS"); v && *v == '1') {
+    fs::remove_all(work);
+    return 0;
+  }
   // rclone: same bytes, same server, 8 MiB chunks (its default concurrency of 4).
   std::string rclone = std::string(kClean) + "rclone copyto --s3-provider Other --s3-endpoint " + env.endpoint_https +
                        " --s3-access-key-id '" + env.access_key + "' --s3-secret-access-key '" + env.secret_key +
@@ -262,11 +309,13 @@ int main(int argc, char** argv) {
                        "' --s3-chunk-size 8M --s3-upload-cutoff 8M --s3-no-check-bucket '" + data_file + "' :s3:" +
                        bucket + "/rclone/data.bin";
   std::printf("rclone copy...\n");
+  sync();
+  srv0 = server_cpu_s(env.state_dir);
   double t0 = now_s();
   if (sh(rclone) != 0) return 1;
   double rclone_s = now_s() - t0;
   double rclone_mbs = kGiB / 1e6 / rclone_s;
-  std::printf("  %.2f s, %.1f MB/s\n", rclone_s, rclone_mbs);
+  std::printf("  %.2f s, %.1f MB/s, server cpu %.2f s\n", rclone_s, rclone_mbs, server_cpu_s(env.state_dir) - srv0);
 
   // aws s3 cp (Debian's /usr/bin/aws 2.9), 8 MiB parts, path style, explicit CA.
   std::string aws_cfg = (work / "aws-config").string();
@@ -278,11 +327,13 @@ int main(int argc, char** argv) {
                     "' /usr/bin/aws --endpoint-url " + env.endpoint_https + " --ca-bundle '" + env.ca_file +
                     "' s3 cp --only-show-errors '" + data_file + "' s3://" + bucket + "/awscli/data.bin";
   std::printf("aws s3 cp...\n");
+  sync();
+  srv0 = server_cpu_s(env.state_dir);
   t0 = now_s();
   if (sh(aws) != 0) return 1;
   double aws_s = now_s() - t0;
   double aws_mbs = kGiB / 1e6 / aws_s;
-  std::printf("  %.2f s, %.1f MB/s\n", aws_s, aws_mbs);
+  std::printf("  %.2f s, %.1f MB/s, server cpu %.2f s\n", aws_s, aws_mbs, server_cpu_s(env.state_dir) - srv0);
 
   char base[256];
   std::snprintf(base, sizeof base, "rclone copy of the same 1 GiB: %.1f MB/s (fleetpipe %.1f MB/s)", rclone_mbs, ours_mbs);
@@ -294,6 +345,13 @@ int main(int argc, char** argv) {
              "<= 12");
   report.add("peak_rss_file_mb", ours.peak_file_mb, "MB", "RssFile (LMDB map pages) of the uploading process");
 
+  const char* no_cap = std::getenv("FLEETPIPE_BENCH_UPLOAD_NO_CAP");
+  if (no_cap && *no_cap == '1') {
+    report.write();
+    fs::remove_all(work);
+    if (!own_state.empty()) sh(FLEETPIPE_SOURCE_DIR "/tests/s3server/stop '" + own_state + "' >/dev/null");
+    return 0;
+  }
   // Rate caps: one 200 MiB record (a multipart upload whose parts go out in parallel), 12 s per
   // rate after a 2 s warm-up; each run continues the same upload (resume), so the window is a
   // steady stream of part bodies — what the shaper controls.
