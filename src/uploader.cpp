@@ -890,25 +890,120 @@ class Engine : public std::enable_shared_from_this<Engine> {
     std::string sha256_hex;
   };
 
+  // Calls f(data, n) over object bytes [off, off+len): straight from the lease's mapped pages
+  // where it can (no copy), else through scratch_ in io_chunk_size pieces.
+  template <class F>
+  Result<void> visit_object(const Batch& b, const ObjectPlan& p, std::uint64_t off, std::uint64_t len, F&& f) {
+    std::uint64_t done = 0;
+    auto it = std::upper_bound(p.segs.begin(), p.segs.end(), off,
+                               [](std::uint64_t o, const Segment& s) { return o < s.offset; });
+    if (it != p.segs.begin()) --it;
+    for (; it != p.segs.end() && done < len; ++it) {
+      std::uint64_t pos = off + done;
+      if (pos >= it->offset + it->size) continue;
+      std::uint64_t local = pos - it->offset;
+      std::uint64_t seg_len = std::min<std::uint64_t>(len - done, it->size - local);
+      if (!it->chunked) {
+        auto view = b.lease.payload(it->index);
+        if (view) {
+          f(view->data() + local, static_cast<std::size_t>(seg_len));
+          done += seg_len;
+          continue;
+        }
+      }
+      if (!scratch_) scratch_.reset(new char[cfg_.io_chunk_bytes]);
+      for (std::uint64_t k = 0; k < seg_len;) {
+        std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(cfg_.io_chunk_bytes, seg_len - k));
+        auto r = buffer_.read_payload(it->id, local + k, scratch_.get(), n);
+        if (!r) return std::move(r).error();
+        if (*r != n) return Error(errc::decode_error, "record " + std::to_string(it->id) + " is shorter than its size");
+        f(scratch_.get(), n);
+        k += n;
+      }
+      done += seg_len;
+    }
+    if (done != len) return Error(errc::decode_error, "object " + p.key + " is shorter than its plan");
+    return {};
+  }
+
   // First pass over LMDB: MD5 (always) and SHA-256 (when the payload is signed).
   Result<Digests> digest(const Batch& b, const ObjectPlan& p, std::uint64_t off, std::uint64_t len) {
     detail::Digest md5(detail::Digest::Kind::md5);
     std::optional<detail::Digest> sha;
     if (!cfg_.unsigned_payload) sha.emplace(detail::Digest::Kind::sha256);
-    if (!scratch_) scratch_.reset(new char[cfg_.io_chunk_bytes]);
-    std::uint64_t pos = 0;
-    while (pos < len) {
-      std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(cfg_.io_chunk_bytes, len - pos));
-      auto r = read_object(b, p, off + pos, scratch_.get(), n);
-      if (!r) return std::move(r).error();
-      md5.update(scratch_.get(), n);
-      if (sha) sha->update(scratch_.get(), n);
-      pos += n;
-    }
+    auto r = visit_object(b, p, off, len, [&](const char* d, std::size_t n) {
+      md5.update(d, n);
+      if (sha) sha->update(d, n);
+    });
+    if (!r) return std::move(r).error();
     Digests d;
     d.md5_raw = md5.finish();
     d.sha256_hex = sha ? detail::to_hex(sha->finish()) : "UNSIGNED-PAYLOAD";
     return d;
+  }
+
+  // Digest-ahead: while parts are on the wire, the digests of the next part to send are computed
+  // one io_chunk_size slice per posted handler (interleaved with the I/O completions), so a
+  // connection that frees up starts its next part at once instead of after a whole-part hash
+  // pass that also stalls every other connection's writes.
+  struct DigestAhead {
+    std::uint64_t gen = 0;
+    const ObjectPlan* plan = nullptr;
+    std::uint64_t off = 0, len = 0, pos = 0;
+    std::optional<detail::Digest> md5, sha;
+  };
+  DigestAhead ahead_;
+  std::uint64_t ahead_token_ = 0;
+
+  void start_digest_ahead(const ObjectPlan& p, std::uint64_t off, std::uint64_t len) {
+    if (!batch_) return;
+    if (ahead_.plan == &p && ahead_.gen == batch_->gen && ahead_.off == off && ahead_.len == len) return;
+    ahead_ = DigestAhead{};
+    ahead_.gen = batch_->gen;
+    ahead_.plan = &p;
+    ahead_.off = off;
+    ahead_.len = len;
+    ahead_.md5.emplace(detail::Digest::Kind::md5);
+    if (!cfg_.unsigned_payload) ahead_.sha.emplace(detail::Digest::Kind::sha256);
+    std::uint64_t token = ++ahead_token_;
+    net::post(ioc_, weak([this, token]() { digest_ahead_step(token); }));
+  }
+
+  // Hashes up to `max` more bytes of the part ahead; false when it cannot go on (dropped).
+  bool digest_ahead_advance(std::uint64_t max) {
+    std::uint64_t n = std::min<std::uint64_t>(max, ahead_.len - ahead_.pos);
+    auto r = visit_object(*batch_, *ahead_.plan, ahead_.off + ahead_.pos, n, [&](const char* d, std::size_t k) {
+      ahead_.md5->update(d, k);
+      if (ahead_.sha) ahead_.sha->update(d, k);
+    });
+    if (!r) {
+      ahead_ = DigestAhead{};  // dispatch_part reads it again and reports the error
+      return false;
+    }
+    ahead_.pos += n;
+    return true;
+  }
+
+  void digest_ahead_step(std::uint64_t token) {
+    if (token != ahead_token_ || !ahead_.plan || !batch_ || batch_->gen != ahead_.gen) return;
+    if (ahead_.pos >= ahead_.len) return;
+    if (!digest_ahead_advance(cfg_.io_chunk_bytes)) return;
+    if (ahead_.pos < ahead_.len) net::post(ioc_, weak([this, token]() { digest_ahead_step(token); }));
+  }
+
+  // The part's digests: from the digest-ahead when it was on this range (finishing it), else a
+  // full pass.
+  Result<Digests> part_digest(const ObjectPlan& p, std::uint64_t off, std::uint64_t len) {
+    if (ahead_.plan == &p && batch_ && ahead_.gen == batch_->gen && ahead_.off == off && ahead_.len == len &&
+        digest_ahead_advance(len)) {
+      Digests d;
+      d.md5_raw = ahead_.md5->finish();
+      d.sha256_hex = ahead_.sha ? detail::to_hex(ahead_.sha->finish()) : "UNSIGNED-PAYLOAD";
+      ahead_ = DigestAhead{};
+      ++ahead_token_;
+      return d;
+    }
+    return digest(*batch_, p, off, len);
   }
 
   HeaderList object_headers(const Batch& b, const ObjectPlan& p) {
@@ -1261,13 +1356,19 @@ class Engine : public std::enable_shared_from_this<Engine> {
       dispatch_part(p, n, ci);
       if (!batch_ || batch_->gen != gen) return;  // the object failed meanwhile
     }
-    if (inflight_parts_.empty() && mpu_.parts.size() == mpu_.part_count()) complete_multipart(p);
+    if (inflight_parts_.empty() && mpu_.parts.size() == mpu_.part_count()) return complete_multipart(p);
+    std::uint32_t next = 1;  // the part the next free connection will send
+    while (next <= mpu_.part_count() && (mpu_.parts.count(next) || inflight_parts_.count(next))) ++next;
+    if (next <= mpu_.part_count()) {
+      std::uint64_t off = (next - 1) * mpu_.part_size;
+      start_digest_ahead(p, off, std::min<std::uint64_t>(mpu_.part_size, p.size - off));
+    }
   }
 
   void dispatch_part(ObjectPlan& p, std::uint32_t n, std::size_t ci) {
     std::uint64_t off = (n - 1) * mpu_.part_size;
     std::uint64_t len = std::min<std::uint64_t>(mpu_.part_size, p.size - off);
-    auto d = digest(*batch_, p, off, len);
+    auto d = part_digest(p, off, len);
     if (!d) {
       detail::S3Failure f;
       f.cls = FailureClass::permanent;
