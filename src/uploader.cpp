@@ -8,6 +8,7 @@
 #include "fleetpipe/uploader.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -951,6 +952,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
     const ObjectPlan* plan = nullptr;
     std::uint64_t off = 0, len = 0, pos = 0;
     std::optional<detail::Digest> md5, sha;
+    std::function<void()> on_done;  ///< a PutObject waiting for its digests (see put_object)
   };
   DigestAhead ahead_;
   std::uint64_t ahead_token_ = 0;
@@ -986,9 +988,22 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
   void digest_ahead_step(std::uint64_t token) {
     if (token != ahead_token_ || !ahead_.plan || !batch_ || batch_->gen != ahead_.gen) return;
-    if (ahead_.pos >= ahead_.len) return;
-    if (!digest_ahead_advance(cfg_.io_chunk_bytes)) return;
-    if (ahead_.pos < ahead_.len) net::post(ioc_, weak([this, token]() { digest_ahead_step(token); }));
+    if (ahead_.pos < ahead_.len) {
+      std::function<void()> waiting = ahead_.on_done;  // survives the reset a read error does
+      if (!digest_ahead_advance(cfg_.io_chunk_bytes)) {
+        if (waiting) waiting();  // the waiter hashes again and reports the error
+        return;
+      }
+      if (ahead_.pos < ahead_.len) {
+        net::post(ioc_, weak([this, token]() { digest_ahead_step(token); }));
+        return;
+      }
+    }
+    if (ahead_.on_done) {
+      auto done = std::move(ahead_.on_done);
+      ahead_.on_done = nullptr;
+      done();
+    }
   }
 
   // The part's digests: from the digest-ahead when it was on this range (finishing it), else a
@@ -1204,9 +1219,22 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
   // ---- PutObject ---------------------------------------------------------------------------
 
-  void put_object(ObjectPlan& p) {
+  void put_object(ObjectPlan& p, bool hashed_ahead = false) {
     Batch& b = *batch_;
-    auto d = digest(b, p, 0, p.size);
+    if (!hashed_ahead && p.size > cfg_.io_chunk_bytes) {
+      // Hash in io_chunk_size slices between handlers, as for multipart parts, so one large
+      // object cannot hold the host's poll() for a whole MD5 pass (tens of ms for 8 MiB).
+      ahead_ = DigestAhead{};
+      ++ahead_token_;
+      start_digest_ahead(p, 0, p.size);
+      const std::uint64_t gen = b.gen;
+      ObjectPlan* pp = &p;
+      ahead_.on_done = [this, gen, pp] {
+        if (batch_ && batch_->gen == gen) put_object(*pp, true);
+      };
+      return;
+    }
+    auto d = hashed_ahead ? part_digest(p, 0, p.size) : digest(b, p, 0, p.size);
     if (!d) {
       detail::S3Failure f;
       f.cls = FailureClass::permanent;
