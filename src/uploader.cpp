@@ -1235,13 +1235,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
       return;
     }
     auto d = hashed_ahead ? part_digest(p, 0, p.size) : digest(b, p, 0, p.size);
-    if (!d) {
-      detail::S3Failure f;
-      f.cls = FailureClass::permanent;
-      f.s3_code = "unreadable_record";
-      f.message = d.error().message;
-      return object_failed_permanently(p, f);
-    }
+    if (!d) return object_unreadable(p, d.error());
     S3Request r;
     r.method = "PUT";
     r.key = p.key;
@@ -1265,6 +1259,15 @@ class Engine : public std::enable_shared_from_this<Engine> {
       }
       object_done(*pp, etag, false, 0);
     });
+  }
+
+  // A record of the object could not be read back from the buffer: retrying cannot help.
+  void object_unreadable(ObjectPlan& p, const Error& e) {
+    detail::S3Failure f;
+    f.cls = FailureClass::permanent;
+    f.s3_code = "unreadable_record";
+    f.message = e.message;
+    object_failed_permanently(p, f);
   }
 
   void handle_object_failure(ObjectPlan& p, const detail::S3Failure& f) {
@@ -1397,13 +1400,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
     std::uint64_t off = (n - 1) * mpu_.part_size;
     std::uint64_t len = std::min<std::uint64_t>(mpu_.part_size, p.size - off);
     auto d = part_digest(p, off, len);
-    if (!d) {
-      detail::S3Failure f;
-      f.cls = FailureClass::permanent;
-      f.s3_code = "unreadable_record";
-      f.message = d.error().message;
-      return object_failed_permanently(p, f);
-    }
+    if (!d) return object_unreadable(p, d.error());
     S3Request r;
     r.method = "PUT";
     r.key = p.key;
