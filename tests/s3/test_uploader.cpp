@@ -19,27 +19,17 @@
 #include "fleetpipe/buffer.hpp"
 #include "fleetpipe/metrics.hpp"
 #include "support/s3_env.hpp"
+#include "support/shell.hpp"
 #include "support/test_paths.hpp"
 
 using namespace fleetpipe;
+using test::run;
 using namespace std::chrono_literals;
 using nlohmann::json;
 
 namespace {
 
 // ---- helpers ---------------------------------------------------------------------------------
-
-std::string run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) throw std::runtime_error("popen failed: " + cmd);
-  char buf[4096];
-  std::size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int rc = pclose(p);
-  if (rc != 0) throw std::runtime_error("command failed (" + std::to_string(rc) + "): " + cmd + "\n" + out);
-  return out;
-}
 
 json readback(const test::S3Env& env, const std::string& args) {
   std::string cmd = "env -u AWS_CA_BUNDLE -u SSL_CERT_FILE -u REQUESTS_CA_BUNDLE -u SSL_CERT_DIR "
@@ -51,13 +41,6 @@ json readback(const test::S3Env& env, const std::string& args) {
 std::string unique_bucket(const std::string& tag) {
   static std::mt19937_64 rng{std::random_device{}()};
   return "fp-" + tag + "-" + std::to_string(rng() % 1000000000ull);
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 std::string pseudo_random(std::size_t n, std::uint64_t seed) {
@@ -183,7 +166,7 @@ TEST_CASE("small records are packed into one object, read back byte-exact with m
   auto info = readback(env, "get " + bucket + " '" + key + "' " + out);
   std::string expected;
   for (const auto& p : payloads) expected += p;
-  CHECK(read_file(out) == expected);
+  CHECK(test::slurp(out) == expected);
   CHECK(info["content_type"] == "application/vnd.fleetpipe.event");
   CHECK(info["metadata"]["fleetpipe-record-count"] == "5");
   CHECK(info["metadata"]["fleetpipe-trigger-ids"] == "hard_brake");
@@ -193,7 +176,7 @@ TEST_CASE("small records are packed into one object, read back byte-exact with m
   auto manifests = readback(env, "list " + bucket + " fp/_manifests/");
   REQUIRE(manifests.size() == 1);
   readback(env, "get " + bucket + " '" + manifests[0]["key"].get<std::string>() + "' " + out);
-  std::istringstream lines(read_file(out));
+  std::istringstream lines(test::slurp(out));
   std::string line;
   std::vector<json> entries;
   while (std::getline(lines, line)) entries.push_back(json::parse(line));
@@ -228,7 +211,7 @@ TEST_CASE("a large record is uploaded multipart and reads back byte-exact", "[up
   CHECK(objs[0]["etag"].get<std::string>().find("-3") != std::string::npos);  // 3 parts
   auto out = (dir / "readback.bin").string();
   readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
-  CHECK(read_file(out) == big);
+  CHECK(test::slurp(out) == big);
   CHECK(readback(env, "uploads " + bucket).empty());
   auto st = (*buf)->list_state("uploader/mpu/");
   REQUIRE(st.ok());
@@ -261,7 +244,7 @@ TEST_CASE("a PutObject larger than the I/O chunk is hashed in slices and reads b
   CHECK(objs[0]["etag"].get<std::string>().find('-') == std::string::npos);  // a single PUT
   auto out = (dir / "readback.bin").string();
   readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
-  CHECK(read_file(out) == payload);
+  CHECK(test::slurp(out) == payload);
   CHECK(metrics.value("fleetpipe_uploader_uploads_total", {{"result", "ok"}}) >= 1);
 }
 
@@ -421,7 +404,7 @@ TEST_CASE("kill -9 during a multipart upload: the restart completes the same upl
   REQUIRE(objs.size() == 1);
   auto out = (dir / "readback.bin").string();
   readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
-  CHECK(read_file(out) == big);
+  CHECK(test::slurp(out) == big);
   CHECK(readback(env, "uploads " + bucket).empty());
 }
 
@@ -521,7 +504,7 @@ TEST_CASE("host pause holds uploads and is counted; resume delivers; a pause mid
   REQUIRE(objs.size() == 1);
   auto out = (dir / "readback.bin").string();
   readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
-  CHECK(read_file(out) == big);
+  CHECK(test::slurp(out) == big);
 }
 
 TEST_CASE("schedule windows and the network state pause uploads", "[uploader][s3][shaping]") {
