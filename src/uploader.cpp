@@ -1436,8 +1436,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
         f.message = "part " + std::to_string(n) + " ETag " + etag + " does not match its MD5 " + want;
         return handle_object_failure(p, f);
       }
+      // Not persisted per part: after a restart ListParts is the authority (reconcile_parts), so
+      // a synced write here would only cost an fsync per part on the event loop.
       mpu_.parts[n] = etag;
-      save_mpu(p);
       log(LogLevel::debug, "stored part " + std::to_string(n) + "/" + std::to_string(mpu_.part_count()) +
                                " of multipart upload " + mpu_.upload_id + " (" + p.key + ")");
       next_part(p);

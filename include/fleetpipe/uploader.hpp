@@ -21,9 +21,10 @@
 //    progress is kept (parts already stored are not sent again).
 //  - Credentials are never logged, never put in errors, metrics or status.
 //
-// Durability of the resume state: the multipart upload id and the completed parts are written
-// with Buffer::put_state (always synced) after each part, so a kill -9 or power cut loses at most
-// the part in flight.
+// Durability of the resume state: the multipart upload id is written with Buffer::put_state
+// (always synced) right after CreateMultipartUpload; after a restart ListParts tells which parts
+// the server holds (each checked against the MD5 of its bytes in LMDB), so a kill -9 or power cut
+// loses at most the parts in flight.
 #pragma once
 
 #include <chrono>
