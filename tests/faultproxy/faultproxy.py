@@ -79,6 +79,7 @@ import time
 import urllib.parse
 
 CHUNK = 65536
+STOPPED = object()  # queue sentinel: a pipe's reader was stopped (see Connection.stop_reader)
 MODES = ("pass", "reset_after", "stall", "latency", "drip", "truncate_response", "http_500",
          "http_503_slowdown", "close_before_response", "refuse")
 HTTP_ERRORS = {
@@ -153,6 +154,14 @@ async def read_http_request(reader):
     return True
 
 
+async def stop_task(task):
+    """Cancels `task` and waits until it has finished (a plain cancel() only requests it: the
+    task may still be waiting on a StreamReader when the caller goes on)."""
+    if not task.done():
+        task.cancel()
+        await asyncio.wait([task])
+
+
 async def discard(reader, n):
     """Read and drop exactly n bytes, a chunk at a time (bodies may be large)."""
     while n > 0:
@@ -187,6 +196,10 @@ class Connection:
         self.stall_until = 0.0
         self.stall_done = mode["name"] != "stall"
         self.closing = False
+        # The task reading each StreamReader ("up" reads the client, "down" the upstream). A
+        # StreamReader allows one waiting reader: whoever else wants to read one (draining the
+        # client before a clean close) must stop this task first (stop_reader).
+        self.readers = {}
 
     def injected(self):
         self.stats["faults_injected"] += 1
@@ -231,7 +244,7 @@ class Connection:
             try:
                 await read_http_request(reader)
             finally:
-                pump.cancel()
+                await stop_task(pump)  # it reads self.creader: gone before anyone else reads it
         else:
             while first:
                 try:
@@ -298,11 +311,22 @@ class Connection:
                         return
             except OSError:
                 await queue.put((0.0, None))
+            except asyncio.CancelledError:
+                # stop_reader(): wake the writer loop below (it ends since closing is set; a
+                # full queue means it is not waiting anyway).
+                try:
+                    queue.put_nowait((0.0, STOPPED))
+                except asyncio.QueueFull:
+                    pass
+                raise
 
         rtask = asyncio.ensure_future(read_loop())
+        self.readers[direction] = rtask
         try:
             while not self.closing:
                 due, data = await queue.get()
+                if data is STOPPED or self.closing:
+                    return
                 if data is None:  # read error: the peer reset
                     self.abort()
                     return
@@ -319,6 +343,13 @@ class Connection:
             self.abort()
         finally:
             rtask.cancel()
+
+    async def stop_reader(self, direction):
+        """Stops the task reading `direction` and waits until it is gone, so its StreamReader has
+        no waiting reader and the caller may read it (two readers raise RuntimeError)."""
+        task = self.readers.get(direction)
+        if task is not None:
+            await stop_task(task)
 
     async def send(self, direction, writer, data):
         """Forward one chunk under the mode's rules. Returns False once the connection ends."""
@@ -341,6 +372,10 @@ class Connection:
         if name == "truncate_response":
             self.closing = True
             self.uwriter.transport.abort()
+            # The "up" pipe's reader is waiting on the client's StreamReader; draining it here
+            # too used to raise RuntimeError('read() called while another coroutine is already
+            # waiting for incoming data') whenever the client had not closed first.
+            await self.stop_reader("up")
             await close_gracefully(self.cwriter, self.creader, linger=0.2)
             return False
         # stall: starts now; write() holds both directions until stall_until
@@ -572,6 +607,7 @@ class FaultProxy:
 
     def __init__(self, proc, info, tmpdir):
         self.proc, self.info, self._tmpdir = proc, info, tmpdir
+        self.stderr = ""
         self.host, self.port, self.control_port = info["listen_host"], info["listen_port"], info["control_port"]
 
     @classmethod
@@ -621,6 +657,8 @@ class FaultProxy:
         return self.command("RESET")
 
     def stop(self):
+        """Stops the proxy; afterwards ``self.stderr`` holds what it wrote to stderr (a clean
+        run writes nothing: an exception in a connection's task shows up there)."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -628,6 +666,11 @@ class FaultProxy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        try:
+            with open(os.path.join(self._tmpdir, "stderr.log"), errors="replace") as f:
+                self.stderr = f.read()
+        except OSError:
+            pass  # already stopped and cleaned up
         for name in ("ports.json", "stderr.log"):
             try:
                 os.unlink(os.path.join(self._tmpdir, name))

@@ -115,6 +115,8 @@ def spawn():
     yield start
     for p in proxies:
         p.stop()
+    for p in proxies:  # no connection task may die with an exception (they are only logged)
+        assert "Traceback" not in p.stderr and "exception" not in p.stderr, p.stderr
 
 
 def connect(proxy):
@@ -282,6 +284,22 @@ def test_truncate_response_closes_cleanly_after_n_bytes(web, spawn):
     with pytest.raises(http.client.IncompleteRead):
         http_request(proxy, "GET", "/bytes/10000")
     assert proxy.stats()["faults_injected"] == 2
+
+
+def test_truncate_response_while_the_client_keeps_its_side_open(web, spawn):
+    # The client keeps its connection open (as a kept-alive HTTP client does) while the proxy
+    # cuts the response: the proxy drains the client before its FIN without a second reader on
+    # the client's stream (that raised RuntimeError 'read() called while another coroutine is
+    # already waiting for incoming data' in the connection's task, about every other time).
+    proxy = spawn(web.server_address[1], "truncate_response:300")
+    for _ in range(20):
+        with connect(proxy) as s:
+            s.sendall(b"GET /bytes/5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            data, err = recv_until_close(s)
+        assert err is None and len(data) == 300, (len(data), err)
+    assert proxy.stats()["faults_injected"] == 20
+    proxy.stop()
+    assert "Traceback" not in proxy.stderr, proxy.stderr
 
 
 @pytest.mark.parametrize("mode,status,code", [("http_500", 500, "InternalError"),
