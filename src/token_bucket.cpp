@@ -14,16 +14,15 @@ std::uint64_t effective_burst(double rate, std::uint64_t burst) {
 }  // namespace
 
 TokenBucket::TokenBucket(double rate, std::uint64_t burst, MonoTime now) noexcept
-    : rate_(rate > 0 ? rate : 0), burst_(effective_burst(rate, burst)), last_(now) {
-  tokens_ = static_cast<double>(burst_);
-}
+    : rate_(rate > 0 ? rate : 0), burst_(effective_burst(rate, burst)), last_(now) {}
 
 void TokenBucket::set_rate(double rate, std::uint64_t burst, MonoTime now) noexcept {
   refill(now);
-  bool was_unlimited = unlimited();
+  // Leaving unlimited mode starts from an empty bucket, as a new bucket does: the first
+  // interval after a (re)start or a cap being set must not carry a burst on top of the rate.
+  if (unlimited()) tokens_ = 0;
   rate_ = rate > 0 ? rate : 0;
   burst_ = effective_burst(rate_, burst);
-  if (was_unlimited) tokens_ = static_cast<double>(burst_);
   tokens_ = std::min(tokens_, static_cast<double>(burst_));
   last_ = now;
 }

@@ -11,8 +11,36 @@ namespace {
 MonoTime t0() { return MonoTime(std::chrono::seconds(1000)); }
 }  // namespace
 
-TEST_CASE("a full bucket grants its burst, then refills at the rate", "[token_bucket]") {
+TEST_CASE("a new bucket starts empty, fills to its burst, then refills at the rate", "[token_bucket]") {
   TokenBucket b(1000, 500, t0());
+  CHECK(b.available(t0()) == 0);  // no burst on top of the rate right after a start
+  CHECK(b.available(t0() + 100ms) == 100);
+  CHECK(b.available(t0() + 1s) == 500);
+  b.consume(500, t0() + 1s);
+  CHECK(b.available(t0() + 1s) == 0);
+  CHECK(b.available(t0() + 1100ms) == 100);
+  CHECK(b.available(t0() + 10s) == 500);  // capped at burst
+}
+
+TEST_CASE("the first interval after a start never exceeds rate * t", "[token_bucket]") {
+  TokenBucket b(100000, 0, t0());  // default burst 10 kB
+  const std::size_t chunk = b.chunk_size(256 * 1024);
+  MonoTime now = t0();
+  std::uint64_t sent = 0;
+  while (now < t0() + 100ms) {
+    if (b.available(now) < chunk) {
+      now += b.wait_for(chunk, now);
+      continue;
+    }
+    b.consume(chunk, now);
+    sent += chunk;
+  }
+  CHECK(sent <= 10000);  // 100 ms at 100 kB/s: the old full-bucket start allowed 20 kB
+  CHECK(sent >= 8000);
+}
+
+TEST_CASE("an emptied bucket refills at the rate", "[token_bucket]") {
+  TokenBucket b(1000, 500, t0() - 10s);
   CHECK(b.available(t0()) == 500);
   b.consume(500, t0());
   CHECK(b.available(t0()) == 0);
@@ -21,7 +49,7 @@ TEST_CASE("a full bucket grants its burst, then refills at the rate", "[token_bu
 }
 
 TEST_CASE("debt from an oversized write must be waited off", "[token_bucket]") {
-  TokenBucket b(1000, 500, t0());
+  TokenBucket b(1000, 500, t0() - 10s);  // full at t0
   b.consume(1500, t0());  // 1000 bytes of debt
   CHECK(b.available(t0() + 500ms) == 0);
   auto w = b.wait_for(100, t0() + 500ms);  // 500 bytes of debt left + 100 wanted
@@ -52,7 +80,7 @@ TEST_CASE("bytes granted over a long run stay within rate*t + burst", "[token_bu
 }
 
 TEST_CASE("set_rate keeps debt, caps tokens, and 0 means unlimited", "[token_bucket]") {
-  TokenBucket b(1000, 1000, t0());
+  TokenBucket b(1000, 1000, t0() - 10s);
   b.set_rate(10000, 200, t0());
   CHECK(b.available(t0()) == 200);
   b.consume(400, t0());
@@ -62,11 +90,12 @@ TEST_CASE("set_rate keeps debt, caps tokens, and 0 means unlimited", "[token_buc
   CHECK(b.wait_for(1 << 20, t0()) == std::chrono::nanoseconds(0));
   b.set_rate(1000, 0, t0() + 1s);  // back to limited: default burst max(4 KiB, rate/10)
   CHECK(b.burst() == 4096);
-  CHECK(b.available(t0() + 1s) == 4096);
+  CHECK(b.available(t0() + 1s) == 0);  // a cap replacing "unlimited" starts empty
+  CHECK(b.available(t0() + 3s) == 2000);
 }
 
 TEST_CASE("a clock that stands still or goes back adds no tokens", "[token_bucket]") {
-  TokenBucket b(1000, 1000, t0());
+  TokenBucket b(1000, 1000, t0() - 10s);
   b.consume(1000, t0());
   CHECK(b.available(t0() - 5s) == 0);
   CHECK(b.available(t0()) == 0);

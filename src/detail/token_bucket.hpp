@@ -4,7 +4,9 @@
 // may hand to the socket now (`available`), writes at most that, and `consume`s what it wrote.
 // Consuming more than available (e.g. an HTTP header written in one piece) puts the bucket in
 // debt, which later writes wait off — so over any long interval the bytes written are at most
-// rate * t + burst. Pure arithmetic on caller-supplied times: deterministic in tests.
+// rate * t + burst. The bucket starts empty (and empties when a cap replaces "unlimited"), so
+// the first interval after a start carries no burst: over the first T seconds at most rate * T
+// bytes go out; afterwards a quiet spell refills at most `burst`. Pure arithmetic on caller-supplied times: deterministic in tests.
 #pragma once
 
 #include <chrono>
