@@ -943,8 +943,12 @@ class Engine : public std::enable_shared_from_this<Engine> {
     return d;
   }
 
+  // MD5 + SHA-256 of 64 KiB take ~0.25 ms here: a handler of that length keeps the host's poll()
+  // within its budget; the old io_chunk_size (256 KiB) slices took ~1 ms and overran it.
+  static constexpr std::uint64_t kDigestSliceBytes = 64u << 10;
+
   // Digest-ahead: while parts are on the wire, the digests of the next part to send are computed
-  // one io_chunk_size slice per posted handler (interleaved with the I/O completions), so a
+  // one kDigestSliceBytes slice per posted handler (interleaved with the I/O completions), so a
   // connection that frees up starts its next part at once instead of after a whole-part hash
   // pass that also stalls every other connection's writes.
   struct DigestAhead {
@@ -990,7 +994,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
     if (token != ahead_token_ || !ahead_.plan || !batch_ || batch_->gen != ahead_.gen) return;
     if (ahead_.pos < ahead_.len) {
       std::function<void()> waiting = ahead_.on_done;  // survives the reset a read error does
-      if (!digest_ahead_advance(cfg_.io_chunk_bytes)) {
+      if (!digest_ahead_advance(kDigestSliceBytes)) {
         if (waiting) waiting();  // the waiter hashes again and reports the error
         return;
       }
@@ -1222,7 +1226,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void put_object(ObjectPlan& p, bool hashed_ahead = false) {
     Batch& b = *batch_;
     if (!hashed_ahead && p.size > cfg_.io_chunk_bytes) {
-      // Hash in io_chunk_size slices between handlers, as for multipart parts, so one large
+      // Hash in kDigestSliceBytes slices between handlers, as for multipart parts, so one large
       // object cannot hold the host's poll() for a whole MD5 pass (tens of ms for 8 MiB).
       ahead_ = DigestAhead{};
       ++ahead_token_;
