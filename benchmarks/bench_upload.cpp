@@ -282,6 +282,13 @@ int main(int argc, char** argv) {
   std::string py = std::string(kClean) + "/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/s3/uploader_readback.py '" +
                    env.state_dir + "' ";
   if (sh(py + "mkbucket " + bucket + " >/dev/null") != 0) return 1;
+  // Each client's 1 GiB is deleted after its run (and leftovers of an earlier run before the
+  // first): a bench run leaves the server's disk as it found it, and no client writes to a
+  // fuller disk than another.
+  const std::string empty_bucket = std::string(kClean) + "FLEETPIPE_S3_STATE='" + env.state_dir +
+                                   "' /usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/python/s3_bucket_tool.py empty " +
+                                   bucket + " >/dev/null";
+  if (sh(empty_bucket) != 0) return 1;
 
   bench::Report report("upload");
   std::string data_file = (work / "data.bin").string();
@@ -298,6 +305,7 @@ int main(int argc, char** argv) {
   std::printf("  %.2f s, %.1f MB/s, cpu %.2f s, RssAnon %.1f MB, RssFile %.1f MB, server cpu %.2f s\n", ours.wall_s,
               ours_mbs, ours.cpu_s, ours.peak_anon_mb, ours.peak_file_mb, server_cpu_s(env.state_dir) - srv0);
 
+  if (sh(empty_bucket) != 0) return 1;
   if (const char* v = std::getenv("FLEETPIPE_BENCH_UPLOAD_ONLY_OURS"); v && *v == '1') {
     fs::remove_all(work);
     return 0;
@@ -316,6 +324,7 @@ int main(int argc, char** argv) {
   double rclone_s = now_s() - t0;
   double rclone_mbs = kGiB / 1e6 / rclone_s;
   std::printf("  %.2f s, %.1f MB/s, server cpu %.2f s\n", rclone_s, rclone_mbs, server_cpu_s(env.state_dir) - srv0);
+  if (sh(empty_bucket) != 0) return 1;
 
   // aws s3 cp (Debian's /usr/bin/aws 2.9), 8 MiB parts, path style, explicit CA.
   std::string aws_cfg = (work / "aws-config").string();
@@ -334,6 +343,7 @@ int main(int argc, char** argv) {
   double aws_s = now_s() - t0;
   double aws_mbs = kGiB / 1e6 / aws_s;
   std::printf("  %.2f s, %.1f MB/s, server cpu %.2f s\n", aws_s, aws_mbs, server_cpu_s(env.state_dir) - srv0);
+  if (sh(empty_bucket) != 0) return 1;
 
   char base[256];
   std::snprintf(base, sizeof base, "rclone copy of the same 1 GiB: %.1f MB/s (fleetpipe %.1f MB/s)", rclone_mbs, ours_mbs);
@@ -369,6 +379,7 @@ int main(int argc, char** argv) {
   }
   report.write();
 
+  sh(empty_bucket);
   fs::remove_all(work);
   if (!own_state.empty()) sh(FLEETPIPE_SOURCE_DIR "/tests/s3server/stop '" + own_state + "' >/dev/null");
   return 0;

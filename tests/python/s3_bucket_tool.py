@@ -4,6 +4,8 @@
     s3_bucket_tool.py make BUCKET            create the bucket if missing
     s3_bucket_tool.py list BUCKET [PREFIX]   one "SIZE KEY" line per object
     s3_bucket_tool.py get BUCKET KEY         the object's bytes on stdout
+    s3_bucket_tool.py empty BUCKET [PREFIX]  delete every object (and unfinished multipart upload)
+                                             under PREFIX; prints how many objects it deleted
 
 The server comes from $FLEETPIPE_S3_STATE (tests/s3server/start's state dir); HTTPS with the
 server's own CA only. Exit status 0 on success, 1 with a message on stderr otherwise.
@@ -16,7 +18,7 @@ import s3env  # noqa: E402
 
 
 def main(argv):
-    if len(argv) < 3 or argv[1] not in ("make", "list", "get"):
+    if len(argv) < 3 or argv[1] not in ("make", "list", "get", "empty"):
         sys.stderr.write(__doc__)
         return 2
     state = os.environ.get("FLEETPIPE_S3_STATE")
@@ -32,6 +34,17 @@ def main(argv):
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 sys.stdout.write("%d %s\n" % (obj["Size"], obj["Key"]))
+    elif cmd == "empty":
+        prefix = argv[3] if len(argv) > 3 else ""
+        deleted = 0
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=obj["Key"])  # one by one: s3api's bulk delete is optional
+                deleted += 1
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix):
+            for up in page.get("Uploads", []):
+                client.abort_multipart_upload(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"])
+        sys.stdout.write("%d\n" % deleted)
     else:
         body = client.get_object(Bucket=bucket, Key=argv[3])["Body"].read()
         sys.stdout.buffer.write(body)
