@@ -11,3 +11,4 @@
 #include "fleetpipe/buffer.hpp"
 #include "fleetpipe/uploader.hpp"
 #include "fleetpipe/pipeline.hpp"
+#include "fleetpipe/pipeline_thread.hpp"
