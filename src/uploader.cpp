@@ -4,7 +4,9 @@
 // callbacks; every callback holds only a weak reference to the engine and the batch generation
 // it belongs to, so a pause (which drops the batch) or destruction turns stale callbacks into
 // no-ops. Multipart progress lives in the Buffer's state table ("uploader/mpu/<key>"), pending
-// manifest lines in "uploader/manifest/<key>".
+// manifest lines in "uploader/manifest/<key>". Between batches the engine also scans the bucket
+// (ListMultipartUploads under "<prefix>/") and aborts multipart uploads older than
+// resume.abandon_after, whoever started them (docs/uploader.md "Resume").
 #include "fleetpipe/uploader.hpp"
 
 #include <algorithm>
@@ -46,6 +48,8 @@ constexpr std::uint64_t kMinPart = 5ull << 20;
 constexpr const char* kMpuPrefix = "uploader/mpu/";
 constexpr const char* kManifestPrefix = "uploader/manifest/";
 constexpr const char* kComponent = "uploader";
+constexpr double kMinScanInterval_s = 1.0;          // bucket scan period bounds (docs/uploader.md)
+constexpr double kMaxScanInterval_s = 6 * 3600.0;
 
 std::string utc_format(std::int64_t ns, const char* fmt) {
   std::time_t t = static_cast<std::time_t>(ns / 1000000000);
@@ -103,6 +107,74 @@ std::string key_segment(std::string_view s) {
 std::string strip_quotes(std::string s) {
   if (s.size() >= 2 && s.front() == '"' && s.back() == '"') s = s.substr(1, s.size() - 2);
   return s;
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
+}
+
+// An S3 timestamp ("2026-01-25T01:02:03.000Z"; also without fraction, with "+01:00"/"-0130" or
+// no zone, read as UTC) in unix seconds; nullopt when it is not one. No locale, no TZ.
+std::optional<double> parse_s3_time(std::string_view s) {
+  auto num = [&](std::size_t at, std::size_t n) -> int {
+    if (at + n > s.size()) return -1;
+    int v = 0;
+    for (std::size_t i = at; i < at + n; ++i) {
+      if (s[i] < '0' || s[i] > '9') return -1;
+      v = v * 10 + (s[i] - '0');
+    }
+    return v;
+  };
+  if (s.size() < 19 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+      s[13] != ':' || s[16] != ':') {
+    return std::nullopt;
+  }
+  int Y = num(0, 4), M = num(5, 2), D = num(8, 2), h = num(11, 2), mi = num(14, 2), sec = num(17, 2);
+  if (Y < 1970 || M < 1 || M > 12 || D < 1 || D > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 || sec < 0 ||
+      sec > 60) {
+    return std::nullopt;
+  }
+  std::size_t i = 19;
+  double frac = 0;
+  if (i < s.size() && s[i] == '.') {
+    double scale = 0.1;
+    std::size_t digits = 0;
+    for (++i; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i, ++digits) {
+      frac += (s[i] - '0') * scale;
+      scale /= 10;
+    }
+    if (digits == 0) return std::nullopt;
+  }
+  int offset_min = 0;
+  if (i < s.size()) {
+    if (s[i] == 'Z' || s[i] == 'z') {
+      ++i;
+    } else if (s[i] == '+' || s[i] == '-') {
+      int sign = s[i] == '-' ? -1 : 1;
+      int oh = num(i + 1, 2), om = -1;
+      if (i + 3 < s.size() && s[i + 3] == ':') {
+        om = num(i + 4, 2);
+        i += 6;
+      } else {
+        om = num(i + 3, 2);
+        i += 5;
+      }
+      if (oh < 0 || oh > 23 || om < 0 || om > 59) return std::nullopt;
+      offset_min = sign * (oh * 60 + om);
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (i != s.size()) return std::nullopt;
+  std::int64_t days = days_from_civil(Y, static_cast<unsigned>(M), static_cast<unsigned>(D));
+  std::int64_t secs = days * 86400 + h * 3600 + mi * 60 + sec - offset_min * 60LL;
+  return static_cast<double>(secs) + frac;
 }
 
 const std::vector<std::string> kTemplateFields = {
@@ -382,8 +454,20 @@ class Engine : public std::enable_shared_from_this<Engine> {
                                "Cumulative seconds spent paused (any reason)");
     resumed_ = &m.counter("fleetpipe_uploader_multipart_resumed_total",
                           "Multipart uploads continued from persisted state (after a restart or a pause)");
-    aborted_ = &m.counter("fleetpipe_uploader_multipart_aborted_total",
-                          "Abandoned multipart uploads aborted");
+    // reason="own_state": found in our resume state; "orphan": found by the bucket scan only.
+    aborted_own_ = &m.counter("fleetpipe_uploader_multipart_aborted_total",
+                              "Abandoned multipart uploads aborted, by how they were found",
+                              {{"reason", "own_state"}});
+    aborted_orphan_ = &m.counter("fleetpipe_uploader_multipart_aborted_total",
+                                 "Abandoned multipart uploads aborted, by how they were found",
+                                 {{"reason", "orphan"}});
+    scans_ok_ = &m.counter("fleetpipe_uploader_multipart_scans_total",
+                           "Bucket scans for abandoned multipart uploads", {{"result", "ok"}});
+    scans_failed_ = &m.counter("fleetpipe_uploader_multipart_scans_total",
+                               "Bucket scans for abandoned multipart uploads", {{"result", "failed"}});
+    // The scan runs every abandon_after (at most every 6 h, at least every second).
+    scan_interval_ = std::chrono::nanoseconds(static_cast<std::int64_t>(
+        std::min(std::max(cfg.abandon_multipart_after_s, kMinScanInterval_s), kMaxScanInterval_s) * 1e9));
     manifests_ok_ = &m.counter("fleetpipe_uploader_manifests_total", "Manifest objects written",
                                {{"result", "ok"}});
     manifests_failed_ = &m.counter("fleetpipe_uploader_manifests_total",
@@ -429,6 +513,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
     last_tick_mono_ = port_.clock->monotonic();
     if (auto w = detail::credentials_file_warning(cfg_.credentials); !w.empty()) log(LogLevel::warning, w);
     startup_pending_ = true;
+    next_scan_ = port_.clock->monotonic();  // first scan once nothing is ready to upload
     arm_wake(std::chrono::nanoseconds(0));
     return {};
   }
@@ -629,9 +714,14 @@ class Engine : public std::enable_shared_from_this<Engine> {
     evaluate_shaping();
     update_status();
     if (paused()) {
-      if (batch_ || any_busy()) {
+      // waiting_: a request between retries (its timer would fire during the pause).
+      if (batch_ || any_busy() || waiting_) {
         log(LogLevel::info, "pausing: aborting the request in flight, records go back to the buffer");
         drop_batch(false);
+      }
+      if (scan_active_) {
+        scan_active_ = false;  // next_scan_ is unchanged: it runs again after the pause
+        log(LogLevel::info, "pausing: bucket scan for abandoned multipart uploads interrupted");
       }
       return;
     }
@@ -640,6 +730,12 @@ class Engine : public std::enable_shared_from_this<Engine> {
     if (startup_pending_) return startup();
     if (!pending_manifests_.empty()) return write_pending_manifest();
     if (!abandoned_.empty()) return abort_next_abandoned();
+    // A scan step always has a request in flight or a retry timer (waiting_); if a handler was
+    // dropped without running, start over instead of stalling.
+    scan_active_ = false;
+    // Uploads go first; the scan runs when nothing is ready (start_batch), or before the next
+    // batch once it is a whole interval late (a backlog that never drains).
+    if (scan_due() && port_.clock->monotonic() >= next_scan_ + scan_interval_) return start_scan();
     start_batch();
   }
 
@@ -680,14 +776,177 @@ class Engine : public std::enable_shared_from_this<Engine> {
       waiting_ = false;
       abandoned_.erase(abandoned_.begin());
       if (o.ok || o.failure.cls == FailureClass::upload_gone || o.failure.status == 404) {
-        aborted_->inc();
-        log(LogLevel::warning, "aborted abandoned multipart upload of " + key);
+        aborted_own_->inc();
+        log(LogLevel::warning, "aborted abandoned multipart upload of " + key + " (reason own_state: resume "
+                               "state older than resume.abandon_after)");
         (void)buffer_.erase_state(kMpuPrefix + key);
       } else {
-        log(LogLevel::warning, "could not abort abandoned multipart upload of " + key + ": " + o.failure.message);
+        log(LogLevel::warning, "could not abort abandoned multipart upload of " + key + ": " + o.failure.message +
+                                   " (the bucket scan retries it)");
       }
       poke();
     });
+  }
+
+  // ---- bucket scan: abandoned multipart uploads nobody has state for ------------------------
+  //
+  // Resume state covers only uploads whose id we persisted. A crash between the
+  // CreateMultipartUpload reply and put_state, a quarantined or recreated DB, or a device whose
+  // storage was wiped leaves uploads in the bucket that no state names; they hold storage until
+  // aborted. Every uploader sharing the prefix applies the same rule to the uploads it starts (it
+  // completes or aborts them within resume.abandon_after), so any upload under "<prefix>/" older
+  // than that is abandoned by definition, whoever started it: ListMultipartUploads (paginated),
+  // AbortMultipartUpload for each one initiated more than abandon_after ago by the (corrected)
+  // wall clock, except the upload this uploader is working on. One request at a time, between
+  // batches, with the usual retries; a failed list or abort is logged, counted, and tried again at
+  // the next scan.
+
+  std::string scan_prefix() const { return cfg_.prefix + "/"; }
+
+  // An empty prefix would claim the whole bucket: no scan then.
+  bool scan_due() const { return !cfg_.prefix.empty() && port_.clock->monotonic() >= next_scan_; }
+
+  void start_scan() {
+    scan_active_ = true;
+    scan_key_marker_.clear();
+    scan_upload_id_marker_.clear();
+    scan_todo_.clear();
+    scan_next_ = 0;
+    scan_aborted_ = 0;
+    scan_pages_ = 0;
+    log(LogLevel::debug, "scanning " + scan_prefix() + " for multipart uploads older than " +
+                             std::to_string(cfg_.abandon_multipart_after_s) + " s");
+    list_uploads_page();
+  }
+
+  void list_uploads_page() {
+    S3Request r;
+    r.method = "GET";
+    r.key = "";
+    r.query = {{"uploads", ""}, {"prefix", scan_prefix()}};
+    if (!scan_key_marker_.empty()) {
+      r.query.emplace_back("key-marker", scan_key_marker_);
+      r.query.emplace_back("upload-id-marker", scan_upload_id_marker_);
+    }
+    waiting_ = true;
+    send(std::move(r), 0, [this](S3Outcome o) {
+      waiting_ = false;
+      if (!scan_active_) return;
+      if (!o.ok) return finish_scan(false, "listing multipart uploads failed: " + o.failure.message);
+      ++scan_pages_;
+      const std::string& body = o.response.body;
+      const std::string prefix = scan_prefix();
+      const double now = std::chrono::duration<double>(corrected_wall().time_since_epoch()).count();
+      scan_todo_.clear();
+      scan_next_ = 0;
+      for (auto block : detail::xml_blocks(body, "Upload")) {
+        std::string key = detail::xml_text(block, "Key").value_or("");
+        std::string id = detail::xml_text(block, "UploadId").value_or("");
+        std::string initiated = detail::xml_text(block, "Initiated").value_or("");
+        if (key.empty() || id.empty() || key.compare(0, prefix.size(), prefix) != 0) continue;
+        auto t = parse_s3_time(initiated);
+        if (!t) {
+          log(LogLevel::warning, "multipart upload " + id + " of " + key + " has an unreadable Initiated time \"" +
+                                     header_safe(initiated, 64) + "\"; left alone");
+          continue;
+        }
+        double age = now - *t;
+        if (age > cfg_.abandon_multipart_after_s) scan_todo_.push_back(ScanCandidate{key, id, age});
+      }
+      bool truncated = detail::xml_text(body, "IsTruncated").value_or("false") == "true";
+      if (truncated) {
+        std::string nk = detail::xml_text(body, "NextKeyMarker").value_or("");
+        std::string nu = detail::xml_text(body, "NextUploadIdMarker").value_or("");
+        if (nk.empty() || (nk == scan_key_marker_ && nu == scan_upload_id_marker_)) {
+          log(LogLevel::warning, "ListMultipartUploads is truncated but gives no new marker; the scan stops at "
+                                 "page " + std::to_string(scan_pages_));
+          truncated = false;
+        } else {
+          scan_key_marker_ = nk;
+          scan_upload_id_marker_ = nu;
+        }
+      }
+      scan_truncated_ = truncated;
+      abort_next_orphan();
+    });
+  }
+
+  void abort_next_orphan() {
+    while (scan_next_ < scan_todo_.size() && scan_todo_[scan_next_].upload_id == current_upload_id_) {
+      const auto& c = scan_todo_[scan_next_];
+      log(LogLevel::debug, "bucket scan: keeping multipart upload " + c.upload_id + " of " + c.key +
+                               " (in progress here, initiated " + std::to_string(static_cast<long long>(c.age_s)) +
+                               " s ago)");
+      ++scan_next_;
+    }
+    if (scan_next_ >= scan_todo_.size()) {
+      if (scan_truncated_) return list_uploads_page();
+      return finish_scan(true, "");
+    }
+    const ScanCandidate c = scan_todo_[scan_next_];
+    S3Request r;
+    r.method = "DELETE";
+    r.key = c.key;
+    r.query = {{"uploadId", c.upload_id}};
+    waiting_ = true;
+    send(std::move(r), 0, [this, c](S3Outcome o) {
+      waiting_ = false;
+      if (!scan_active_) return;
+      ++scan_next_;
+      bool gone = !o.ok && (o.failure.cls == FailureClass::upload_gone || o.failure.status == 404);
+      if (o.ok || gone) {
+        bool own = erase_own_state(c.key, c.upload_id);
+        if (o.ok) {
+          ++scan_aborted_;
+          (own ? aborted_own_ : aborted_orphan_)->inc();
+          log(LogLevel::warning, "aborted abandoned multipart upload " + c.upload_id + " of " + c.key +
+                                     " (initiated " + std::to_string(static_cast<long long>(c.age_s)) +
+                                     " s ago, resume.abandon_after is " +
+                                     std::to_string(static_cast<long long>(cfg_.abandon_multipart_after_s)) +
+                                     " s; reason " + (own ? "own_state" : "orphan") + ")");
+        } else {
+          log(LogLevel::info, "multipart upload " + c.upload_id + " of " + c.key + " is already gone");
+        }
+      } else {
+        log(LogLevel::warning, "could not abort abandoned multipart upload " + c.upload_id + " of " + c.key + ": " +
+                                   o.failure.message + " (tried again at the next scan)");
+        // A refusal for this one upload (403, other 4xx) does not stop the others; a network or
+        // server failure ends the scan (the next one retries).
+        if (o.failure.cls != FailureClass::auth && o.failure.cls != FailureClass::permanent) {
+          return finish_scan(false, "aborting multipart uploads failed: " + o.failure.message);
+        }
+      }
+      abort_next_orphan();
+    });
+  }
+
+  // Our resume state for `key` names this upload: it is gone now, so is the state.
+  bool erase_own_state(const std::string& key, const std::string& upload_id) {
+    auto saved = buffer_.get_state(kMpuPrefix + key);
+    if (!saved || !*saved) return false;
+    auto st = mpu_from_json(**saved);
+    if (!st || st->upload_id != upload_id) return false;
+    (void)buffer_.erase_state(kMpuPrefix + key);
+    abandoned_.erase(std::remove(abandoned_.begin(), abandoned_.end(), std::make_pair(key, upload_id)),
+                     abandoned_.end());
+    return true;
+  }
+
+  void finish_scan(bool ok, const std::string& why) {
+    scan_active_ = false;
+    scan_todo_.clear();
+    next_scan_ = port_.clock->monotonic() + scan_interval_;
+    std::string next = std::to_string(static_cast<long long>(std::chrono::duration<double>(scan_interval_).count()));
+    if (ok) {
+      scans_ok_->inc();
+      log(LogLevel::debug, "bucket scan of " + scan_prefix() + " done (" + std::to_string(scan_pages_) +
+                               " pages, " + std::to_string(scan_aborted_) + " uploads aborted); next in " + next + " s");
+    } else {
+      scans_failed_->inc();
+      log(LogLevel::warning, "bucket scan for abandoned multipart uploads failed: " + why + "; next scan in " +
+                                 next + " s");
+    }
+    poke();
   }
 
   void write_pending_manifest() {
@@ -704,23 +963,28 @@ class Engine : public std::enable_shared_from_this<Engine> {
 
   // ---- batches -----------------------------------------------------------------------------
 
+  // Nothing to upload now: the time for a due bucket scan.
+  void idle_scan() {
+    if (scan_due()) start_scan();
+  }
+
   void start_batch() {
     BufferStats st = buffer_.stats();
     if (st.records <= st.parked + st.leased) {
       first_seen_.reset();
       flush_requested_.store(false);
-      return;
+      return idle_scan();
     }
     auto lease = buffer_.lease(cfg_.batch_max_bytes, static_cast<std::size_t>(cfg_.batch_max_records));
     if (!lease) {
       set_last_error("lease failed: " + lease.error().message);
       log(LogLevel::error, "lease failed: " + lease.error().message);
-      return;
+      return idle_scan();
     }
     if (lease->empty()) {
       first_seen_.reset();
       flush_requested_.store(false);
-      return;
+      return idle_scan();
     }
     MonoTime now = port_.clock->monotonic();
     if (!first_seen_) first_seen_ = now;
@@ -737,7 +1001,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
     bool full = lease->payload_bytes() >= cfg_.target_object_bytes;
     if (!flush && !large && !full && age < cfg_.max_object_age_s && waited < cfg_.max_object_age_s) {
       lease->release();
-      return;  // not enough yet: wait for size or age
+      return idle_scan();  // not enough yet: wait for size or age
     }
     first_seen_.reset();
     batch_ = std::make_unique<Batch>();
@@ -1124,6 +1388,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
     Batch& b = *batch_;
     p.failed = true;
     uploads_failed_->inc();
+    if (p.size >= cfg_.multipart_threshold_bytes) current_upload_id_.clear();  // parked: its state ages out
     std::string reason = f.s3_code.empty() ? detail::class_name(f.cls) : f.s3_code;
     auto ids = p.ids();
     auto r = buffer_.park(ids, reason);
@@ -1289,6 +1554,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
       auto st = mpu_from_json(**saved);
       if (st && st->size == p.size && st->ids == p.ids() && st->part_size >= kMinPart) {
         mpu_ = *st;
+        current_upload_id_ = mpu_.upload_id;  // the bucket scan keeps it
         return reconcile_parts(p, std::string());
       }
       if (st) {  // same key, different content: the old upload is useless
@@ -1324,6 +1590,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
       mpu_.part_size = cfg_.part_bytes;
       mpu_.ids = pp->ids();
       mpu_.created_unix = std::chrono::duration_cast<std::chrono::seconds>(port_.clock->wall().time_since_epoch()).count();
+      current_upload_id_ = mpu_.upload_id;  // the bucket scan keeps it
       save_mpu(*pp);
       log(LogLevel::debug, "started multipart upload of " + pp->key);
       next_part(*pp);
@@ -1483,6 +1750,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
       std::uint32_t parts = static_cast<std::uint32_t>(mpu_.parts.size());
       log(LogLevel::info, "completed multipart upload " + mpu_.upload_id + " of " + p.key);
       (void)buffer_.erase_state(kMpuPrefix + p.key);
+      current_upload_id_.clear();
       object_done(p, etag.empty() ? want : etag, true, parts);
     });
   }
@@ -1557,6 +1825,19 @@ class Engine : public std::enable_shared_from_this<Engine> {
   bool startup_pending_ = false;
   std::vector<std::pair<std::string, std::string>> pending_manifests_;
   std::vector<std::pair<std::string, std::string>> abandoned_;
+  // Bucket scan (see "bucket scan" above).
+  struct ScanCandidate {
+    std::string key, upload_id;
+    double age_s = 0;
+  };
+  bool scan_active_ = false;
+  bool scan_truncated_ = false;
+  std::string scan_key_marker_, scan_upload_id_marker_;
+  std::vector<ScanCandidate> scan_todo_;  // one page's uploads older than abandon_after
+  std::size_t scan_next_ = 0, scan_aborted_ = 0, scan_pages_ = 0;
+  MonoTime next_scan_{};
+  std::chrono::nanoseconds scan_interval_{};
+  std::string current_upload_id_;  // the multipart upload this uploader is working on
   std::optional<MonoTime> first_seen_;
   MonoTime backoff_until_{};
   MonoTime last_tick_mono_{};
@@ -1576,7 +1857,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   Counter* failed_by_class_[16] = {};
   Counter* retried_by_class_[16] = {};
   Counter *uploads_ok_, *uploads_failed_, *bytes_sent_, *records_acked_, *records_nacked_;
-  Counter *resumed_, *aborted_, *manifests_ok_, *manifests_failed_, *etag_mismatch_;
+  Counter *resumed_, *aborted_own_, *aborted_orphan_, *scans_ok_, *scans_failed_;
+  Counter *manifests_ok_, *manifests_failed_, *etag_mismatch_;
   Gauge *rate_gauge_, *paused_seconds_, *clock_offset_gauge_;
   std::map<std::string, Counter*> pauses_;
 };

@@ -5,6 +5,8 @@
     fault_readback.py STATE_DIR dump BUCKET PREFIX OUTDIR
         -> JSON {"objects": [{"key", "size", "file"}], "uploads": N}; every object under PREFIX
            is written to OUTDIR/<n>; "uploads" counts multipart uploads still open under PREFIX.
+    fault_readback.py STATE_DIR uploads BUCKET PREFIX
+        -> JSON [{"key", "upload_id"}]: the multipart uploads open under PREFIX.
 """
 import json
 import os
@@ -22,6 +24,10 @@ def main():
     if cmd == "mkbucket":
         s3env.ensure_bucket(s3, bucket)
         print(json.dumps({"bucket": bucket}))
+        return
+    if cmd == "uploads":
+        r = s3.list_multipart_uploads(Bucket=bucket, Prefix=sys.argv[4])
+        print(json.dumps([{"key": u["Key"], "upload_id": u["UploadId"]} for u in r.get("Uploads", [])]))
         return
     prefix, out = sys.argv[4], sys.argv[5]
     os.makedirs(out, exist_ok=True)

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -550,4 +551,163 @@ TEST_CASE("schedule windows and the network state pause uploads", "[uploader][s3
   (*up)->flush();
   REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
   CHECK(metrics.value("fleetpipe_uploader_pauses_total", {{"reason", "network"}}) == 1);
+}
+
+// ---- abandoned multipart uploads (issues #6, #9) ----------------------------------------------
+
+namespace {
+std::set<std::string> upload_keys(const json& uploads) {
+  std::set<std::string> keys;
+  for (const auto& u : uploads) keys.insert(u["key"].get<std::string>());
+  return keys;
+}
+
+double aborted(const MetricsRegistry& m) { return m.sum("fleetpipe_uploader_multipart_aborted_total"); }
+}  // namespace
+
+TEST_CASE("the bucket scan aborts multipart uploads under the prefix older than abandon_after, "
+          "whoever started them, and keeps the rest", "[uploader][s3][orphans]") {
+  auto env = test::load_s3_env();
+  auto bucket = unique_bucket("orphan");
+  readback(env, "mkbucket " + bucket);
+  const std::string stranger = "fp/stream=camera/date=2026-01-01/device=wiped-dev/20260101T000000.000Z-0000000000000007.bin";
+  const std::string own = "fp/stream=camera/date=2026-01-01/device=cart-7/20260101T000000.000Z-0000000000000042.fpev";
+  const std::string outside = "other/stream=camera/keep.bin";
+  const std::string lookalike = "fpx/stream=camera/keep.bin";  // starts with "fp" but is not under "fp/"
+  auto made = readback(env, "mkorphans " + bucket + " '" + stranger + "' '" + own + "' '" + outside + "' '" +
+                                lookalike + "'");
+  REQUIRE(made.size() == 4);
+  const std::string own_id = made[1]["upload_id"];
+  auto dir = test::scratch_dir("uploader-orphans");
+  MetricsRegistry metrics;
+  LogCapture logs;
+  Port port;
+  port.log = &logs.sink;
+  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+  REQUIRE(buf.ok());
+  // Resume state of ours for `own`, written just now (the start-up rule, which trusts the state's
+  // own creation time, keeps it): only the server's Initiated time shows it is abandoned.
+  auto now_s = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  json st = {{"key", own}, {"upload_id", own_id}, {"size", 6u << 20}, {"part_size", 5u << 20},
+             {"ids", {424242}}, {"created_unix", now_s}, {"parts", json::array()}};
+  REQUIRE((*buf)->put_state("uploader/mpu/" + own, st.dump()).ok());
+
+  {  // Younger than abandon_after: the scan runs and keeps everything.
+    auto cfg = base_config(env, bucket);
+    cfg.abandon_multipart_after_s = 3600;
+    auto up = Uploader::create(cfg, **buf, port, metrics);
+    REQUIRE(up.ok());
+    REQUIRE(run_until(**up, [&] {
+      return metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}}) >= 1;
+    }, 30s));
+    CHECK(aborted(metrics) == 0);
+    CHECK(upload_keys(readback(env, "uploads " + bucket)).size() == 4);
+  }
+  std::this_thread::sleep_for(1100ms);  // every upload is now older than the 1 s below
+  auto cfg = base_config(env, bucket);
+  cfg.abandon_multipart_after_s = 1;
+  auto up = Uploader::create(cfg, **buf, port, metrics);
+  REQUIRE(up.ok());
+  auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(run_until(**up, [&] { return aborted(metrics) >= 2; }, 30s));
+  INFO(logs.all());
+  INFO("aborted after " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s");
+  CHECK(metrics.value("fleetpipe_uploader_multipart_aborted_total", {{"reason", "orphan"}}) == 1);
+  CHECK(metrics.value("fleetpipe_uploader_multipart_aborted_total", {{"reason", "own_state"}}) == 1);
+  CHECK(logs.contains("aborted abandoned multipart upload " + made[0]["upload_id"].get<std::string>() + " of " + stranger));
+  CHECK(logs.contains("reason orphan"));
+  auto state = (*buf)->list_state("uploader/mpu/");
+  REQUIRE(state.ok());
+  CHECK(state->empty());  // the aborted upload's resume state is gone too
+  CHECK(upload_keys(readback(env, "uploads " + bucket)) == std::set<std::string>{outside, lookalike});
+  // Later scans find nothing more to abort under the prefix; the others stay.
+  double scans = metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}});
+  REQUIRE(run_until(**up, [&] {
+    return metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}}) >= scans + 2;
+  }, 30s));
+  CHECK(aborted(metrics) == 2);
+  CHECK(metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "failed"}}) == 0);
+  CHECK(upload_keys(readback(env, "uploads " + bucket)).size() == 2);
+}
+
+TEST_CASE("the bucket scan keeps the multipart upload in progress here, which completes under the same "
+          "upload id", "[uploader][s3][orphans]") {
+  auto env = test::load_s3_env();
+  auto bucket = unique_bucket("inprog");
+  readback(env, "mkbucket " + bucket);
+  auto dir = test::scratch_dir("uploader-inprog");
+  MetricsRegistry metrics;
+  LogCapture logs;
+  Port port;
+  port.log = &logs.sink;
+  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+  REQUIRE(buf.ok());
+  std::string big = pseudo_random(11u << 20, 11);
+  REQUIRE((*buf)->append(meta("camera", "ip1", 1767225600000000000), big).accepted);
+  auto cfg = base_config(env, bucket);
+  cfg.abandon_multipart_after_s = 1;
+  cfg.max_concurrent_requests = 1;  // parts in order: the pause lands while part 2 is on the wire
+  cfg.bytes_per_second = 4 << 20;
+  auto up = Uploader::create(cfg, **buf, port, metrics);
+  REQUIRE(up.ok());
+  REQUIRE(run_until(**up, [&] { return logs.contains("stored part 1/"); }));
+  auto st = (*buf)->list_state("uploader/mpu/");
+  REQUIRE(st.ok());
+  REQUIRE(st->size() == 1);
+  std::string upload_id = json::parse((*st)[0].second)["upload_id"];
+  // Paused (no scan while paused) until the upload is older than abandon_after; on resume the
+  // overdue scan runs before the batch and must leave this upload alone.
+  (*up)->pause();
+  (*up)->run_for(1500ms);
+  (*up)->set_rate(0);
+  (*up)->resume();
+  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
+  INFO(logs.all());
+  CHECK(logs.contains("keeping multipart upload " + upload_id));
+  CHECK(logs.contains("completed multipart upload " + upload_id));
+  CHECK(metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}}) >= 1);
+  CHECK(aborted(metrics) == 0);
+  CHECK(metrics.value("fleetpipe_uploader_multipart_resumed_total") == 1);
+  auto objs = readback(env, "list " + bucket + " fp/stream=camera/");
+  REQUIRE(objs.size() == 1);
+  auto out = (dir / "readback.bin").string();
+  readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
+  CHECK(test::slurp(out) == big);
+  CHECK(readback(env, "uploads " + bucket).empty());
+}
+
+namespace {
+// Wall clock one hour ahead of the server.
+struct AheadClock final : Clock {
+  MonoTime monotonic() const noexcept override { return std::chrono::steady_clock::now(); }
+  WallTime wall() const noexcept override { return std::chrono::system_clock::now() + 1h; }
+};
+}  // namespace
+
+TEST_CASE("the bucket scan judges an upload's age by the server-corrected clock",
+          "[uploader][s3][orphans]") {
+  // The device clock runs 1 h ahead: uncorrected, a fresh upload would look 1 h old (older than
+  // the 30 min abandon_after) and be aborted.
+  auto env = test::load_s3_env();
+  auto bucket = unique_bucket("orphskew");
+  readback(env, "mkbucket " + bucket);
+  readback(env, "mkorphans " + bucket + " fp/stream=imu/fresh.bin");
+  auto dir = test::scratch_dir("uploader-orphskew");
+  MetricsRegistry metrics;
+  AheadClock clock;
+  Port port;
+  port.clock = &clock;
+  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
+  REQUIRE(buf.ok());
+  auto cfg = base_config(env, bucket);
+  cfg.abandon_multipart_after_s = 1800;
+  auto up = Uploader::create(cfg, **buf, port, metrics);
+  REQUIRE(up.ok());
+  REQUIRE(run_until(**up, [&] {
+    return metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}}) >= 1;
+  }, 30s));
+  CHECK(metrics.value("fleetpipe_uploader_retries_total", {{"class", "clock_skew"}}) >= 1);
+  CHECK((*up)->status().clock_offset_s < -3000);
+  CHECK(aborted(metrics) == 0);
+  CHECK(readback(env, "uploads " + bucket).size() == 1);
 }

@@ -4,7 +4,10 @@
     uploader_readback.py STATE_DIR mkbucket BUCKET
     uploader_readback.py STATE_DIR get BUCKET KEY OUTFILE   -> JSON {size, etag, content_type, metadata}
     uploader_readback.py STATE_DIR list BUCKET [PREFIX]     -> JSON [{key, size, etag}]
-    uploader_readback.py STATE_DIR uploads BUCKET           -> JSON [{key, upload_id}]
+    uploader_readback.py STATE_DIR uploads BUCKET [PREFIX]  -> JSON [{key, upload_id, initiated}]
+    uploader_readback.py STATE_DIR mkorphans BUCKET KEY...  -> JSON [{key, upload_id}]
+        starts a multipart upload per KEY and stores part 1 (1 KiB), never completes it: what a
+        device that crashed (or lost its state) mid-upload leaves behind.
 
 Runs with /usr/bin/python3 and the CA of the state dir only (AWS_CA_BUNDLE etc. are ignored).
 """
@@ -40,8 +43,17 @@ def main():
                 keys.append({"key": o["Key"], "size": o["Size"], "etag": o["ETag"].strip('"')})
         print(json.dumps(keys))
     elif cmd == "uploads":
-        r = s3.list_multipart_uploads(Bucket=bucket)
-        print(json.dumps([{"key": u["Key"], "upload_id": u["UploadId"]} for u in r.get("Uploads", [])]))
+        prefix = sys.argv[4] if len(sys.argv) > 4 else ""
+        r = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+        print(json.dumps([{"key": u["Key"], "upload_id": u["UploadId"], "initiated": u["Initiated"].isoformat()}
+                          for u in r.get("Uploads", [])]))
+    elif cmd == "mkorphans":
+        out = []
+        for key in sys.argv[4:]:
+            uid = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+            s3.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=1, Body=b"o" * 1024)
+            out.append({"key": key, "upload_id": uid})
+        print(json.dumps(out))
     else:
         sys.exit("unknown command " + cmd)
 
