@@ -2,8 +2,10 @@
 // project's fault proxy (tests/faultproxy/faultproxy.py); each mode uploads a fixed data set and
 // the test checks, with an independent boto3 read-back (tests/s3/fault_readback.py):
 // every record delivered byte-exact and exactly once (no duplicate objects), no multipart upload
-// left open, requests during an outage bounded (backoff, no tight loop), metrics match what the
-// proxy did, and the same Uploader recovers once the fault clears (no restart).
+// left open once the abandon age has passed (a lost CreateMultipartUpload reply leaves one that
+// only the bucket scan can find), requests during an outage bounded (backoff, no tight loop),
+// metrics match what the proxy did, and the same Uploader recovers once the fault clears (no
+// restart).
 #include "fleetpipe/uploader.hpp"
 
 #include <arpa/inet.h>
@@ -105,10 +107,16 @@ struct Matrix {
   int first;                   ///< 0 = every connection
   const char* failure_class;   ///< expected in request_failures_total ("" = none expected)
   double fault_seconds;        ///< for unconditional faults: how long the outage lasts
+  /// The multipart record: 0 none, 1 after the small records, 2 first (the fault hits its
+  /// CreateMultipartUpload and parts instead of the small objects).
+  int multipart = 1;
+  int orphans = -1;            ///< uploads left open by the fault (found by boto3); -1 = any
 };
 
 constexpr int kRecords = 12;
 constexpr std::size_t kRecordBytes = 1024;
+// 2 parts of the 5 MiB minimum (part_size and multipart_threshold are lowered to it).
+constexpr std::size_t kBigBytes = (5u << 20) + 4096;
 
 double failures(const MetricsRegistry& m) {
   return m.sum("fleetpipe_uploader_request_failures_total");
@@ -126,18 +134,22 @@ TEST_CASE("fault matrix: every mode delivers every record byte-exact, exactly on
       {"reset_after:200", 3, "network", 0},
       {"stall:3", 1, "timeout", 0},
       {"latency:150", 0, "", 0},
-      {"drip:1024", 1, "", 0},
+      {"drip:1024", 1, "", 0, 0},  // no multipart record: 5 MiB on the dripping connection = 85 min
       {"truncate_response:20", 2, "network", 0},
       {"http_500", 3, "server_error", 0},
       {"http_503_slowdown", 3, "throttled", 0},
       {"close_before_response", 2, "network", 0},
       {"refuse", 2, "network", 0},   // accept then RST, twice
       {"refuse", 0, "network", 3.0}, // connection refused (DNS/connect failure) for 3 s
+      // Two CreateMultipartUpload replies lost: the server holds two uploads that no resume
+      // state names; the bucket scan must abort both once they are older than abandon_after.
+      {"truncate_response:20", 2, "network", 0, 2, 2},
   };
   int mode_index = 0;
   for (const auto& m : modes) {
     ++mode_index;
-    std::string label = std::string(m.spec) + (m.first ? " first=" + std::to_string(m.first) : "");
+    std::string label = std::string(m.spec) + (m.first ? " first=" + std::to_string(m.first) : "") +
+                        (m.multipart == 2 ? " multipart first" : "");
     DYNAMIC_SECTION(label) {
       auto dir = test::scratch_dir("faults");
       Proxy proxy(dir, port_of(env.endpoint_http));
@@ -162,6 +174,19 @@ TEST_CASE("fault matrix: every mode delivers every record byte-exact, exactly on
         rm.metadata = {{"device", "dev-f"}};
         REQUIRE((*buf)->append(rm, record_payload(i, kRecordBytes)).accepted);
       }
+      const std::string big = record_payload(999, kBigBytes);
+      if (m.multipart) {
+        RecordMeta rm;
+        rm.stream = "cam";
+        rm.event_id = "big";
+        rm.priority = m.multipart == 2 ? 5 : 2;  // leased first / last
+        rm.start_ns = 1767225600000000000;
+        rm.end_ns = rm.start_ns + 1;
+        rm.content_type = "application/octet-stream";
+        rm.metadata = {{"device", "dev-f"}};
+        REQUIRE((*buf)->append(rm, big).accepted);
+      }
+      const int total_records = kRecords + (m.multipart ? 1 : 0);
       UploaderConfig c;
       c.endpoint = "http://127.0.0.1:" + std::to_string(proxy.listen_port);
       c.allow_insecure_http = true;
@@ -173,12 +198,18 @@ TEST_CASE("fault matrix: every mode delivers every record byte-exact, exactly on
       c.prefix = "m" + std::to_string(mode_index);
       c.target_object_bytes = 4 * kRecordBytes;  // 3 objects of 4 records
       c.batch_max_records = 4;
+      c.batch_max_bytes = 4 * kRecordBytes;  // the multipart record goes alone
+      c.part_bytes = 5ull << 20;
+      c.multipart_threshold_bytes = 5ull << 20;
+      c.abandon_multipart_after_s = 1.0;     // scans every second
       c.max_object_age_s = 3600;
       c.retry_base_delay_s = 0.05;
       c.retry_max_delay_s = 0.4;
       c.max_attempts = 4;
-      // A stall becomes a timeout quickly; a 1 KB/s drip is slow but alive (4 KiB bodies).
-      c.request_timeout_s = std::string(m.spec).rfind("drip", 0) == 0 ? 15.0 : 1.0;
+      // A stall becomes a timeout quickly; a 1 KB/s drip is slow but alive (4 KiB bodies);
+      // otherwise room for the server to store a 5 MiB part behind 150 ms of added latency.
+      const std::string spec = m.spec;
+      c.request_timeout_s = spec.rfind("stall", 0) == 0 ? 1.0 : spec.rfind("drip", 0) == 0 ? 15.0 : 5.0;
       c.connect_timeout_s = 2.0;
       c.idle_poll_interval_s = 0.02;
       proxy.command("MODE " + std::string(m.spec) + (m.first ? " first=" + std::to_string(m.first) : ""));
@@ -204,11 +235,23 @@ TEST_CASE("fault matrix: every mode delivers every record byte-exact, exactly on
         proxy.command("MODE pass");
       }
       auto end = std::chrono::steady_clock::now() + 90s;
-      while (std::chrono::steady_clock::now() < end && acked() < kRecords) {
+      while (std::chrono::steady_clock::now() < end && acked() < total_records) {
         (*up)->run_for(20ms);
         (*up)->flush();
       }
-      REQUIRE(acked() == kRecords);  // recovered without a restart
+      REQUIRE(acked() == total_records);  // recovered without a restart
+      // Uploads the fault left open (a lost CreateMultipartUpload reply): the same uploader's
+      // bucket scan aborts each once it is older than abandon_after.
+      const int left_open = static_cast<int>(readback(env, "uploads " + bucket + " " + c.prefix + "/").size());
+      INFO("multipart uploads open after delivery: " << left_open);
+      if (m.orphans >= 0) CHECK(left_open == m.orphans);
+      auto orphans_aborted = [&] {
+        return metrics.value("fleetpipe_uploader_multipart_aborted_total", {{"reason", "orphan"}});
+      };
+      end = std::chrono::steady_clock::now() + 30s;
+      while (std::chrono::steady_clock::now() < end && orphans_aborted() < left_open) (*up)->run_for(20ms);
+      CHECK(orphans_aborted() == left_open);
+      CHECK(metrics.value("fleetpipe_uploader_multipart_aborted_total", {{"reason", "own_state"}}) == 0);
       auto stats = proxy.command("STATS");
       INFO("proxy: " << stats.dump());
       CHECK((*buf)->stats().records == 0);
@@ -223,20 +266,29 @@ TEST_CASE("fault matrix: every mode delivers every record byte-exact, exactly on
       } else {
         CHECK(failures(metrics) == 0);
       }
-      // Requests bounded overall: 3 objects + 3 manifests + retries, not a storm.
+      // Requests bounded overall: 3 objects + a multipart one + 4 manifests + bucket scans +
+      // retries, not a storm.
       CHECK(stats["connections"].get<double>() <= 60);
 
       // Independent read-back: every record exactly once, byte-exact.
       auto rb = readback(env, "dump " + bucket + " " + c.prefix + "/ '" + (dir / "rb").string() + "'");
       CHECK(rb["uploads"].get<int>() == 0);  // no multipart upload left open
       std::string all;
-      int data_objects = 0;
+      int data_objects = 0, big_objects = 0;
       for (const auto& o : rb["objects"]) {
-        if (o["key"].get<std::string>().find("/_manifests/") != std::string::npos) continue;
+        const std::string key = o["key"];
+        if (key.find("/_manifests/") != std::string::npos) continue;
+        if (key.find("/stream=cam/") != std::string::npos) {
+          ++big_objects;
+          bool byte_exact = slurp(o["file"].get<std::string>()) == big;  // (no 5 MiB in the report)
+          CHECK(byte_exact);
+          continue;
+        }
         ++data_objects;
         all += slurp(o["file"].get<std::string>());
       }
       CHECK(data_objects == 3);
+      CHECK(big_objects == (m.multipart ? 1 : 0));
       CHECK(all.size() == kRecords * kRecordBytes);  // no duplicate, no partial object
       for (int i = 0; i < kRecords; ++i) {
         auto want = record_payload(i, kRecordBytes);
