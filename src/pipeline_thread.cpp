@@ -174,11 +174,11 @@ struct PipelineThread::Impl {
     return true;
   }
   void publish(std::uint64_t h) noexcept {
-    prod.head.store(h + 1, std::memory_order_release);
-    // Dekker with the thread's sleep(): it sets `sleeping` then re-checks the queue; we publish
-    // then check `sleeping`. One of the two sees the other (both fences are seq_cst).
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (!sleeping.load(std::memory_order_relaxed)) return;
+    // Dekker with the thread's sleep_idle(): it sets `sleeping` then re-checks the queue; we
+    // publish then check `sleeping`. Both sides use seq_cst operations (not fences, which TSan
+    // does not model), so one of the two sees the other; a missed wake costs at most idle_wait.
+    prod.head.store(h + 1, std::memory_order_seq_cst);
+    if (!sleeping.load(std::memory_order_seq_cst)) return;
     const std::uint64_t depth = h + 1 - prod.tail_cache;
     const std::uint64_t slots = prod.blob_head.load(std::memory_order_relaxed) - prod.blob_tail_cache;
     if (depth >= wake_depth || (nslots && slots >= wake_slots)) wake();
@@ -319,9 +319,10 @@ struct PipelineThread::Impl {
 
   void sleep_idle() {
     const std::uint32_t seen = waiter.prepare();
-    sleeping.store(true, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (has_work()) {
+    sleeping.store(true, std::memory_order_seq_cst);
+    if (cons.tail.load(std::memory_order_relaxed) != prod.head.load(std::memory_order_seq_cst) ||
+        stop_flag.load(std::memory_order_seq_cst) ||
+        requests_pending.load(std::memory_order_seq_cst)) {
       sleeping.store(false, std::memory_order_relaxed);
       return;
     }
@@ -511,9 +512,9 @@ void PipelineThread::stop() noexcept {
     was_running = m.running;
   }
   if (was_running) {
-    m.stop_flag.store(true, std::memory_order_release);
+    m.stop_flag.store(true, std::memory_order_seq_cst);
     m.sleeping.store(false, std::memory_order_relaxed);
-    m.waiter.wake();
+    m.waiter.wake();  // unconditionally: the thread may be about to sleep
     m.thread.join();
   }
   std::lock_guard<std::mutex> g(m.mu);
@@ -720,7 +721,7 @@ Result<void> PipelineThread::call(const std::function<void(Pipeline&)>& fn,
     m.req_head = &r;
   }
   m.req_tail = &r;
-  m.requests_pending.store(true, std::memory_order_release);
+  m.requests_pending.store(true, std::memory_order_seq_cst);
   lk.unlock();
   m.wake();
   lk.lock();
