@@ -10,8 +10,9 @@
 //           trigger records every second of both streams and the uploader sends them at its cap
 //           (400 kB/s, below the 650 kB/s produced, so it is always at the cap) to the local S3
 //           server over HTTPS;
-//   thread  the optional own-thread mode: a second thread owns the Pipeline (push, poll,
-//           run_for) and the host loop hands it the samples through a lock-free SPSC queue.
+//   thread  the optional own-thread mode, fleetpipe::PipelineThread (pipeline_thread.hpp): its
+//           thread (normal priority, set by its on_thread_start hook) owns the Pipeline and the
+//           host loop pushes the samples into its preallocated lock-free queue.
 // The S3 server runs on this machine, which a device's server would not: during `alone` a twin
 // process uploads the same streams at the same cap (FLEETPIPE_ISOLATION_TWIN=0 disables it), so
 // every mode sees the same server load and only the collector's presence in the loop differs.
@@ -31,8 +32,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -176,26 +175,20 @@ std::unique_ptr<Pipeline> make_pipeline(const Config& c) {
   return std::move(*p);
 }
 
-// ---- the own-thread mode: a lock-free SPSC queue from the host loop to the pipeline thread ----
-struct Slot {
-  bool blob = false;
-  double t = 0;
-  std::array<double, 6> v{};
-  std::size_t blob_size = 0;
-  std::string bytes = std::string(kFrame, '\0');
-};
-struct Spsc {
-  static constexpr std::size_t N = 64;
-  std::vector<Slot> slots = std::vector<Slot>(N);
-  std::atomic<std::size_t> head{0}, tail{0};
-  std::uint64_t dropped = 0;
-  Slot* producer_slot() {
-    auto h = head.load(std::memory_order_relaxed);
-    if (h - tail.load(std::memory_order_acquire) >= N) return nullptr;
-    return &slots[h % N];
-  }
-  void publish() { head.store(head.load(std::memory_order_relaxed) + 1, std::memory_order_release); }
-};
+// ---- the own-thread mode: the SDK's PipelineThread --------------------------------------------
+PipelineThreadOptions thread_options() {
+  PipelineThreadOptions o;
+  o.queue_capacity = 256;     // 2.5 s of the IMU stream
+  o.blob_slots = 16;          // 1.6 s of frames (1 MiB)
+  o.blob_slot_bytes = kFrame;
+  o.thread_name = "fp-isolation";
+  o.on_thread_start = [] {
+    // The host loop is SCHED_FIFO and threads inherit it: the collector runs below the host.
+    sched_param normal{};
+    pthread_setschedparam(pthread_self(), SCHED_OTHER, &normal);
+  };
+  return o;
+}
 
 struct ModeResult {
   std::vector<std::int64_t> lateness;  // ns
@@ -208,37 +201,22 @@ struct ModeResult {
 enum class Mode { alone, inloop, thread, twin };
 
 // One phase of `seconds` of the 1 kHz loop in `mode`, appending to `out`.
-void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p, const Streams& s,
-               Producer& prod, double t_origin_ns, ModeResult& out) {
+// In thread mode `p` is null and `th` (started) owns the pipeline.
+void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p, PipelineThread* th,
+               const Streams& s, Producer& prod, double t_origin_ns, ModeResult& out) {
   const std::int64_t ticks = static_cast<std::int64_t>(seconds * 1000);
-  Spsc* q = nullptr;
-  std::atomic<bool> stop{false};
-  std::thread worker;
-  std::int64_t worker_cpu = 0;
-  if (mode == Mode::thread) {
-    q = new Spsc;
-    worker = std::thread([&] {
-      sched_param normal{};
-      pthread_setschedparam(pthread_self(), SCHED_OTHER, &normal);  // the collector runs below the host
-      const auto c0 = thread_cpu_ns();
-      while (!stop.load(std::memory_order_acquire)) {
-        bool any = false;
-        while (q->tail.load(std::memory_order_relaxed) != q->head.load(std::memory_order_acquire)) {
-          Slot& sl = q->slots[q->tail.load(std::memory_order_relaxed) % Spsc::N];
-          if (sl.blob) {
-            p->push_blob(s.cam, sl.t, std::string_view(sl.bytes.data(), sl.blob_size));
-          } else {
-            p->push(s.imu, sl.t, sl.v.data(), sl.v.size());
-          }
-          q->tail.store(q->tail.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-          any = true;
-        }
-        p->poll();
-        if (!any) p->run_for(std::chrono::microseconds(1000));
-      }
-      worker_cpu = thread_cpu_ns() - c0;
-    });
-  }
+  // The pipeline thread's CPU time, read on that thread (outside the timed loop).
+  auto worker_cpu_now = [&] {
+    std::int64_t ns = 0;
+    if (auto r = th->call([&](Pipeline&) { ns = thread_cpu_ns(); }, std::chrono::seconds(5)); !r) {
+      std::fprintf(stderr, "bench_isolation: %s\n", r.error().message.c_str());
+      std::exit(2);
+    }
+    return ns;
+  };
+  std::int64_t worker_cpu0 = 0;
+  const PipelineThreadStats stats0 = th ? th->stats() : PipelineThreadStats{};
+  if (mode == Mode::thread) worker_cpu0 = worker_cpu_now();
   const auto proc0 = process_cpu_ns();
   std::int64_t enqueue_ns = 0, loop_cpu = 0;
   std::int64_t next = mono_ns() + kPeriodNs;
@@ -280,29 +258,14 @@ void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p,
       ++out.polls;
       if (w3 - w2 > 1000000) ++out.long_polls;
     } else if (mode == Mode::thread) {
-      if (k % 10 == 0 || k % 100 == 0) {
-        if (k % 10 == 0) {
-          if (Slot* sl = q->producer_slot()) {
-            sl->blob = false;
-            sl->t = t;
-            sl->v = {0.1 * std::sin(t), 0.2, 9.81, 0.01, 0.02, 0.03};
-            q->publish();
-          } else {
-            ++q->dropped;
-          }
-        }
-        if (k % 100 == 0) {
-          if (Slot* sl = q->producer_slot()) {
-            sl->blob = true;
-            sl->t = t;
-            prod.frame[0] = static_cast<char>(k);
-            std::memcpy(sl->bytes.data(), prod.frame.data(), kFrame);
-            sl->blob_size = kFrame;
-            q->publish();
-          } else {
-            ++q->dropped;
-          }
-        }
+      // Wait-free, allocation-free; a full queue drops (counted in th->stats()).
+      if (k % 10 == 0) {
+        const double v[6] = {0.1 * std::sin(t), 0.2, 9.81, 0.01, 0.02, 0.03};
+        th->push(s.imu, t, v, 6);
+      }
+      if (k % 100 == 0) {
+        prod.frame[0] = static_cast<char>(k);
+        th->push_blob(s.cam, t, prod.frame);
       }
     }
     const auto c2 = thread_cpu_ns();
@@ -322,13 +285,14 @@ void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p,
   }
   out.lateness.resize(nlat);
   if (mode == Mode::thread) {
-    stop.store(true, std::memory_order_release);
-    worker.join();
+    const std::int64_t worker_cpu = worker_cpu_now() - worker_cpu0;
     out.fp_cpu_ns += worker_cpu + enqueue_ns;
     out.total_cpu_ns += process_cpu_ns() - proc0;
-    if (q->dropped) std::fprintf(stderr, "thread mode: %llu samples dropped (queue full)\n",
-                                 (unsigned long long)q->dropped);
-    delete q;
+    const PipelineThreadStats st = th->stats();
+    const auto dropped = (st.dropped_queue_full - stats0.dropped_queue_full) +
+                         (st.dropped_blob_too_large - stats0.dropped_blob_too_large);
+    if (dropped) std::fprintf(stderr, "thread mode: %llu samples dropped (queue full)\n",
+                              (unsigned long long)dropped);
   } else {
     out.total_cpu_ns += loop_cpu;
   }
@@ -354,7 +318,7 @@ int twin(const std::string& db, const std::string& bucket, double seconds) {
   Producer prod;
   prod.refresh_frame();
   ModeResult ignored;
-  run_phase(Mode::twin, seconds, 0, p.get(), s, prod, double(mono_ns()), ignored);
+  run_phase(Mode::twin, seconds, 0, p.get(), nullptr, s, prod, double(mono_ns()), ignored);
   return 0;
 }
 
@@ -429,12 +393,24 @@ int main(int argc, char** argv) {
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(500));  // twin's setup
           }
-          run_phase(Mode::alone, phase_s, iters, nullptr, s, prod, origin, ra);
+          run_phase(Mode::alone, phase_s, iters, nullptr, nullptr, s, prod, origin, ra);
           if (tw > 0) waitpid(tw, nullptr, 0);
           break;
         }
-        case 1: run_phase(Mode::inloop, phase_s, iters, p.get(), s, prod, origin, ri); break;
-        default: run_phase(Mode::thread, phase_s, iters, p.get(), s, prod, origin, rt); break;
+        case 1: run_phase(Mode::inloop, phase_s, iters, p.get(), nullptr, s, prod, origin, ri); break;
+        default: {
+          // The same Pipeline (buffer, uploader state) in every mode: the PipelineThread takes it
+          // for the phase and hands it back. Queue allocation and start/stop are outside the
+          // timed loop.
+          auto th = PipelineThread::create(std::move(p), thread_options());
+          if (!th || !(*th)->start()) {
+            std::fprintf(stderr, "bench_isolation: could not start the pipeline thread\n");
+            return 2;
+          }
+          run_phase(Mode::thread, phase_s, iters, nullptr, th->get(), s, prod, origin, rt);
+          p = (*th)->release();  // stop: joins, processes what is queued
+          break;
+        }
       }
     }
     const double a99 = quantile(ra.lateness, 0.99), amax = quantile(ra.lateness, 1.0);
