@@ -232,7 +232,10 @@ struct PipelineThread::Impl {
           }
           break;
         case Kind::fire:
-          (void)p.capture().fire(TriggerHandle{e.index}, e.t);
+          try {
+            (void)p.capture().fire(TriggerHandle{e.index}, e.t);  // a bad handle is counted
+          } catch (...) {  // out of memory building the error message: nothing to report to
+          }
           break;
         case Kind::tick:
           p.tick(e.t);
@@ -355,37 +358,62 @@ struct PipelineThread::Impl {
     }
   }
 
-  void run() {
+  void run() noexcept {
     worker_id.store(std::this_thread::get_id(), std::memory_order_relaxed);
-    setup_thread();
-    log(pipeline->port(), LogLevel::info, kComponent, "pipeline thread started");
+    try {
+      setup_thread();
+      log(pipeline->port(), LogLevel::info, kComponent, "pipeline thread started");
+    } catch (...) {  // a log line that could not be built
+    }
     Pipeline& p = *pipeline;
+    std::uint64_t failures = 0;
     for (;;) {
       m_wakeups->inc();
       n_wakeups.fetch_add(1, std::memory_order_relaxed);
-      drain_queue();
-      if (requests_pending.load(std::memory_order_acquire)) serve_requests();
-      report_drops();
-      if (stop_flag.load(std::memory_order_acquire)) break;
-      const bool busy = p.poll();
-      if (has_work()) continue;
-      // A request on the network: wait for its I/O (bounded slice; the host cannot wake a wait
-      // inside the io_context, so keep it short). Otherwise (idle, paused, waiting for a batch's
-      // age, a backoff or a timer) sleep until woken or idle_wait.
-      if (busy && p.has_uploader() && !p.uploader().idle()) {
-        p.run_for(std::min<std::chrono::microseconds>(
-            std::chrono::milliseconds(2),
-            std::chrono::duration_cast<std::chrono::microseconds>(opt.idle_wait)));
-      } else {
+      try {
+        drain_queue();
+        if (requests_pending.load(std::memory_order_acquire)) serve_requests();
+        report_drops();
+        if (stop_flag.load(std::memory_order_acquire)) break;
+        const bool busy = p.poll();
+        if (has_work()) continue;
+        // A request on the network: wait for its I/O (bounded slice; the host cannot wake a
+        // wait inside the io_context, so keep it short). Otherwise (idle, paused, waiting for a
+        // batch's age, a backoff or a timer) sleep until woken or idle_wait.
+        if (busy && p.has_uploader() && !p.uploader().idle()) {
+          p.run_for(std::min<std::chrono::microseconds>(
+              std::chrono::milliseconds(2),
+              std::chrono::duration_cast<std::chrono::microseconds>(opt.idle_wait)));
+        } else {
+          sleep_idle();
+        }
+      } catch (const std::exception& e) {
+        // Out of memory in the pipeline's work: never let it end the process. Logged at the
+        // first failure and each power of two; the loop goes on after a pause.
+        ++failures;
+        if ((failures & (failures - 1)) == 0) {
+          try {
+            log(p.port(), LogLevel::error, kComponent,
+                std::string("pipeline work failed (") + std::to_string(failures) +
+                    " so far): " + e.what());
+          } catch (...) {
+          }
+        }
         sleep_idle();
       }
     }
     std::unique_lock<std::mutex> lk(mu);
-    consume_locked();  // entries and calls that raced with stop
+    try {
+      consume_locked();  // entries and calls that raced with stop
+    } catch (...) {
+    }
     worker_done = true;
     lk.unlock();
     cv.notify_all();
-    log(pipeline->port(), LogLevel::info, kComponent, "pipeline thread stopped");
+    try {
+      log(pipeline->port(), LogLevel::info, kComponent, "pipeline thread stopped");
+    } catch (...) {
+    }
   }
 
   bool on_worker() const noexcept {
@@ -436,7 +464,10 @@ Result<std::unique_ptr<PipelineThread>> PipelineThread::create(std::unique_ptr<P
   m.cap = m.opt.queue_capacity;
   m.nslots = m.opt.blob_slots;
   m.slot_bytes = m.opt.blob_slot_bytes;
-  if (m.slot_bytes == 0) m.nslots = 0;
+  if (m.slot_bytes == 0 || m.nslots == 0) {  // no blob storage: every blob is too large
+    m.nslots = 0;
+    m.slot_bytes = 0;
+  }
   for (const auto& s : m.pipeline->capture().streams()) {
     const bool blob = s.kind == StreamKind::blob;
     m.stream_is_blob.push_back(blob);
@@ -504,6 +535,7 @@ Result<void> PipelineThread::start() {
 
 void PipelineThread::stop() noexcept {
   Impl& m = *impl_;
+  if (m.on_worker()) return;  // from a call() on the thread itself: it cannot join itself
   std::lock_guard<std::mutex> life(m.life_mu);
   if (m.released.load(std::memory_order_relaxed)) return;
   bool was_running;

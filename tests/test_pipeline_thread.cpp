@@ -495,3 +495,45 @@ TEST_CASE("an idle pipeline thread sleeps instead of spinning", "[pipeline_threa
   CHECK(th->stats().processed == 1);
   th->stop();
 }
+
+TEST_CASE("without blob storage every blob is dropped as blob_too_large", "[pipeline_thread]") {
+  Env env;
+  PipelineThreadOptions o;
+  o.blob_slots = 0;
+  auto th = make_thread(base_config("pt-noblob"), env.port, o);
+  auto cam = th->stream("cam");
+  CHECK_FALSE(th->push_blob(cam, 0.0, "x"));
+  CHECK(th->push_blob(cam, 0.1, ""));  // an empty blob needs no slot
+  CHECK(th->stats().dropped_blob_too_large == 1);
+  CHECK(th->stats().dropped_queue_full == 0);
+  th->stop();
+  CHECK(th->pipeline().status().capture.samples == 1);
+}
+
+TEST_CASE("a call the busy thread does not pick up in time times out and never runs",
+          "[pipeline_thread]") {
+  Env env;
+  auto th = make_thread(base_config("pt-timeout"), env.port);
+  REQUIRE(th->start().ok());
+  std::atomic<bool> entered{false}, release{false};
+  std::thread blocker([&] {
+    auto r = th->call(
+        [&](Pipeline&) {
+          entered = true;
+          while (!release.load()) std::this_thread::sleep_for(1ms);
+        },
+        10s);
+    CHECK(r.ok());
+  });
+  while (!entered.load()) std::this_thread::sleep_for(1ms);
+  bool ran = false;
+  auto late = th->call([&](Pipeline&) { ran = true; }, 50ms);  // the thread is inside the first
+  REQUIRE_FALSE(late.ok());
+  CHECK(late.error().is(errc::timeout));
+  release = true;
+  blocker.join();
+  auto after = th->status(5s);  // the thread serves calls again
+  CHECK(after.ok());
+  th->stop();
+  CHECK_FALSE(ran);
+}

@@ -81,7 +81,8 @@ namespace fleetpipe {
 struct PipelineThreadOptions {
   /// Queue entries (numeric rows, blobs, fires, ticks waiting for the thread). 1 .. 2^24.
   std::size_t queue_capacity = 1024;
-  /// Blob slots (blobs waiting for the thread). 0 .. queue_capacity (0: every blob is dropped).
+  /// Blob slots (blobs waiting for the thread). 0 .. queue_capacity (0, or blob_slot_bytes 0:
+  /// no blob storage, every non-empty blob is dropped as blob_too_large).
   std::size_t blob_slots = 8;
   /// Largest blob a slot holds (bytes). 0 .. 1 GiB; blob_slots × blob_slot_bytes ≤ 4 GiB.
   std::size_t blob_slot_bytes = 256 * 1024;
@@ -134,7 +135,8 @@ class PipelineThread {
   /// Asks the thread to finish, waits for it (it processes every entry queued before this call
   /// and runs pending calls; a call in progress, e.g. drain(), finishes first), and joins it.
   /// Entries pushed after stop() are processed by the next start() or by stop()/the destructor.
-  /// Does not drain uploads (call drain() before). No-op when not running.
+  /// Does not drain uploads (call drain() before). When not running it processes what is
+  /// queued on the calling thread. Ignored when called on the pipeline thread (from call()).
   void stop() noexcept;
   /// stop(), then hands the Pipeline back (driven by the caller from now on). Afterwards only
   /// stats(), running() and the destructor may be called; producer calls return false and count
