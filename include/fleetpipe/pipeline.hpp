@@ -21,7 +21,8 @@
 //
 // Caveats (read first)
 //  - No hidden threads: nothing happens between calls. A host that stops calling poll() stops
-//    uploads (data stays safe in the Buffer).
+//    uploads (data stays safe in the Buffer). Hosts that prefer a collector thread opt in with
+//    fleetpipe/pipeline_thread.hpp (PipelineThread: a wait-free queue in front of this class).
 //  - Not thread-safe: one thread (the host's loop) calls push/poll/run_for/drain/status. The
 //    exceptions are `set_network_state`, `pause`, `resume`, `set_rate`, `flush_uploads`, which
 //    any thread may call (they take effect on the next poll), and reading metrics().
