@@ -465,7 +465,7 @@ TEST_CASE("a certificate for another host name is rejected", "[uploader][s3][tls
   CHECK((*buf)->stats().records == 1);
 }
 
-TEST_CASE("host pause holds uploads and is counted; resume delivers; a pause mid-multipart keeps "
+TEST_CASE("host pause holds uploads and is counted, resume delivers, a pause mid-multipart keeps "
           "the stored parts", "[uploader][s3][shaping]") {
   auto env = test::load_s3_env();
   auto bucket = unique_bucket("pause");
