@@ -14,6 +14,7 @@
 #include "detail/credentials.hpp"
 #include "detail/digest.hpp"
 #include "detail/s3_client.hpp"
+#include "detail/uploader_shared.hpp"
 #include "fleetpipe/asio.hpp"
 #include "fleetpipe/version.hpp"
 
@@ -98,8 +99,8 @@ struct Pipeline::Impl {
   boost::asio::io_context ioc;
   std::unique_ptr<Uploader> uploader;
 
-  // Heartbeat: a small PUT on its own connection (the Uploader has no "put this object" call;
-  // see docs/pipeline.md).
+  // Heartbeat: a small PUT on its own connection, under the uploader's token bucket (see
+  // docs/pipeline.md).
   std::unique_ptr<detail::CredentialResolver> hb_creds;
   std::unique_ptr<detail::S3Client> hb_client;
   bool hb_in_flight = false;
@@ -127,6 +128,7 @@ struct Pipeline::Impl {
   Counter* hb_ok = nullptr;
   Counter* hb_fail = nullptr;
   Counter* hb_skip = nullptr;
+  Counter* hb_skip_paused = nullptr;
   Gauge* uptime = nullptr;
   Gauge* backlog_records[8] = {};
   Gauge* backlog_bytes[8] = {};
@@ -154,12 +156,14 @@ void Pipeline::Impl::register_metrics() {
   polls = &metrics.counter("fleetpipe_pipeline_polls_total", "Pipeline::poll calls");
   poll_overruns = &metrics.counter("fleetpipe_pipeline_poll_overruns_total",
                                    "poll calls that returned after their budget");
-  const char* hb_help = "heartbeat objects by result (ok, failed, skipped_offline)";
+  const char* hb_help = "heartbeat objects by result (ok, failed, skipped_offline, skipped_paused)";
   hb_ok = &metrics.counter("fleetpipe_pipeline_heartbeats_total", hb_help, {{"result", "ok"}});
   hb_fail =
       &metrics.counter("fleetpipe_pipeline_heartbeats_total", hb_help, {{"result", "failed"}});
   hb_skip = &metrics.counter("fleetpipe_pipeline_heartbeats_total", hb_help,
                              {{"result", "skipped_offline"}});
+  hb_skip_paused = &metrics.counter("fleetpipe_pipeline_heartbeats_total", hb_help,
+                                    {{"result", "skipped_paused"}});
   uptime = &metrics.gauge("fleetpipe_pipeline_uptime_seconds", "seconds since the pipeline started");
   for (int p = 0; p < 8; ++p) {
     Labels l{{"priority", std::to_string(p)}};
@@ -321,6 +325,12 @@ void Pipeline::Impl::maybe_start_heartbeat(MonoTime now) {
     log(port, LogLevel::debug, "pipeline", "heartbeat skipped: network offline");
     return;
   }
+  if (detail::uploader_paused(*uploader)) {  // a paused link carries nothing, heartbeats included
+    ++hb_skipped;
+    hb_skip_paused->inc();
+    log(port, LogLevel::debug, "pipeline", "heartbeat skipped: uploads paused");
+    return;
+  }
   refresh_gauges(now);
   std::string body;
   try {
@@ -429,8 +439,12 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(Config config, const Port& ho
       detail::CredentialResolver* creds = m.hb_creds.get();
       Clock* clock = m.port.clock;
       hooks.credentials = [creds] { return creds->get(); };
-      hooks.wall = [clock] { return clock->wall(); };
+      // The heartbeat shares the uploader's token bucket (caps count every byte fleetpipe sends)
+      // and its clock correction; both run on this pipeline's io_context thread.
+      Uploader* up = m.uploader.get();
+      hooks.wall = [up] { return detail::uploader_signing_wall(*up); };
       hooks.mono = [clock] { return clock->monotonic(); };
+      hooks.bucket = detail::uploader_token_bucket(*up);
       auto client = detail::S3Client::create(m.ioc, m.config.uploader, std::move(hooks));
       if (!client) return std::move(client).error();
       m.hb_client = std::move(*client);

@@ -31,6 +31,7 @@
 #include "detail/digest.hpp"
 #include "detail/s3_client.hpp"
 #include "detail/token_bucket.hpp"
+#include "detail/uploader_shared.hpp"
 #include "fleetpipe/asio.hpp"
 #include "fleetpipe/version.hpp"
 
@@ -548,6 +549,15 @@ class Engine : public std::enable_shared_from_this<Engine> {
   }
 
   bool idle() const { return !batch_ && !any_busy(); }
+
+  // For the pipeline's heartbeat (detail/uploader_shared.hpp), on the driving thread only.
+  detail::TokenBucket* shaping_bucket() { return &bucket_; }
+  WallTime signing_wall() const { return corrected_wall(); }
+  bool uploads_paused() const {  // host and network as of now (the next tick would see them too)
+    NetworkState ns = port_.network->get();
+    return paused() || host_paused_.load() || ns == NetworkState::offline ||
+           (ns == NetworkState::metered && cfg_.pause_when_metered);
+  }
 
   UploaderStatus status() const {
     std::lock_guard<std::mutex> g(status_mu_);
@@ -1878,6 +1888,7 @@ struct Uploader::Impl {
 };
 
 struct UploaderFactory {
+  static Engine& engine(const Uploader& u) { return *u.impl_->engine; }
   static Result<std::unique_ptr<Uploader>> make(std::unique_ptr<net::io_context> own,
                                                 net::io_context& ioc, const UploaderConfig& config,
                                                 Buffer& buffer, const Port& port,
@@ -1898,6 +1909,12 @@ struct UploaderFactory {
     return std::unique_ptr<Uploader>(new Uploader(std::move(impl)));
   }
 };
+
+namespace detail {
+TokenBucket* uploader_token_bucket(Uploader& u) noexcept { return UploaderFactory::engine(u).shaping_bucket(); }
+WallTime uploader_signing_wall(const Uploader& u) { return UploaderFactory::engine(u).signing_wall(); }
+bool uploader_paused(const Uploader& u) noexcept { return UploaderFactory::engine(u).uploads_paused(); }
+}  // namespace detail
 
 Uploader::Uploader(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 Uploader::~Uploader() = default;

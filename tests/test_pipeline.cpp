@@ -280,6 +280,31 @@ TEST_CASE("a heartbeat due while offline is skipped and counted", "[pipeline]") 
                            {{"result", "skipped_offline"}}) == 2);
 }
 
+TEST_CASE("a heartbeat due while uploads are paused is skipped and counted", "[pipeline]") {
+  Env env;
+  Config c = base_config("pl-hbpause");
+  c.uploader.enabled = true;
+  c.uploader.endpoint = "https://127.0.0.1:9";  // never reached: paused
+  c.uploader.bucket = "bucket-x";
+  c.uploader.credentials.source = CredentialsSource::static_keys;
+  c.uploader.credentials.access_key_id = "AK";
+  c.uploader.credentials.secret_access_key = "SK";
+  c.pipeline.heartbeat_interval_s = 60;
+  auto p = make(c, env.port);
+  p->pause_uploads();
+  p->poll(500us);  // heartbeat_on_start: due now, host pause
+  env.clock.advance(61s);
+  p->set_network_state(NetworkState::metered);  // pause_when_metered (default)
+  p->resume_uploads();
+  p->poll(500us);
+  auto s = p->status();
+  CHECK(s.heartbeats_skipped == 2);
+  CHECK(s.heartbeats_sent == 0);
+  CHECK(s.heartbeats_failed == 0);
+  CHECK(p->metrics().value("fleetpipe_pipeline_heartbeats_total", {{"result", "skipped_paused"}}) == 2);
+  CHECK(p->metrics().value("fleetpipe_pipeline_heartbeats_total", {{"result", "skipped_offline"}}) == 0);
+}
+
 TEST_CASE("a heartbeat that cannot be delivered is counted as failed", "[pipeline]") {
   Env env;
   Config c = base_config("pl-hbfail");

@@ -41,9 +41,10 @@
 // holding the device, time, SDK version, uptime, network state, backlog by priority, wear-budget
 // use, capture/trigger/uploader totals, the last error, and the full metrics JSON export
 // (schema: docs/pipeline.md). It goes through the same endpoint, credentials and TLS settings as
-// the uploader, on its own connection, is skipped while the network is offline (counted), and a
-// failed one is not retried (the next one carries newer numbers); both are counted in
-// fleetpipe_pipeline_heartbeats_total{result}.
+// the uploader, on its own connection, under the uploader's rate cap (one token bucket for every
+// byte sent) and clock correction; it is skipped while the network is offline or uploads are
+// paused (counted), and a failed one is not retried (the next one carries newer numbers); all are
+// counted in fleetpipe_pipeline_heartbeats_total{result}.
 #pragma once
 
 #include <chrono>
@@ -86,7 +87,7 @@ struct PipelineStatus {
   std::uint64_t polls = 0;
   std::uint64_t heartbeats_sent = 0;
   std::uint64_t heartbeats_failed = 0;
-  std::uint64_t heartbeats_skipped = 0;  ///< due while offline
+  std::uint64_t heartbeats_skipped = 0;  ///< due while offline or uploads paused
   std::optional<WallTime> last_heartbeat;  ///< wall time of the last stored heartbeat
   std::string last_heartbeat_key;          ///< its object key
   std::string last_error;  ///< newest failure of any component, for people ("" if none)

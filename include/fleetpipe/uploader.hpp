@@ -111,7 +111,9 @@ struct UploaderConfig {
   /// Connections (each with one request in flight): parts of one multipart upload go out in
   /// parallel over them, sharing the rate limit. Memory: about io_chunk_bytes + 50 KiB each.
   std::uint32_t max_concurrent_requests = 4;
-  double abandon_multipart_after_s = 7 * 86400.0;   ///< abort resume state older than this
+  /// Multipart uploads older than this are aborted: our own resume state, and any upload under
+  /// `prefix` found by the periodic bucket scan (docs/uploader.md "Resume").
+  double abandon_multipart_after_s = 7 * 86400.0;
   // --- retries ---------------------------------------------------------------------------
   std::uint32_t max_attempts = 6;    ///< per request, then the batch is nacked and retried later
   double retry_base_delay_s = 0.2;

@@ -186,3 +186,32 @@ TEST_CASE("offline network holds uploads in the buffer until the host reports on
   CHECK(p.status().uploader.objects_uploaded >= 1);
   CHECK_FALSE(list(prefix + "/stream=imu/").empty());
 }
+
+TEST_CASE("the heartbeat goes out under the uploader's rate cap and still arrives", "[pipeline][s3]") {
+  tool(std::string("make ") + kBucket);
+  std::string prefix = unique_prefix("hbcap");
+  Config c = s3_config(prefix);
+  c.pipeline.heartbeat_on_start = false;
+  auto created = Pipeline::create(c);  // the real clock: shaping needs time to pass
+  REQUIRE(created.ok());
+  Pipeline& p = **created;
+  // A cap that makes the heartbeat object (~N bytes + headers) take about 2 s on the wire;
+  // unshaped it takes a few ms.
+  const double n = static_cast<double>(nlohmann::json::parse(p.heartbeat_json()).dump().size());  // as sent: compact
+  REQUIRE(n > 2000);
+  p.set_upload_rate(n / 2);
+  p.run_for(50ms);  // the uploader picks the rate up (its bucket starts empty)
+  const auto t0 = std::chrono::steady_clock::now();
+  p.request_heartbeat();
+  while (p.status().heartbeats_sent + p.status().heartbeats_failed == 0 &&
+         std::chrono::steady_clock::now() - t0 < 30s) {
+    p.run_for(10ms);
+  }
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto s = p.status();
+  REQUIRE(s.heartbeats_sent == 1);
+  CHECK(s.heartbeats_failed == 0);
+  INFO("heartbeat of " << n << " bytes at " << n / 2 << " B/s took " << took << " s");
+  CHECK(took >= 1.5);  // at most a burst (max(4 KiB, rate/10)) could go out before the cap bites
+  CHECK(list(prefix + "/_heartbeat/device=dev-s3/").size() == 1);
+}
