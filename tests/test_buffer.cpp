@@ -181,7 +181,7 @@ TEST_CASE("parked records are kept and counted but not leased again") {
   CHECK(e.logged("parked 1 record"));
 }
 
-TEST_CASE("records leased but not acked come back after a restart; ids are never reused") {
+TEST_CASE("records leased but not acked come back after a restart, ids are never reused") {
   Env e("buf-restart");
   RecordId last = 0;
   {
@@ -201,7 +201,7 @@ TEST_CASE("records leased but not acked come back after a restart; ids are never
   CHECK(b->append(meta(1), "y").id > last);
 }
 
-TEST_CASE("compressed and chunked payloads read back exactly; compression ratio exported") {
+TEST_CASE("compressed and chunked payloads read back exactly, compression ratio exported") {
   Env e("buf-chunks");
   e.cfg.chunk_bytes = 64 * 1024;
   auto b = e.open();
@@ -281,7 +281,7 @@ TEST_CASE("invalid records are rejected with invalid_argument and counted") {
   CHECK(b->stats().records == 0);
 }
 
-TEST_CASE("batch append commits many records; rejects are per record") {
+TEST_CASE("batch append commits many records, rejects are per record") {
   Env e("buf-batch");
   auto b = e.open();
   std::vector<std::pair<RecordMeta, std::string_view>> batch;
@@ -539,7 +539,7 @@ TEST_CASE("inspect_buffer reports per stream and priority while the writer has i
   CHECK(inspect_buffer((fs::path(e.cfg.path) / "nope").string()).error().is(errc::not_found));
 }
 
-TEST_CASE("durability interval syncs on the clock; flush and poll succeed") {
+TEST_CASE("durability interval syncs on the clock, flush and poll succeed") {
   Env e("buf-interval");
   e.cfg.durability = Durability::interval;
   e.cfg.sync_interval_ms = 500;
@@ -550,7 +550,7 @@ TEST_CASE("durability interval syncs on the clock; flush and poll succeed") {
   REQUIRE(b->flush().ok());
 }
 
-TEST_CASE("buffer config: every key parses; errors name the pointer") {
+TEST_CASE("buffer config: every key parses, errors name the pointer") {
   auto c = parse_config(R"({"device_id":"d","buffer":{"path":"/data/fp","durability":"interval",
     "sync_interval":"250ms","policy":"reject","max_bytes":"1GiB","max_records":5000,
     "reserved_share":{"7":0.1,"6":0.2},"min_free_bytes":"128MiB","min_free_inodes":100,

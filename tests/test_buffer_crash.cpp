@@ -224,7 +224,7 @@ TEST_CASE("kill -9 at random points: every accepted record survives exactly once
   CHECK(max_id_seen > 0);
 }
 
-TEST_CASE("reader slot of a killed reader process is cleared by poll; inspect works alongside") {
+TEST_CASE("reader slot of a killed reader process is cleared by poll, inspect works alongside") {
   auto dir = (test::scratch_dir("buf-stale") / "db").string();
   BufferConfig cfg = crash_config(dir, Durability::sync);
   MetricsRegistry m;

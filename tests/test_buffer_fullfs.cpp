@@ -131,7 +131,7 @@ TEST_CASE("full tmpfs: evict keeps headroom, counts evictions, high priority sti
   CHECK((*b)->append(meta(7, seq), payload_for(seq, size)).accepted);
 }
 
-TEST_CASE("full tmpfs: reject applies back-pressure with counters; acked space is reused") {
+TEST_CASE("full tmpfs: reject applies back-pressure with counters, acked space is reused") {
   TmpfsMount m("buf-tmpfs-reject", "size=4m");
   if (!m.mounted) {
     WARN("cannot mount tmpfs (" << m.error << "): test needs root; skipped");

@@ -173,7 +173,7 @@ TEST_CASE("the post window is byte-bounded per trigger", "[capture]") {
   CHECK(ev.sections[0].count == 11);
 }
 
-TEST_CASE("the pre-trigger ring is bounded by bytes; early eviction is counted", "[capture]") {
+TEST_CASE("the pre-trigger ring is bounded by bytes, early eviction is counted", "[capture]") {
   // 16-byte rows, 64-byte ring = 4 rows, ring_seconds 10 asks for much more.
   Rig rig({numeric_stream("imu", {"x"}, 10, 64)},
           {window(threshold_trigger("hit", "imu", "x", ThresholdOp::above, 10), 10, 0)});

@@ -129,7 +129,7 @@ TEST_CASE("the URL form reproduces the published examples", "[sigv4]") {
         std::string::npos);
 }
 
-TEST_CASE("session token is signed and returned; UNSIGNED-PAYLOAD is honoured", "[sigv4]") {
+TEST_CASE("session token is signed and returned, UNSIGNED-PAYLOAD is honoured", "[sigv4]") {
   auto h = sign_s3_request("PUT", "http://127.0.0.1:9000/bucket/key", {}, "abc", kAccess, kSecret,
                            "garage", kDate, "FQoGZXIvYXdzEXAMPLE", true);
   REQUIRE(h.ok());

@@ -124,7 +124,7 @@ TEST_CASE("periodic fires every period of sample time", "[trigger]") {
   CHECK(run(p, std::vector<double>(10, 0.0)) == 4);
 }
 
-TEST_CASE("stream-less periodic runs from tick() too; a long gap fires once", "[trigger]") {
+TEST_CASE("stream-less periodic runs from tick() too, a long gap fires once", "[trigger]") {
   Rig rig({numeric_stream("s", {"x"})}, {quick(periodic_trigger("base", 10))});
   rig.cap->tick(0);
   rig.cap->tick(5);
@@ -139,7 +139,7 @@ TEST_CASE("stream-less periodic runs from tick() too; a long gap fires once", "[
   CHECK(rig.fires("base") == 3);
 }
 
-TEST_CASE("manual fires through cooldown; unknown names are errors", "[trigger]") {
+TEST_CASE("manual fires through cooldown, unknown names are errors", "[trigger]") {
   auto m = quick(manual_trigger("button"));
   m.cooldown_s = 5;
   Rig rig({numeric_stream("s", {"x"})}, {m});

@@ -78,7 +78,7 @@ std::string upload_one_event(const std::string& prefix) {
 
 }  // namespace
 
-TEST_CASE("query finds, downloads and decodes an event a real pipeline uploaded; status sees "
+TEST_CASE("query finds, downloads and decodes an event a real pipeline uploaded, status sees "
           "its heartbeat",
           "[query][s3]") {
   make_bucket();
