@@ -50,6 +50,12 @@ std::optional<WallTime> parse_http_date(const std::string& s) {
 }
 
 constexpr std::size_t kMaxResponseBody = 4u << 20;
+// Bytes received but not yet consumed by the parser: a status line + headers (Beast's header
+// limit is 8 KiB) or one chunk header. Beast re-parses an incomplete chunk header from its start
+// on every read, so a server dripping an endless chunk extension would cost O(n^2) CPU; with this
+// cap the read fails (buffer_overflow -> a network failure, retried) after 16 KiB instead.
+// Found by fuzz_http_response (tests/fuzz/corpus/http_response/regression-chunk-ext-drip).
+constexpr std::size_t kMaxUnparsedResponseBytes = 16u << 10;
 
 }  // namespace
 
@@ -365,7 +371,7 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
   bool reused = false;        // this request runs on a kept-alive connection
   bool stale_retry_done = false;
   net::steady_timer timer;
-  beast::flat_buffer rbuf;
+  beast::flat_buffer rbuf{kMaxUnparsedResponseBytes};
   std::optional<http::response_parser<http::string_body>> parser;
   std::unique_ptr<char[]> chunk;
   std::size_t chunk_cap = 0;

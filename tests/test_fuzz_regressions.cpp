@@ -4,7 +4,12 @@
 #include "detail/event_format.hpp"
 
 #include <catch2/catch.hpp>
+#include <atomic>
+#include <boost/asio.hpp>
+#include <chrono>
 #include <cstring>
+#include <optional>
+#include <thread>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -103,4 +108,69 @@ TEST_CASE("config: a number too large for a double is an invalid_config error, n
   CHECK(c.error().is(errc::invalid_config));
   CHECK(c.error().json_pointer == "/");
   CHECK_FALSE(parse_config(R"({"device_id":"d","x":1e400})").ok());
+}
+
+// fuzz_http_response (timeout): Beast re-parses an incomplete chunk header from its start on every
+// read, so a server dripping an endless chunk extension cost the client O(n^2) CPU and kept the
+// request alive until the inactivity timeout. The client's read buffer now holds at most 16 KiB
+// unparsed: the request fails at once as a network failure (retried by the uploader).
+TEST_CASE("a server dripping an endless chunk extension fails the request fast, as a network failure",
+          "[fuzz][http]") {
+  namespace net = boost::asio;
+  using tcp = net::ip::tcp;
+  const std::string reply = corpus("http_response/regression-chunk-ext-drip").substr(1);  // byte 0: harness mode
+  REQUIRE(reply.size() > (16u << 10));
+  net::io_context server_ioc;
+  tcp::acceptor acceptor(server_ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  const unsigned short port = acceptor.local_endpoint().port();
+  std::atomic<bool> stop{false};
+  std::thread server([&] {
+    boost::system::error_code ec;
+    tcp::socket s(server_ioc);
+    acceptor.accept(s, ec);
+    if (ec) return;
+    std::string req;
+    char b[4096];
+    while (req.find("\r\n\r\n") == std::string::npos) {
+      std::size_t n = s.read_some(net::buffer(b), ec);
+      if (ec) return;
+      req.append(b, n);
+    }
+    for (std::size_t off = 0; off < reply.size() && !stop; off += 64) {  // a drip of small packets
+      net::write(s, net::buffer(reply.data() + off, std::min<std::size_t>(64, reply.size() - off)), ec);
+      if (ec) return;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(10));  // keep it open
+  });
+
+  UploaderConfig c;
+  c.endpoint = "http://127.0.0.1:" + std::to_string(port);
+  c.allow_insecure_http = true;
+  c.bucket = "bucket-x";
+  c.request_timeout_s = 30;  // the old behaviour: a live-looking connection until this timeout
+  S3Client::Hooks hooks;
+  hooks.credentials = [] { return Result<Credentials>(Credentials{"AK", "SK", ""}); };
+  hooks.wall = [] { return std::chrono::system_clock::now(); };
+  hooks.mono = [] { return std::chrono::steady_clock::now(); };
+  net::io_context ioc;
+  auto client = S3Client::create(ioc, c, hooks);
+  REQUIRE(client.ok());
+  std::optional<S3Outcome> outcome;
+  S3Request r;
+  r.method = "GET";
+  r.key = "k";
+  const auto t0 = std::chrono::steady_clock::now();
+  (*client)->async_send(std::move(r), [&](S3Outcome o) { outcome = std::move(o); });
+  while (!outcome && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(40)) {
+    ioc.run_for(std::chrono::milliseconds(50));
+  }
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  stop = true;
+  server.join();
+  REQUIRE(outcome.has_value());
+  INFO(outcome->failure.message << " after " << took << " s");
+  CHECK_FALSE(outcome->ok);
+  CHECK(outcome->failure.cls == FailureClass::network);
+  CHECK(took < 10);
 }
