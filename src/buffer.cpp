@@ -117,6 +117,7 @@ struct Buffer::Impl {
 
   // Durability `interval`.
   MonoTime last_sync{};
+  MonoTime last_reader_check{};  // mdb_reader_check probes every reader's pid: once a second
   bool unsynced = false;
 
   ZSTD_CCtx* cctx = nullptr;
@@ -1332,14 +1333,18 @@ Result<std::vector<std::pair<std::string, std::string>>> Buffer::list_state(
 Result<void> Buffer::poll() {
   Impl& b = *impl_;
   if (!b.usable()) return Error(errc::io_error, "buffer store unavailable");
-  int dead = 0;
-  mdb_reader_check(b.env, &dead);
-  if (dead > 0) {
-    b.m_stale_readers.inc(static_cast<std::uint64_t>(dead));
-    b.log(LogLevel::info, "cleared " + std::to_string(dead) + " stale reader slot(s)");
+  const MonoTime now = b.port.clock->monotonic();
+  if (now - b.last_reader_check >= std::chrono::seconds(1)) {  // hosts poll at up to kHz rates
+    b.last_reader_check = now;
+    int dead = 0;
+    mdb_reader_check(b.env, &dead);
+    if (dead > 0) {
+      b.m_stale_readers.inc(static_cast<std::uint64_t>(dead));
+      b.log(LogLevel::info, "cleared " + std::to_string(dead) + " stale reader slot(s)");
+    }
   }
   if (b.cfg.durability == Durability::interval && b.unsynced &&
-      b.port.clock->monotonic() - b.last_sync >= std::chrono::milliseconds(b.cfg.sync_interval_ms)) {
+      now - b.last_sync >= std::chrono::milliseconds(b.cfg.sync_interval_ms)) {
     if (int rc = b.do_sync()) return Error(errc::io_error, "sync: " + mdb_text(rc));
   }
   b.refresh_gauges();

@@ -245,7 +245,8 @@ class Buffer {
   Result<std::vector<std::pair<std::string, std::string>>> list_state(std::string_view prefix);
 
   /// Periodic housekeeping for the host's loop: fsyncs if an `interval` sync is due, clears
-  /// stale reader slots, refreshes gauges. Cheap when nothing is due. Errors: io_error.
+  /// stale reader slots (at most once a second), refreshes gauges. Cheap when nothing is due
+  /// (no system call). Errors: io_error.
   Result<void> poll();
   /// Forces all committed transactions to disk now (any durability). Errors: io_error.
   Result<void> flush();
