@@ -9,7 +9,7 @@ namespace {
 std::uint64_t effective_burst(double rate, std::uint64_t burst) {
   if (burst > 0) return burst;
   if (rate <= 0) return 0;
-  return std::max<std::uint64_t>(4096, static_cast<std::uint64_t>(rate / 10));
+  return std::max<std::uint64_t>(4096, static_cast<std::uint64_t>(rate / 50));
 }
 }  // namespace
 
@@ -58,9 +58,9 @@ std::chrono::nanoseconds TokenBucket::wait_for(std::uint64_t n, MonoTime now) no
 
 std::size_t TokenBucket::chunk_size(std::size_t max_chunk) const noexcept {
   if (unlimited()) return max_chunk;
-  auto c = static_cast<std::size_t>(rate_ / 50);
+  auto c = static_cast<std::size_t>(rate_ / 100);
   c = std::max<std::size_t>(c, 1024);
-  c = std::min<std::size_t>(c, static_cast<std::size_t>(burst_));
+  c = std::min<std::size_t>(c, static_cast<std::size_t>(burst_ / 2));
   return std::max<std::size_t>(1, std::min(c, max_chunk));
 }
 

@@ -23,7 +23,7 @@ TEST_CASE("a new bucket starts empty, fills to its burst, then refills at the ra
 }
 
 TEST_CASE("the first interval after a start never exceeds rate * t", "[token_bucket]") {
-  TokenBucket b(100000, 0, t0());  // default burst 10 kB
+  TokenBucket b(100000, 0, t0());  // default burst max(4 KiB, 2 kB)
   const std::size_t chunk = b.chunk_size(256 * 1024);
   MonoTime now = t0();
   std::uint64_t sent = 0;
@@ -63,7 +63,7 @@ TEST_CASE("bytes granted over a long run stay within rate*t + burst", "[token_bu
   MonoTime now = t0();
   std::uint64_t sent = 0;
   std::size_t chunk = b.chunk_size(256 * 1024);
-  CHECK(chunk == 2000);  // 1/50 s at 100 kB/s
+  CHECK(chunk == 1024);  // 1/100 s at 100 kB/s is 1000: at least 1 KiB
   const MonoTime end = t0() + 20s;
   while (now < end) {
     auto avail = b.available(now);
@@ -88,7 +88,7 @@ TEST_CASE("set_rate keeps debt, caps tokens, and 0 means unlimited", "[token_buc
   CHECK(b.unlimited());
   CHECK(b.available(t0()) == TokenBucket::kUnlimited);
   CHECK(b.wait_for(1 << 20, t0()) == std::chrono::nanoseconds(0));
-  b.set_rate(1000, 0, t0() + 1s);  // back to limited: default burst max(4 KiB, rate/10)
+  b.set_rate(1000, 0, t0() + 1s);  // back to limited: default burst max(4 KiB, rate/50)
   CHECK(b.burst() == 4096);
   CHECK(b.available(t0() + 1s) == 0);  // a cap replacing "unlimited" starts empty
   CHECK(b.available(t0() + 3s) == 2000);
@@ -100,4 +100,24 @@ TEST_CASE("a clock that stands still or goes back adds no tokens", "[token_bucke
   CHECK(b.available(t0() - 5s) == 0);
   CHECK(b.available(t0()) == 0);
   CHECK(b.available(t0() + 1ms) == 1);
+}
+
+TEST_CASE("after an idle spell a 100 ms window carries at most 1.2 x the rate", "[token_bucket]") {
+  TokenBucket b(1e6, 0, t0());  // default burst: 20 ms of traffic
+  CHECK(b.burst() == 20000);
+  const MonoTime start = t0() + 10s;  // idle for 10 s: the bucket is full
+  const std::size_t chunk = b.chunk_size(256 * 1024);
+  CHECK(chunk == 10000);
+  MonoTime now = start;
+  std::uint64_t sent = 0;
+  while (now < start + 100ms) {
+    if (b.available(now) < chunk) {
+      now += b.wait_for(chunk, now);
+      continue;
+    }
+    b.consume(chunk, now);
+    if (now < start + 100ms) sent += chunk;
+  }
+  CHECK(sent <= 120000);
+  CHECK(sent >= 100000);
 }

@@ -120,7 +120,7 @@ struct UploaderConfig {
   double retry_max_delay_s = 30;
   // --- shaping ---------------------------------------------------------------------------
   double bytes_per_second = 0;       ///< 0 = unlimited
-  std::uint64_t burst_bytes = 0;     ///< 0 = max(4 KiB, rate / 10)
+  std::uint64_t burst_bytes = 0;     ///< 0 = max(4 KiB, rate / 50): 20 ms of traffic
   bool pause_when_metered = true;    ///< NetworkState::metered pauses (else metered rate)
   double metered_bytes_per_second = 0;  ///< 0 = the base rate
   UploaderScheduleConfig schedule;

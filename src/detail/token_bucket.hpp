@@ -21,7 +21,8 @@ class TokenBucket {
  public:
   static constexpr std::uint64_t kUnlimited = std::numeric_limits<std::uint64_t>::max();
 
-  /// rate_bytes_per_s <= 0 means unlimited; burst 0 means "rate / 10, at least 4 KiB".
+  /// rate_bytes_per_s <= 0 means unlimited; burst 0 means "rate / 50 (20 ms of
+  /// traffic), at least 4 KiB": a 100 ms window carries at most 1.2 x the rate, even after a pause.
   TokenBucket(double rate_bytes_per_s, std::uint64_t burst, MonoTime now) noexcept;
 
   /// Changes rate and burst at run time. Tokens already earned are kept (capped to the new
@@ -41,8 +42,9 @@ class TokenBucket {
   double rate() const noexcept { return rate_; }
   std::uint64_t burst() const noexcept { return burst_; }
 
-  /// A good write-chunk size for this rate: about 1/50 s of traffic, within [1 KiB, max_chunk]
-  /// and never more than the burst (so writes are smooth and the rate error stays small).
+  /// A good write-chunk size for this rate: about 1/100 s of traffic, within [1 KiB, max_chunk]
+  /// and never more than half the burst (a writer waiting for its chunk never finds the bucket
+  /// full, so timer slack loses no tokens) (so writes are smooth and the rate error stays small).
   std::size_t chunk_size(std::size_t max_chunk) const noexcept;
 
  private:
