@@ -651,8 +651,8 @@ bool PipelineThread::push_blob(StreamHandle stream, double t, std::string_view b
   return true;
 }
 
-bool PipelineThread::fire(TriggerHandle trigger, double t) noexcept {
-  Impl& m = *impl_;
+// A fire or a tick: an entry without payload (queue-full drops as a push does).
+static bool queue_marker(PipelineThread::Impl& m, Kind kind, std::uint32_t index, double t) noexcept {
   if (m.released.load(std::memory_order_relaxed)) return false;
   const std::uint64_t h = m.reserve_entry();
   if (h == std::numeric_limits<std::uint64_t>::max()) {
@@ -661,28 +661,18 @@ bool PipelineThread::fire(TriggerHandle trigger, double t) noexcept {
   }
   Entry& e = m.entries[static_cast<std::size_t>(h % m.cap)];
   e = Entry{};
-  e.kind = Kind::fire;
-  e.index = trigger.index;
+  e.kind = kind;
+  e.index = index;
   e.t = t;
   m.publish(h);
   return true;
 }
 
-bool PipelineThread::tick(double t) noexcept {
-  Impl& m = *impl_;
-  if (m.released.load(std::memory_order_relaxed)) return false;
-  const std::uint64_t h = m.reserve_entry();
-  if (h == std::numeric_limits<std::uint64_t>::max()) {
-    m.drop_full();
-    return false;
-  }
-  Entry& e = m.entries[static_cast<std::size_t>(h % m.cap)];
-  e = Entry{};
-  e.kind = Kind::tick;
-  e.t = t;
-  m.publish(h);
-  return true;
+bool PipelineThread::fire(TriggerHandle trigger, double t) noexcept {
+  return queue_marker(*impl_, Kind::fire, trigger.index, t);
 }
+
+bool PipelineThread::tick(double t) noexcept { return queue_marker(*impl_, Kind::tick, 0, t); }
 
 // ---------------------------------------------------------------------------------------------
 // Controls

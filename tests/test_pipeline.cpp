@@ -258,15 +258,20 @@ TEST_CASE("the pipeline section parses its keys and rejects unknown ones", "[pip
   CHECK(zero.error().json_pointer == "/pipeline/poll_budget");
 }
 
-TEST_CASE("a heartbeat due while offline is skipped and counted", "[pipeline]") {
-  Env env;
-  Config c = base_config("pl-hboff");
+// An uploader with static keys aimed at `endpoint` on 127.0.0.1 where nothing answers.
+Config with_dead_uploader(Config c, const std::string& endpoint) {
   c.uploader.enabled = true;
-  c.uploader.endpoint = "https://127.0.0.1:9";  // never reached: offline
+  c.uploader.endpoint = endpoint;
   c.uploader.bucket = "bucket-x";
   c.uploader.credentials.source = CredentialsSource::static_keys;
   c.uploader.credentials.access_key_id = "AK";
   c.uploader.credentials.secret_access_key = "SK";
+  return c;
+}
+
+TEST_CASE("a heartbeat due while offline is skipped and counted", "[pipeline]") {
+  Env env;
+  Config c = with_dead_uploader(base_config("pl-hboff"), "https://127.0.0.1:9");  // never reached: offline
   c.pipeline.heartbeat_interval_s = 60;
   auto p = make(c, env.port);
   p->set_network_state(NetworkState::offline);
@@ -282,13 +287,7 @@ TEST_CASE("a heartbeat due while offline is skipped and counted", "[pipeline]") 
 
 TEST_CASE("a heartbeat due while uploads are paused is skipped and counted", "[pipeline]") {
   Env env;
-  Config c = base_config("pl-hbpause");
-  c.uploader.enabled = true;
-  c.uploader.endpoint = "https://127.0.0.1:9";  // never reached: paused
-  c.uploader.bucket = "bucket-x";
-  c.uploader.credentials.source = CredentialsSource::static_keys;
-  c.uploader.credentials.access_key_id = "AK";
-  c.uploader.credentials.secret_access_key = "SK";
+  Config c = with_dead_uploader(base_config("pl-hbpause"), "https://127.0.0.1:9");  // never reached: paused
   c.pipeline.heartbeat_interval_s = 60;
   auto p = make(c, env.port);
   p->pause_uploads();
@@ -307,15 +306,9 @@ TEST_CASE("a heartbeat due while uploads are paused is skipped and counted", "[p
 
 TEST_CASE("a heartbeat that cannot be delivered is counted as failed", "[pipeline]") {
   Env env;
-  Config c = base_config("pl-hbfail");
-  c.uploader.enabled = true;
-  c.uploader.endpoint = "http://127.0.0.1:9";  // discard port: connection refused
+  Config c = with_dead_uploader(base_config("pl-hbfail"), "http://127.0.0.1:9");  // discard port: refused
   c.uploader.allow_insecure_http = true;
-  c.uploader.bucket = "bucket-x";
   c.uploader.connect_timeout_s = 2;
-  c.uploader.credentials.source = CredentialsSource::static_keys;
-  c.uploader.credentials.access_key_id = "AK";
-  c.uploader.credentials.secret_access_key = "SK";
   auto p = make(c, env.port);
   p->request_heartbeat();
   for (int i = 0; i < 500 && p->status().heartbeats_failed == 0; ++i) p->run_for(10ms);
