@@ -19,8 +19,10 @@
 // timed run starts after sync(2), so no one pays for another's (or the filler's) page writeback.
 // Peers keep their default concurrency: rclone --s3-upload-concurrency 4 (and its default MD5 of
 // the whole file, sent as X-Amz-Meta-Md5chksum), aws-cli max_concurrent_requests 10; ours is the
-// uploader default (max_concurrent_requests, io_chunk_size). The server's CPU seconds (proxy and
-// object server processes) are printed for each run. Knobs for experiments only (not used by
+// uploader default (max_concurrent_requests, io_chunk_size). The server runs one proxy and
+// object-server worker per core (S3_WORKERS, as scripts/bench starts it): client and server share
+// this machine's cores, so the throughput ratios weigh each client's CPU per byte as well as its
+// pipelining. The server's CPU seconds (all its processes) are printed for each run. Knobs for experiments only (not used by
 // scripts/bench): FLEETPIPE_BENCH_UPLOAD_CONCURRENCY, FLEETPIPE_BENCH_UPLOAD_CHUNK (bytes),
 // FLEETPIPE_BENCH_UPLOAD_NO_CAP=1 (skip the rate-cap figures), FLEETPIPE_BENCH_UPLOAD_ONLY_OURS=1
 // (time only the uploader, write no figures).
@@ -39,6 +41,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "bench_report.hpp"
 #include "fleetpipe/buffer.hpp"
@@ -177,28 +180,47 @@ int worker(const std::string& db, const std::string& bucket) {
   return 5;
 }
 
-// CPU seconds (user+sys) used so far by the server's processes (S3_PIDS in the state's env file).
+// CPU seconds (user+sys) of one process from /proc/PID/stat (0 when it is gone).
+double proc_cpu_s(const std::string& pid) {
+  std::ifstream st("/proc/" + pid + "/stat");
+  std::string all((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
+  auto close = all.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream f(all.substr(close + 2));
+  std::string tok;
+  double ut = 0, stt = 0;
+  for (int i = 3; f >> tok; ++i) {  // field 14 = utime, 15 = stime
+    if (i == 14) ut = std::atof(tok.c_str());
+    if (i == 15) { stt = std::atof(tok.c_str()); break; }
+  }
+  return (ut + stt) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// CPU seconds used so far by the server: the processes in S3_PIDS (the state's env file) and
+// the workers they forked (scripts/bench runs the proxy and object server with S3_WORKERS).
 double server_cpu_s(const std::string& state_dir) {
   std::ifstream env(state_dir + "/env");
   std::string line, pids;
   while (std::getline(env, line))
     if (line.rfind("export S3_PIDS=", 0) == 0) pids = line.substr(15);
   pids.erase(std::remove(pids.begin(), pids.end(), '"'), pids.end());
+  std::vector<std::string> parents;
   std::istringstream in(pids);
+  for (std::string pid; in >> pid;) parents.push_back(pid);
   double total = 0;
-  for (std::string pid; in >> pid;) {
-    std::ifstream st("/proc/" + pid + "/stat");
+  for (const auto& pid : parents) total += proc_cpu_s(pid);
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    std::string pid = e.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream st(e.path() / "stat");
     std::string all((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
     auto close = all.rfind(')');
     if (close == std::string::npos) continue;
     std::istringstream f(all.substr(close + 2));
-    std::string tok;
-    double ut = 0, stt = 0;
-    for (int i = 3; f >> tok; ++i) {  // field 14 = utime, 15 = stime
-      if (i == 14) ut = std::atof(tok.c_str());
-      if (i == 15) { stt = std::atof(tok.c_str()); break; }
-    }
-    total += (ut + stt) / static_cast<double>(sysconf(_SC_CLK_TCK));
+    std::string state, ppid;
+    f >> state >> ppid;
+    if (std::find(parents.begin(), parents.end(), ppid) != parents.end()) total += proc_cpu_s(pid);
   }
   return total;
 }
@@ -268,7 +290,9 @@ int main(int argc, char** argv) {
   std::string own_state;
   if (!std::getenv("FLEETPIPE_S3_STATE")) {
     own_state = (fs::temp_directory_path() / ("fleetpipe-bench-s3-" + std::to_string(getpid()))).string();
-    if (sh(std::string(kClean) + FLEETPIPE_SOURCE_DIR "/tests/s3server/start '" + own_state + "' >/dev/null") != 0) {
+    // As scripts/bench starts it: one proxy and object-server worker per core.
+    if (sh(std::string(kClean) + "S3_WORKERS=${S3_WORKERS:-$(nproc)} " FLEETPIPE_SOURCE_DIR "/tests/s3server/start '" +
+           own_state + "' >/dev/null") != 0) {
       std::fprintf(stderr, "cannot start the S3 server\n");
       return 1;
     }

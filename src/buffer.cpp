@@ -19,9 +19,12 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
+#include <optional>
 #include <tuple>
 #include <unordered_map>
 
+#include "detail/async_fdatasync.hpp"
 #include "detail/buffer_format.hpp"
 #include "detail/config_parsers.hpp"
 
@@ -118,10 +121,46 @@ struct Buffer::Impl {
   // Durability `interval`.
   MonoTime last_sync{};
   MonoTime last_reader_check{};  // mdb_reader_check probes every reader's pid: once a second
-  bool unsynced = false;
+  bool unsynced = false;         // commits since the last fsync was started
+  detail::AsyncFdatasync background_sync;  // the fsync in flight (async_sync)
+  bool told_inline = false;                // logged once: kernel AIO unavailable
 
   ZSTD_CCtx* cctx = nullptr;
   ZSTD_DCtx* dctx = nullptr;
+
+  // The compressed chunk (or small compressed payload) read_payload decompressed last. The
+  // uploader reads a record in io_chunk_size pieces — 4 KiB under a slow cap — and without this
+  // decompressed the whole 256 KiB chunk again for every piece. Record ids are not reused within
+  // a store; open_env() forgets it (a quarantined store's successor counts ids from 1 again).
+  struct Unpacked {
+    std::unique_ptr<char[]> data;
+    std::size_t cap = 0, len = 0;
+    RecordId id = 0;
+    std::uint32_t index = 0;  // chunk index; kWhole: an unchunked payload
+    bool valid = false;
+    static constexpr std::uint32_t kWhole = UINT32_MAX;
+  } unpacked;
+
+  /// `compressed` (zstd) of record `id`, chunk `index`, decompressed to exactly `len` bytes —
+  /// from the cache when it was the last one asked for. Empty optional: damaged.
+  std::optional<std::string_view> unpack(RecordId id, std::uint32_t index, std::string_view compressed,
+                                         std::size_t len) {
+    Unpacked& u = unpacked;
+    if (u.valid && u.id == id && u.index == index && u.len == len) return std::string_view(u.data.get(), len);
+    if (!dctx) dctx = ZSTD_createDCtx();
+    if (u.cap < len) {
+      u.data.reset(new char[len]);  // no zero-fill: zstd writes every byte it reports
+      u.cap = len;
+    }
+    u.valid = false;
+    std::size_t d = ZSTD_decompressDCtx(dctx, u.data.get(), len, compressed.data(), compressed.size());
+    if (ZSTD_isError(d) || d != len) return std::nullopt;
+    u.id = id;
+    u.index = index;
+    u.len = len;
+    u.valid = true;
+    return std::string_view(u.data.get(), len);
+  }
 
   // Metrics (registered once; the labelled families below lazily, on the rare limit path).
   Counter& m_appended;
@@ -133,6 +172,9 @@ struct Buffer::Impl {
   Counter& m_stale_readers;
   Counter& m_commit_errors;
   Counter& m_reopens;
+  Counter& m_syncs_background;
+  Counter& m_syncs_inline;
+  Counter& m_sync_errors;
   Gauge& g_records;
   Gauge& g_bytes;
   Gauge& g_map;
@@ -162,6 +204,14 @@ struct Buffer::Impl {
                                   "Write transactions that failed (I/O, full filesystem)")),
         m_reopens(m.counter("fleetpipe_buffer_reopens_total",
                             "Environment reopened after an LMDB panic")),
+        m_syncs_background(m.counter("fleetpipe_buffer_syncs_total",
+                                     "fsyncs of the store outside commits (interval durability, flush())",
+                                     {{"mode", "background"}})),
+        m_syncs_inline(m.counter("fleetpipe_buffer_syncs_total",
+                                 "fsyncs of the store outside commits (interval durability, flush())",
+                                 {{"mode", "inline"}})),
+        m_sync_errors(m.counter("fleetpipe_buffer_sync_errors_total",
+                                "fsyncs of the store that failed (retried at the next interval)")),
         g_records(m.gauge("fleetpipe_buffer_records", "Records stored")),
         g_bytes(m.gauge("fleetpipe_buffer_bytes", "Stored bytes (quota accounting)")),
         g_map(m.gauge("fleetpipe_buffer_map_bytes", "LMDB map size")),
@@ -222,6 +272,7 @@ struct Buffer::Impl {
   // ---- environment ----------------------------------------------------------------------
 
   void close_env() {
+    if (background_sync.in_flight()) note_sync_result(background_sync.wait());  // it uses env's fd
     if (env) mdb_env_close(env);
     env = nullptr;
   }
@@ -265,6 +316,7 @@ struct Buffer::Impl {
       return MDB_CORRUPTED;
     }
     chunk_raw = cfg.chunk_bytes - kPageHeader - 1;
+    unpacked.valid = false;
 
     MDB_txn* txn = nullptr;
     rc = mdb_txn_begin(env, nullptr, 0, &txn);
@@ -509,17 +561,52 @@ struct Buffer::Impl {
   void after_commit(bool force_sync) {
     if (cfg.durability == Durability::sync) return;
     unsynced = true;
-    MonoTime now = port.clock->monotonic();
-    bool due = cfg.durability == Durability::interval &&
-               now - last_sync >= std::chrono::milliseconds(cfg.sync_interval_ms);
-    if (force_sync || due) do_sync();
+    if (force_sync) {
+      do_sync();
+    } else {
+      sync_if_due(port.clock->monotonic());
+    }
   }
+
+  /// Durability `interval`: collects a finished background fsync, and when one is due starts
+  /// the next — in the background (async_sync), else inline. Returns 0 or the inline fsync's error.
+  int sync_if_due(MonoTime now) {
+    if (cfg.durability != Durability::interval) return 0;
+    if (background_sync.in_flight()) {
+      auto done = background_sync.reap();
+      if (!done) return 0;  // still running: the next one starts after it
+      note_sync_result(*done);
+    }
+    if (!unsynced || now - last_sync < std::chrono::milliseconds(cfg.sync_interval_ms)) return 0;
+    int fd = -1;
+    if (cfg.async_sync && mdb_env_get_fd(env, &fd) == 0 && background_sync.start(fd)) {
+      unsynced = false;  // commits from now on set it again; a failure sets it back
+      last_sync = now;
+      m_syncs_background.inc();
+      return 0;
+    }
+    if (cfg.async_sync && !told_inline) {
+      told_inline = true;
+      log(LogLevel::warning, "kernel AIO unavailable: interval fsyncs run inline (they block the caller)");
+    }
+    return do_sync();
+  }
+  void note_sync_result(int err) {
+    if (err == 0) return;
+    m_sync_errors.inc();
+    unsynced = true;
+    log(LogLevel::error, std::string("background fsync of the store failed: ") + std::strerror(err));
+  }
+
   int do_sync() {
+    if (background_sync.in_flight()) note_sync_result(background_sync.wait());
     int rc = mdb_env_sync(env, 1);
     if (rc == 0) {
       unsynced = false;
       last_sync = port.clock->monotonic();
+      m_syncs_inline.inc();
     } else {
+      m_sync_errors.inc();
       log(LogLevel::error, "fsync of the store failed: " + mdb_text(rc));
     }
     return rc;
@@ -1207,21 +1294,17 @@ Result<std::size_t> Buffer::read_payload(RecordId id, std::uint64_t offset, char
   if (offset >= h->payload_size) return std::size_t{0};
   std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(n, h->payload_size - offset));
   std::string_view body = sv(v).substr(RecordHeader::kSize + h->meta_len);
-  if (!b.dctx) b.dctx = ZSTD_createDCtx();
   if (!(h->flags & kChunked)) {
     if (!(h->flags & kCompressed)) {
       std::memcpy(out, body.data() + offset, want);
       return want;
     }
-    std::string tmp(h->payload_size, '\0');
-    std::size_t d = ZSTD_decompressDCtx(b.dctx, tmp.data(), tmp.size(), body.data(), body.size());
-    if (ZSTD_isError(d) || d != h->payload_size)
-      return Error(errc::decode_error, "record " + std::to_string(id) + ": zstd payload damaged");
-    std::memcpy(out, tmp.data() + offset, want);
+    auto whole = b.unpack(id, Impl::Unpacked::kWhole, body, static_cast<std::size_t>(h->payload_size));
+    if (!whole) return Error(errc::decode_error, "record " + std::to_string(id) + ": zstd payload damaged");
+    std::memcpy(out, whole->data() + offset, want);
     return want;
   }
   std::size_t done = 0;
-  std::string tmp;
   while (done < want) {
     std::uint64_t pos = offset + done;
     auto idx = static_cast<std::uint32_t>(pos / b.chunk_raw);
@@ -1239,11 +1322,9 @@ Result<std::size_t> Buffer::read_payload(RecordId id, std::uint64_t offset, char
     if (c[0] == char(kChunkRaw)) {
       data = c.substr(1);
     } else {
-      tmp.resize(chunk_len);
-      std::size_t d = ZSTD_decompressDCtx(b.dctx, tmp.data(), tmp.size(), c.data() + 1, c.size() - 1);
-      if (ZSTD_isError(d) || d != chunk_len)
-        return Error(errc::decode_error, "record " + std::to_string(id) + ": chunk damaged");
-      data = tmp;
+      auto unpacked = b.unpack(id, idx, c.substr(1), chunk_len);
+      if (!unpacked) return Error(errc::decode_error, "record " + std::to_string(id) + ": chunk damaged");
+      data = *unpacked;
     }
     if (data.size() != chunk_len) return Error(errc::decode_error, "chunk has the wrong size");
     std::size_t take = std::min(want - done, chunk_len - in_chunk);
@@ -1343,10 +1424,7 @@ Result<void> Buffer::poll() {
       b.log(LogLevel::info, "cleared " + std::to_string(dead) + " stale reader slot(s)");
     }
   }
-  if (b.cfg.durability == Durability::interval && b.unsynced &&
-      now - b.last_sync >= std::chrono::milliseconds(b.cfg.sync_interval_ms)) {
-    if (int rc = b.do_sync()) return Error(errc::io_error, "sync: " + mdb_text(rc));
-  }
+  if (int rc = b.sync_if_due(now)) return Error(errc::io_error, "sync: " + mdb_text(rc));
   b.refresh_gauges();
   return {};
 }
@@ -1505,6 +1583,7 @@ BufferConfig parse_buffer_config(JsonReader& r) {
   c.sync_interval_ms = static_cast<std::uint32_t>(
       r.seconds("sync_interval", c.sync_interval_ms / 1000.0, 0, 86400, true) * 1000.0 + 0.5);
   if (c.sync_interval_ms == 0) r.fail("sync_interval", "must be >= 1ms");
+  c.async_sync = r.boolean("async_sync", c.async_sync);
   c.policy = r.one_of("policy", "evict", {"evict", "reject"}) == "evict" ? FullPolicy::evict
                                                                          : FullPolicy::reject;
   c.max_bytes = r.bytes("max_bytes", c.max_bytes, 1);

@@ -40,7 +40,8 @@ namespace fleetpipe {
 /// When a commit reaches the disk. See docs/buffer.md for what each option loses on power cut.
 enum class Durability : std::uint8_t {
   sync = 0,      ///< fsync on every commit: an accepted append survives power loss.
-  interval = 1,  ///< fsync at most every `sync_interval_ms` (checked on every call and poll()):
+  interval = 1,  ///< fsync at most every `sync_interval_ms` (checked on every call and poll();
+                 ///< started in the background, see `async_sync`):
                  ///< a power cut loses the commits of the last interval (kill -9 loses nothing).
   none = 2,      ///< never fsync (tests only): a power cut may lose everything since the OS
                  ///< last flushed, and may corrupt the store (it is then quarantined).
@@ -61,6 +62,10 @@ struct BufferConfig {
   Durability durability = Durability::sync;
   /// Only for `interval`: maximum time between fsyncs, in milliseconds.
   std::uint32_t sync_interval_ms = 1000;
+  /// Only for `interval`: the periodic fsync is started with Linux kernel AIO and collected by
+  /// a later call (usually poll()), so no call waits on the disk. Where kernel AIO is missing or
+  /// refused, and when false, the fsync runs inline in the call that finds it due.
+  bool async_sync = true;
   FullPolicy policy = FullPolicy::evict;
 
   /// Quota on stored bytes (record header + metadata + stored payload, after compression).

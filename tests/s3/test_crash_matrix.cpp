@@ -1,7 +1,7 @@
 // Crash matrix (issue #9): a forked child runs capture + buffer + upload (Capture -> Buffer ->
 // Uploader to the real S3 server) and is killed with SIGKILL at a random point, again and again;
 // after each kill the DB must open. Then a drain uploads the rest, and an independent boto3
-// read-back (tests/s3/fault_readback.py) plus the C++ event decoder check that every event the
+// read-back (tests/s3/uploader_readback.py) plus the C++ event decoder check that every event the
 // Buffer accepted is in the bucket exactly once.
 //
 // Kill count: $FLEETPIPE_CRASH_KILLS, default 100 (20 in sanitizer builds, which run ~5x slower).
@@ -28,12 +28,13 @@
 #include "fleetpipe/metrics.hpp"
 #include "fleetpipe/trigger.hpp"
 #include "fleetpipe/uploader.hpp"
+#include "support/readback.hpp"
 #include "support/s3_env.hpp"
 #include "support/shell.hpp"
 #include "support/test_paths.hpp"
 
 using namespace fleetpipe;
-using test::run;
+using test::readback;
 using test::slurp;
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -52,12 +53,6 @@ constexpr int kDefaultKills = 100;
 #else
 constexpr int kDefaultKills = 100;
 #endif
-
-json readback(const test::S3Env& env, const std::string& args) {
-  return json::parse(run("env -u AWS_CA_BUNDLE -u SSL_CERT_FILE -u REQUESTS_CA_BUNDLE -u SSL_CERT_DIR "
-                         "/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/s3/fault_readback.py '" +
-                         env.state_dir + "' " + args));
-}
 
 BufferConfig buffer_config(const fs::path& dir) {
   BufferConfig b;

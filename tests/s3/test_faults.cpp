@@ -1,6 +1,6 @@
 // The network fault matrix (issue #9): the Uploader talks to the real S3 server through the
 // project's fault proxy (tests/faultproxy/faultproxy.py); each mode uploads a fixed data set and
-// the test checks, with an independent boto3 read-back (tests/s3/fault_readback.py):
+// the test checks, with an independent boto3 read-back (tests/s3/uploader_readback.py):
 // every record delivered byte-exact and exactly once (no duplicate objects), no multipart upload
 // left open once the abandon age has passed (a lost CreateMultipartUpload reply leaves one that
 // only the bucket scan can find), requests during an outage bounded (backoff, no tight loop),
@@ -27,24 +27,19 @@
 
 #include "fleetpipe/buffer.hpp"
 #include "fleetpipe/metrics.hpp"
+#include "support/readback.hpp"
 #include "support/s3_env.hpp"
 #include "support/shell.hpp"
 #include "support/test_paths.hpp"
 
 using namespace fleetpipe;
-using test::run;
+using test::readback;
 using test::slurp;
 using namespace std::chrono_literals;
 using nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
-
-json readback(const test::S3Env& env, const std::string& args) {
-  return json::parse(run("env -u AWS_CA_BUNDLE -u SSL_CERT_FILE -u REQUESTS_CA_BUNDLE -u SSL_CERT_DIR "
-                         "/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/s3/fault_readback.py '" +
-                         env.state_dir + "' " + args));
-}
 
 int port_of(const std::string& url) { return std::stoi(url.substr(url.rfind(':') + 1)); }
 

@@ -19,11 +19,13 @@
 
 #include "fleetpipe/buffer.hpp"
 #include "fleetpipe/metrics.hpp"
+#include "support/readback.hpp"
 #include "support/s3_env.hpp"
 #include "support/shell.hpp"
 #include "support/test_paths.hpp"
 
 using namespace fleetpipe;
+using test::readback;
 using test::run;
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -31,13 +33,6 @@ using nlohmann::json;
 namespace {
 
 // ---- helpers ---------------------------------------------------------------------------------
-
-json readback(const test::S3Env& env, const std::string& args) {
-  std::string cmd = "env -u AWS_CA_BUNDLE -u SSL_CERT_FILE -u REQUESTS_CA_BUNDLE -u SSL_CERT_DIR "
-                    "/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/s3/uploader_readback.py '" +
-                    env.state_dir + "' " + args;
-  return json::parse(run(cmd));
-}
 
 std::string unique_bucket(const std::string& tag) {
   static std::mt19937_64 rng{std::random_device{}()};

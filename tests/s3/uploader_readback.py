@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Independent read-back for the uploader tests (boto3, not fleetpipe code).
+"""Independent read-back for the uploader, fault and crash tests (boto3, not fleetpipe code).
 
     uploader_readback.py STATE_DIR mkbucket BUCKET
     uploader_readback.py STATE_DIR get BUCKET KEY OUTFILE   -> JSON {size, etag, content_type, metadata}
@@ -8,6 +8,9 @@
     uploader_readback.py STATE_DIR mkorphans BUCKET KEY...  -> JSON [{key, upload_id}]
         starts a multipart upload per KEY and stores part 1 (1 KiB), never completes it: what a
         device that crashed (or lost its state) mid-upload leaves behind.
+    uploader_readback.py STATE_DIR dump BUCKET PREFIX OUTDIR
+        -> JSON {"objects": [{key, size, file}], "uploads": N}; every object under PREFIX is
+           written to OUTDIR/<n>; "uploads" counts multipart uploads still open under PREFIX.
 
 Runs with /usr/bin/python3 and the CA of the state dir only (AWS_CA_BUNDLE etc. are ignored).
 """
@@ -54,6 +57,18 @@ def main():
             s3.upload_part(Bucket=bucket, Key=key, UploadId=uid, PartNumber=1, Body=b"o" * 1024)
             out.append({"key": key, "upload_id": uid})
         print(json.dumps(out))
+    elif cmd == "dump":
+        prefix, out = sys.argv[4], sys.argv[5]
+        os.makedirs(out, exist_ok=True)
+        objs = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for o in page.get("Contents", []):
+                f = os.path.join(out, str(len(objs)))
+                with open(f, "wb") as fh:
+                    fh.write(s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read())
+                objs.append({"key": o["Key"], "size": o["Size"], "file": f})
+        ups = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+        print(json.dumps({"objects": objs, "uploads": len(ups)}))
     else:
         sys.exit("unknown command " + cmd)
 
