@@ -528,8 +528,15 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
                               : ec.message();
         std::string trust = self->ca_file.empty() ? "the system CA store"
                                                   : "CA file " + self->ca_file;
-        return self->fail(FailureClass::tls, "TLS handshake with " + self->where() +
-                                                 " failed: " + why + " (trusting " + trust + ")");
+        // A rejected certificate or a TLS protocol failure will not mend by itself (tls: long
+        // backoff); a connection reset, closed or timed out mid-handshake is the network's
+        // (a restarting server worker does that) and is retried like any transport error.
+        const bool transport = vr == X509_V_OK && ec.category() != net::error::get_ssl_category();
+        FailureClass cls = !transport                       ? FailureClass::tls
+                           : ec == beast::error::timeout    ? FailureClass::timeout
+                                                            : FailureClass::network;
+        return self->fail(cls, "TLS handshake with " + self->where() + " failed: " + why + " (trusting " +
+                                   trust + ")");
       }
       self->connected = true;
       self->write_head();

@@ -246,6 +246,31 @@ TEST_CASE("compressed and chunked payloads read back exactly, compression ratio 
   CHECK(b->read_payload(424242, 0, nullptr, 0).error().is(errc::not_found));
 }
 
+TEST_CASE("a payload mixing text and encoded media: compressible chunks compressed, the rest stored raw") {
+  Env e("buf-mixed");
+  e.cfg.chunk_bytes = 256 * 1024;
+  auto b = e.open();
+  std::string text;
+  for (int i = 0; text.size() < 600000; ++i) text += "imu," + std::to_string(i % 977) + ",9.81,0.02\n";
+  text.resize(600000);
+  const std::string payload = text + random_bytes(700000, 11) + text.substr(0, 300000);
+  auto o = b->append(meta(1), payload);
+  REQUIRE(o.accepted);
+  auto l = b->lease(UINT64_MAX);
+  REQUIRE(l->records().size() == 1);
+  const auto& r = l->records()[0];
+  CHECK(r.chunked);
+  // The text chunks shrink (the random ones stay raw): well under the raw size, over random's.
+  CHECK(r.stored_bytes < payload.size() - 400000);
+  CHECK(r.stored_bytes > 700000);
+  std::string back(payload.size(), '\0');
+  for (std::size_t off = 0; off < back.size(); off += 5000) {
+    auto n = b->read_payload(o.id, off, back.data() + off, std::min<std::size_t>(5000, back.size() - off));
+    REQUIRE(n.ok());
+  }
+  CHECK(back == payload);
+}
+
 TEST_CASE("state table: put/get/list/erase, persistent across reopen") {
   Env e("buf-state");
   {
@@ -463,6 +488,43 @@ TEST_CASE("map cannot grow while a lease is open: the append is handled as stora
                         {{"reason", "map_full"}, {"priority", "1"}, {"stream", "imu"}}) == rejected);
   l->release();
   CHECK(b->append(meta(1), p).accepted);  // grows now
+}
+
+TEST_CASE("a small map grows ahead of need when the last lease ends, so a later lease does not block appends") {
+  Env e("buf-mapahead");
+  e.cfg.initial_map_bytes = 1 << 20;
+  e.cfg.compress_min_bytes = 0;
+  e.cfg.policy = FullPolicy::reject;
+  auto b = e.open();
+  REQUIRE(b->append(meta(1), random_bytes(600000, 5)).accepted);  // past half of the 1 MiB map
+  const double resizes = e.metrics.value("fleetpipe_buffer_map_resizes_total");
+  { auto l = b->lease(1); }  // the last lease ends: the map grows now, ahead of need
+  CHECK(e.metrics.value("fleetpipe_buffer_map_resizes_total") == resizes + 1);
+  CHECK(b->stats().map_bytes >= (2u << 20));
+  auto l = b->lease(1);  // pins the map again: it cannot grow until released
+  REQUIRE(l.ok());
+  CHECK(b->append(meta(1), random_bytes(400000, 6)).accepted);
+  REQUIRE(b->ack({l->records().at(0).id}).ok());
+}
+
+TEST_CASE("the default map covers the quota: appends and acks under open leases never hit map_full") {
+  Env e("buf-mapdefault");
+  e.cfg.max_bytes = 64 << 20;
+  e.cfg.compress_min_bytes = 0;
+  auto b = e.open();
+  if (sizeof(void*) < 8) return;  // 32-bit hosts start at 16 MiB and grow
+  CHECK(b->stats().map_bytes == 2 * (64ull << 20) + (8u << 20));
+  std::string p = random_bytes(500000, 7);
+  REQUIRE(b->append(meta(1), p).accepted);
+  for (int i = 0; i < 60; ++i) {  // ~30 MB while a lease is always open, as an uploader holds them
+    auto l = b->lease(1);
+    REQUIRE(l.ok());
+    REQUIRE(b->append(meta(1), p).accepted);
+    REQUIRE(b->append(meta(1), p).accepted);
+    REQUIRE(b->ack({l->records().at(0).id}).ok());
+  }
+  CHECK(e.metrics.value("fleetpipe_buffer_map_resizes_total") == 0);
+  CHECK(b->stats().records == 61);
 }
 
 TEST_CASE("a corrupt store is quarantined, counted, logged, and a fresh one takes appends") {

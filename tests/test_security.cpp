@@ -215,6 +215,24 @@ TEST_CASE("expired, self-signed and wrong-host certificates are rejected with cl
   }
 }
 
+TEST_CASE("a connection reset mid-handshake is a network failure, retried at once, not a TLS one",
+          "[security][tls]") {
+  // A restarting server worker resets the connections it had accepted. Classed as `tls` (a
+  // certificate problem, which does not mend by itself) it held uploads back for retry_max_delay.
+  auto dir = test::scratch_dir("sec-reset");
+  TlsServer srv(dir, "reset2");
+  Rig rig(dir);
+  REQUIRE(rig.buffer->append(meta("imu", "e1"), "payload").accepted);
+  auto c = tls_config(srv);
+  c.max_attempts = 4;
+  c.retry_max_delay_s = 60;  // a `tls` failure would now wait a minute
+  rig.start(c);
+  REQUIRE(rig.run_until([&] { return rig.acked() >= 1; }, 20s));
+  CHECK(rig.tls_failures() == 0);
+  CHECK(rig.metrics.value("fleetpipe_uploader_request_failures_total", {{"class", "network"}}) >= 1);
+  CHECK(srv.requests().find("PUT /sec/fp/") != std::string::npos);
+}
+
 TEST_CASE("plain http:// is refused unless allow_insecure_http is set", "[security]") {
   auto dir = test::scratch_dir("sec-http");
   Rig rig(dir);

@@ -96,9 +96,12 @@ struct BufferConfig {
   std::uint64_t compress_min_bytes = 4096;
   int compression_level = 1;
 
-  /// Initial LMDB map size; the map grows (doubling) on MDB_MAP_FULL up to a cap derived from
-  /// `max_bytes` (2 x max_bytes + 8 MiB), past which appends are handled as storage full.
-  std::uint64_t initial_map_bytes = 16ull << 20;
+  /// Initial LMDB map size, capped at 2 x max_bytes + 8 MiB (past which appends are handled as
+  /// storage full). 0 (default): the whole cap on a 64-bit host — address space only: the file
+  /// and the RSS grow with the data — so the map never has to grow while a lease pins it; 16 MiB
+  /// on a 32-bit host. A smaller map doubles on MDB_MAP_FULL, and ahead of need (at half full)
+  /// when no lease is open.
+  std::uint64_t initial_map_bytes = 0;
   /// Quarantined stores kept in `path/quarantine/` (oldest deleted first); 0 keeps none.
   std::uint32_t max_quarantined = 2;
 };

@@ -11,9 +11,12 @@ MODE: valid       leaf for localhost/127.0.0.1 signed by DIR/ca.pem (the CA the 
       wronghost   signed by DIR/ca.pem, but for other.example only
       deny        valid certificate; every request gets 403 SignatureDoesNotMatch with the
                   StringToSign and AWSAccessKeyId echoed, as AWS does
+      reset2      valid certificate, but the first 2 connections are reset (RST) after the
+                  client's ClientHello, as a server whose worker restarts does
 Writes DIR/ca.pem, then F = {"port": N} atomically.
 """
 import argparse
+import struct
 import datetime
 import hashlib
 import ipaddress
@@ -66,7 +69,7 @@ def setup(d, mode):
     ca = make_cert("fleetpipe security test CA", None, "fleetpipe security test CA", ca_key,
                    ca_key, now - day, now + 30 * day, ca=True)
     key = ec.generate_private_key(ec.SECP256R1())
-    if mode in ("valid", "deny"):
+    if mode in ("valid", "deny", "reset2"):
         leaf = make_cert("localhost", ["localhost", "127.0.0.1"], "fleetpipe security test CA",
                          ca_key, key, now - day, now + 30 * day)
     elif mode == "expired":
@@ -161,8 +164,15 @@ def main():
                 time.sleep(0.2)
             os._exit(0)
         threading.Thread(target=watch, daemon=True).start()
+    resets_left = 2 if a.mode == "reset2" else 0
     while True:
         raw, _ = srv.accept()
+        if resets_left > 0:
+            resets_left -= 1
+            raw.recv(4096)  # the ClientHello: the client is mid-handshake
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.close()  # linger 0: RST
+            continue
 
         def serve(raw=raw):
             try:
