@@ -230,6 +230,9 @@ void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p,
   // The lateness log is written into memory touched beforehand: a page fault in the real-time
   // thread would wait for the process's mmap lock, which the (normal-priority) pipeline thread
   // may hold while preempted — the bench's own buffer must not add such a wait.
+  // FLEETPIPE_ISOLATION_TRACE=1: CLOCK_MONOTONIC spans of long pushes/polls on stderr, to
+  // match against `perf record -k CLOCK_MONOTONIC` samples (docs/performance.md).
+  static const bool trace = std::getenv("FLEETPIPE_ISOLATION_TRACE") != nullptr;
   const std::size_t lat0 = out.lateness.size();
   out.lateness.resize(lat0 + static_cast<std::size_t>(ticks), 0);
   std::size_t nlat = lat0;
@@ -256,9 +259,11 @@ void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p,
       p->poll();
       auto w3 = mono_ns();
       if (w3 - w2 > 1000000) {
+        if (trace) std::fprintf(stderr, "LONGPOLL %lld %lld\n", (long long)w2, (long long)w3);
         out.long_poll_wall_ns += w3 - w2;
         out.long_poll_cpu_ns += thread_cpu_ns() - pc0;
       }
+      if (trace && w2 - w0 > 500000) std::fprintf(stderr, "LONGPUSH %lld %lld\n", (long long)w0, (long long)w2);
       out.worst_push_ns = std::max(out.worst_push_ns, w1 - w0);
       out.worst_blob_ns = std::max(out.worst_blob_ns, w2 - w1);
       out.worst_poll_ns = std::max(out.worst_poll_ns, w3 - w2);

@@ -122,6 +122,7 @@ struct Buffer::Impl {
   MonoTime last_sync{};
   MonoTime last_reader_check{};  // mdb_reader_check probes every reader's pid: once a second
   bool unsynced = false;         // commits since the last fsync was started
+  bool sync_soon = false;        // a state write asked for the next fsync without waiting the interval
   detail::AsyncFdatasync background_sync;  // the fsync in flight (async_sync)
   bool told_inline = false;                // logged once: kernel AIO unavailable
 
@@ -166,6 +167,7 @@ struct Buffer::Impl {
   // Metrics (registered once; the labelled families below lazily, on the rare limit path).
   Counter& m_appended;
   Counter& m_appended_bytes;
+  Counter& m_staged;
   Counter& m_acked;
   Counter& m_nacked;
   Counter& m_quarantined;
@@ -194,6 +196,8 @@ struct Buffer::Impl {
         m_appended(m.counter("fleetpipe_buffer_appended_total", "Records accepted")),
         m_appended_bytes(m.counter("fleetpipe_buffer_appended_bytes_total",
                                    "Stored bytes of accepted records (after compression)")),
+        m_staged(m.counter("fleetpipe_buffer_staged_total",
+                           "Large records queued by append_staged, written one chunk per poll()")),
         m_acked(m.counter("fleetpipe_buffer_acked_total", "Records deleted after upload")),
         m_nacked(m.counter("fleetpipe_buffer_nacked_total", "Records returned to the queue")),
         m_quarantined(m.counter("fleetpipe_buffer_quarantined_total",
@@ -225,6 +229,7 @@ struct Buffer::Impl {
   }
 
   ~Impl() {
+    while (staged.active) step_staged();  // accepted: written before the store closes
     close_env();
     if (dir_fd >= 0) ::close(dir_fd);
     ZSTD_freeCCtx(cctx);
@@ -374,6 +379,7 @@ struct Buffer::Impl {
       rc = recount(txn);
       if (rc) return fail(rc, "recount: " + mdb_text(rc));
     }
+    if ((rc = drop_interrupted_staging(txn))) return fail(rc, "staged chunks: " + mdb_text(rc));
     // Quotas as last opened with, for `fleetpipe inspect`.
     std::string q;
     put_le(q, cfg.max_bytes, 8);
@@ -575,7 +581,13 @@ struct Buffer::Impl {
   void after_commit(bool force_sync) {
     if (cfg.durability == Durability::sync) return;
     unsynced = true;
-    if (force_sync) {
+    if (force_sync && cfg.durability == Durability::interval && cfg.async_sync) {
+      // A state write under `interval`: its fsync starts now, in the background (or as soon as
+      // the one in flight, which may predate this commit, is collected), never on the caller.
+      // LMDB commits in order, so a later ack cannot reach the disk without this state.
+      sync_soon = true;
+      sync_if_due(port.clock->monotonic());
+    } else if (force_sync) {
       do_sync();
     } else {
       sync_if_due(port.clock->monotonic());
@@ -591,7 +603,10 @@ struct Buffer::Impl {
       if (!done) return 0;  // still running: the next one starts after it
       note_sync_result(*done);
     }
-    if (!unsynced || now - last_sync < std::chrono::milliseconds(cfg.sync_interval_ms)) return 0;
+    if (!unsynced ||
+        (!sync_soon && now - last_sync < std::chrono::milliseconds(cfg.sync_interval_ms)))
+      return 0;
+    sync_soon = false;
     int fd = -1;
     if (cfg.async_sync && mdb_env_get_fd(env, &fd) == 0 && background_sync.start(fd)) {
       unsynced = false;  // commits from now on set it again; a failure sets it back
@@ -684,6 +699,7 @@ struct Buffer::Impl {
     std::vector<std::string> chunks;  // chunk values (kind byte + data)
     RecordHeader header;
     std::string stream;
+    RecordId fixed_id = 0;            // staged record: the id it reserved (else the next one)
   };
 
   struct Eviction {
@@ -775,6 +791,25 @@ struct Buffer::Impl {
     h.encode(p.value);
     p.value += meta;
     p.value += body;
+    return p;
+  }
+
+  /// The record entry of a staged record whose chunks (`chunk_total` stored bytes) are written.
+  Prepared prepare_staged_head(std::uint64_t chunk_total) {
+    Prepared p;
+    p.stream = staged.meta.stream;
+    p.fixed_id = staged.id;
+    std::string meta;
+    encode_meta(staged.meta, meta);
+    RecordHeader& h = p.header;
+    h.priority = staged.meta.priority;
+    h.meta_len = static_cast<std::uint32_t>(meta.size());
+    h.payload_size = staged.payload.size();
+    h.append_ns = staged.append_ns;
+    h.flags |= kChunked;
+    h.stored_bytes = RecordHeader::kSize + meta.size() + chunk_total;
+    h.encode(p.value);
+    p.value += meta;
     return p;
   }
 
@@ -919,11 +954,11 @@ struct Buffer::Impl {
         out.evicted++;
       }
     }
-    // Insert.
-    RecordId id = pc.next_id++;
+    // Insert. A staged record's id was reserved before later appends took theirs: no MDB_APPEND.
+    RecordId id = p.fixed_id ? p.fixed_id : pc.next_id++;
     IdKey ik(id);
     MDB_val k = val(ik.b, 8), v = val(p.value.data(), p.value.size());
-    int rc = mdb_put(txn, db_records, &k, &v, MDB_APPEND);
+    int rc = mdb_put(txn, db_records, &k, &v, p.fixed_id ? 0u : unsigned{MDB_APPEND});
     if (rc) return rc;
     for (std::size_t i = 0; i < p.chunks.size(); ++i) {
       ChunkKey ck(id, static_cast<std::uint32_t>(i));
@@ -978,36 +1013,11 @@ struct Buffer::Impl {
       });
       if (rc) {
         evictions.clear();
-        // LMDB reports a short write on a full filesystem as EIO: look at the filesystem.
-        bool space = rc == ENOSPC || rc == EDQUOT;
-        if (rc == EIO) {
-          auto st = port.filesystem->stats(dir.string());
-          space = st && st->free_bytes < (1u << 20);
-        }
-        if (space) fs_pressure = true;
-        bool full = space || rc == MDB_MAP_FULL;
-        std::string reason = rc == MDB_MAP_FULL ? "map_full" : full ? "fs_full" : "io_error";
-        for (auto& p : prepared) {
-          out[p.index] = AppendOutcome{};
-          out[p.index].reason = full ? errc::storage_full : errc::io_error;
-          out[p.index].message = "commit failed: " + mdb_text(rc);
-          reasons[p.index] = reason;
-        }
+        for (auto& p : prepared) reasons[p.index] = commit_failure(rc, out[p.index]);
       }
     }
     // Count and log (after the outcome is final: a failed commit evicted nothing).
-    std::map<std::tuple<std::string, int, std::string>, std::uint64_t> ev_groups;
-    for (auto& e : evictions) {
-      ev_groups[{e.reason, e.priority, e.stream}]++;
-      auto it = leased.find(e.id);
-      if (it != leased.end()) leased.erase(it);
-    }
-    for (auto& [key, n] : ev_groups) {
-      count_eviction(std::get<0>(key), std::get<1>(key), std::get<2>(key), n);
-      log(LogLevel::warning, "evicted " + std::to_string(n) + " record(s) of priority " +
-                                 std::to_string(std::get<1>(key)) + ", stream \"" +
-                                 std::get<2>(key) + "\" (" + std::get<0>(key) + ")");
-    }
+    report_evictions(evictions);
     std::map<std::tuple<std::string, int, std::string>, std::pair<std::uint64_t, std::string>> rj;
     for (std::size_t i = 0; i < in.size(); ++i) {
       if (out[i].accepted) {
@@ -1027,6 +1037,220 @@ struct Buffer::Impl {
       if (out[p.index].accepted) m_appended_bytes.inc(p.header.stored_bytes);
     refresh_gauges();
     return out;
+  }
+
+  /// Fills `out` for a commit that failed with `rc`; returns the rejection reason label.
+  std::string commit_failure(int rc, AppendOutcome& out) {
+    // LMDB reports a short write on a full filesystem as EIO: look at the filesystem.
+    bool space = rc == ENOSPC || rc == EDQUOT;
+    if (rc == EIO) {
+      auto st = port.filesystem->stats(dir.string());
+      space = st && st->free_bytes < (1u << 20);
+    }
+    if (space) fs_pressure = true;
+    bool full = space || rc == MDB_MAP_FULL;
+    out = AppendOutcome{};
+    out.reason = full ? errc::storage_full : errc::io_error;
+    out.message = "commit failed: " + mdb_text(rc);
+    return rc == MDB_MAP_FULL ? "map_full" : full ? "fs_full" : "io_error";
+  }
+
+  void report_evictions(const std::vector<Eviction>& evictions) {
+    std::map<std::tuple<std::string, int, std::string>, std::uint64_t> ev_groups;
+    for (auto& e : evictions) {
+      ev_groups[{e.reason, e.priority, e.stream}]++;
+      auto it = leased.find(e.id);
+      if (it != leased.end()) leased.erase(it);
+    }
+    for (auto& [key, n] : ev_groups) {
+      count_eviction(std::get<0>(key), std::get<1>(key), std::get<2>(key), n);
+      log(LogLevel::warning, "evicted " + std::to_string(n) + " record(s) of priority " +
+                                 std::to_string(std::get<1>(key)) + ", stream \"" +
+                                 std::get<2>(key) + "\" (" + std::get<0>(key) + ")");
+    }
+  }
+
+  // ---- staged appends (append_staged) ---------------------------------------------------
+  //
+  // A large record on the host's loop: its payload is copied here and written one chunk per
+  // poll(), under the id it reserved, so that no call spends the ~1 ms a 640 KiB commit takes
+  // (mostly the kernel copying it into the page cache). The "staging" meta key names the id
+  // while its chunks are written: a crash leaves nothing behind (open_env deletes them). The
+  // record entry and its admission (quotas, eviction, headroom) come with the last chunk.
+
+  struct Staged {
+    bool active = false;
+    RecordMeta meta;
+    std::string payload;  // capacity kept between records: no fresh pages in steady state
+    RecordId id = 0;
+    std::size_t next_chunk = 0;
+    std::uint64_t chunk_total = 0;  // stored bytes of the chunks written
+    std::int64_t append_ns = 0;
+  } staged;
+  std::string chunk_out;  // a compressed chunk before it is copied into the store
+
+  AppendOutcome stage(const RecordMeta& m, std::string_view payload) {
+    if (cfg.durability == Durability::sync || payload.size() <= chunk_raw || !usable() ||
+        !check_meta(m, payload.size()).empty()) {
+      std::vector<std::pair<RecordMeta, std::string_view>> one;
+      one.emplace_back(m, payload);
+      return std::move(append_many(one).front());
+    }
+    while (staged.active) step_staged();  // one at a time: the previous one is finished first
+    staged.meta = m;
+    staged.payload.assign(payload.data(), payload.size());
+    staged.id = pc.next_id++;  // persisted with the counters of the first chunk's commit
+    staged.next_chunk = 0;
+    staged.chunk_total = 0;
+    staged.append_ns = wall_ns(port);
+    staged.active = true;
+    m_staged.inc();
+    AppendOutcome out;
+    out.accepted = true;
+    out.id = staged.id;
+    return out;
+  }
+
+  /// Puts chunk `index` of `part` for record `id` (compressed when worthwhile, copied straight
+  /// into the page LMDB reserves); adds its stored size to `stored`.
+  int put_staged_chunk(MDB_txn* txn, std::size_t index, std::uint64_t& stored) {
+    std::string_view part = std::string_view(staged.payload).substr(index * chunk_raw, chunk_raw);
+    chunk_out.assign(1, static_cast<char>(kChunkZstd));
+    const bool packed = maybe_compress(part, chunk_out);
+    ChunkKey ck(staged.id, static_cast<std::uint32_t>(index));
+    MDB_val k = val(ck.b, 12), v;
+    v.mv_size = packed ? chunk_out.size() : part.size() + 1;
+    int rc = mdb_put(txn, db_chunks, &k, &v, MDB_RESERVE);
+    if (rc) return rc;
+    char* dst = static_cast<char*>(v.mv_data);
+    if (packed) {
+      std::memcpy(dst, chunk_out.data(), chunk_out.size());
+    } else {
+      dst[0] = static_cast<char>(kChunkRaw);
+      std::memcpy(dst + 1, part.data(), part.size());
+    }
+    stored += v.mv_size;
+    return 0;
+  }
+
+  int put_staging_key(MDB_txn* txn, bool present) {
+    MDB_val k = val("staging", 7);
+    if (!present) {
+      int rc = mdb_del(txn, db_meta, &k, nullptr);
+      return rc == MDB_NOTFOUND ? 0 : rc;
+    }
+    IdKey ik(staged.id);
+    MDB_val v = val(ik.b, 8);
+    return mdb_put(txn, db_meta, &k, &v, 0);
+  }
+
+  /// Deletes every chunk of record `id` (a staged record that was refused or cut short).
+  int delete_chunks(MDB_txn* txn, RecordId id) {
+    MDB_cursor* cur = nullptr;
+    int rc = mdb_cursor_open(txn, db_chunks, &cur);
+    if (rc) return rc;
+    ChunkKey first(id, 0);
+    for (;;) {
+      MDB_val k = val(first.b, 12), v;
+      if ((rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE))) break;
+      if (k.mv_size != 12 || get_be(static_cast<const char*>(k.mv_data), 8) != id) break;
+      if ((rc = mdb_cursor_del(cur, 0))) break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND || rc == 0 ? 0 : rc;
+  }
+
+  /// Writes the staged record's next chunk; with the last one, the record itself. False when
+  /// nothing is staged.
+  bool step_staged() {
+    if (!staged.active) return false;
+    const std::size_t chunks = (staged.payload.size() + chunk_raw - 1) / chunk_raw;
+    const std::size_t i = staged.next_chunk;
+    if (!usable()) return abandon_staged(MDB_PANIC), true;
+    if (i + 1 < chunks) {
+      std::uint64_t stored = 0;
+      int rc = write_txn([&](MDB_txn* txn) {
+        stored = 0;
+        int r = i == 0 ? put_staging_key(txn, true) : 0;
+        return r ? r : put_staged_chunk(txn, i, stored);
+      });
+      if (rc) return abandon_staged(rc), true;
+      staged.chunk_total += stored;
+      staged.next_chunk++;
+      return true;
+    }
+    AppendOutcome out;
+    std::string reason;
+    std::vector<Eviction> evictions;
+    std::uint64_t stored_last = 0;
+    Prepared head;
+    int rc = write_txn([&](MDB_txn* txn) {
+      out = AppendOutcome{};
+      reason.clear();
+      evictions.clear();
+      stored_last = 0;
+      roll_wear_day();
+      FsCap fsc = fs_cap(txn);
+      int r = put_staged_chunk(txn, i, stored_last);
+      if (r) return r;
+      head = prepare_staged_head(staged.chunk_total + stored_last);
+      if ((r = admit(txn, head, fsc, out, evictions, reason))) return r;
+      if (!out.accepted && (r = delete_chunks(txn, staged.id))) return r;
+      return put_staging_key(txn, false);
+    });
+    if (rc) return abandon_staged(rc), true;
+    report_evictions(evictions);
+    if (out.accepted) {
+      m_appended.inc();
+      m_appended_bytes.inc(head.header.stored_bytes);
+    } else {
+      refuse_staged(reason, out.message);
+    }
+    staged.active = false;
+    refresh_gauges();
+    return true;
+  }
+
+  /// A staged record that could not be written: its chunks go (now, or at the next open).
+  void abandon_staged(int rc) {
+    AppendOutcome out;
+    std::string reason = commit_failure(rc, out);
+    if (usable()) {
+      int drc = write_txn([&](MDB_txn* txn) {
+        int r = delete_chunks(txn, staged.id);
+        return r ? r : put_staging_key(txn, false);
+      });
+      if (drc) log(LogLevel::warning, "staged record's chunks stay until the next open: " + mdb_text(drc));
+    }
+    refuse_staged(reason, out.message);
+    staged.active = false;
+  }
+
+  void refuse_staged(const std::string& reason, const std::string& message) {
+    const int prio = std::min<int>(staged.meta.priority, 255);
+    count_rejection(reason, prio, staged.meta.stream);
+    log(LogLevel::warning, "rejected a staged append of " + std::to_string(staged.payload.size()) +
+                               " bytes (priority " + std::to_string(prio) + ", stream \"" +
+                               staged.meta.stream + "\") after it was queued: " + message);
+  }
+
+  /// Deletes the chunks of a staged record a crash cut short (open_env, inside its transaction).
+  int drop_interrupted_staging(MDB_txn* txn) {
+    MDB_val k = val("staging", 7), v;
+    int rc = mdb_get(txn, db_meta, &k, &v);
+    if (rc == MDB_NOTFOUND) return 0;
+    if (rc) return rc;
+    if (v.mv_size == 8) {
+      RecordId id = get_be(static_cast<const char*>(v.mv_data), 8);
+      IdKey ik(id);
+      MDB_val rk = val(ik.b, 8), rv;
+      if (mdb_get(txn, db_records, &rk, &rv) == MDB_NOTFOUND) {
+        if ((rc = delete_chunks(txn, id))) return rc;
+        log(LogLevel::warning, "deleted the chunks of record " + std::to_string(id) +
+                                   ", whose staged append a restart cut short");
+      }
+    }
+    return mdb_del(txn, db_meta, &k, nullptr);
   }
 
   // ---- lease bookkeeping ----------------------------------------------------------------
@@ -1134,6 +1358,10 @@ Result<std::unique_ptr<Buffer>> Buffer::open(const BufferConfig& config, const P
                                 std::to_string(impl->pc.total_records()) + " records, " +
                                 std::to_string(impl->pc.total_bytes()) + " bytes");
   return std::unique_ptr<Buffer>(new Buffer(std::move(impl)));
+}
+
+AppendOutcome Buffer::append_staged(const RecordMeta& meta, std::string_view payload) {
+  return impl_->stage(meta, payload);
 }
 
 AppendOutcome Buffer::append(const RecordMeta& meta, std::string_view payload) {
@@ -1453,6 +1681,7 @@ Result<void> Buffer::poll() {
       b.log(LogLevel::info, "cleared " + std::to_string(dead) + " stale reader slot(s)");
     }
   }
+  b.step_staged();  // at most one chunk per call
   if (int rc = b.sync_if_due(now)) return Error(errc::io_error, "sync: " + mdb_text(rc));
   b.refresh_gauges();
   return {};
@@ -1460,6 +1689,8 @@ Result<void> Buffer::poll() {
 
 Result<void> Buffer::flush() {
   Impl& b = *impl_;
+  while (b.step_staged()) {
+  }
   if (!b.usable()) return Error(errc::io_error, "buffer store unavailable");
   if (int rc = b.do_sync()) return Error(errc::io_error, "sync: " + mdb_text(rc));
   return {};
@@ -1476,6 +1707,7 @@ BufferStats Buffer::stats() const {
   s.bytes = b.pc.total_bytes();
   s.leased = b.leased.size();
   s.parked = b.pc.parked;
+  s.staged = b.staged.active ? 1 : 0;
   s.map_bytes = b.map_size;
   s.file_bytes = file_size_of(b.dir / "data.mdb");
   s.written_today = b.pc.wear_day == utc_day(wall_ns(b.port)) ? b.pc.wear_bytes : 0;

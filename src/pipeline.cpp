@@ -386,9 +386,10 @@ std::size_t Pipeline::Impl::run_ready(SteadyClock::time_point deadline) {
 
 bool Pipeline::Impl::pending() const {
   if (hb_in_flight) return true;
+  BufferStats st = buffer->stats();
+  if (st.staged) return true;  // an event still being written, one chunk per poll
   if (!uploader) return false;
   if (!uploader->idle()) return true;
-  BufferStats st = buffer->stats();
   return st.records > st.parked;
 }
 
@@ -602,7 +603,7 @@ Result<void> Pipeline::drain(std::chrono::milliseconds timeout) {
     }
     run_for(std::min<std::chrono::microseconds>(left(), std::chrono::milliseconds(5)));
     BufferStats st = m.buffer->stats();
-    remaining = st.records > st.parked ? st.records - st.parked : 0;
+    remaining = (st.records > st.parked ? st.records - st.parked : 0) + st.staged;
     if (remaining == 0 && m.uploader->idle()) {
       drained = true;
       break;

@@ -1,12 +1,16 @@
 #include "fleetpipe/buffer.hpp"
 
 #include <lmdb.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "fleetpipe/config.hpp"
 #include "support/test_paths.hpp"
@@ -38,7 +42,7 @@ struct Env {
   }
   std::unique_ptr<Buffer> open() {
     auto b = Buffer::open(cfg, port(), metrics);
-    REQUIRE(b.ok());
+    if (!b.ok()) FAIL(b.error().message);
     return std::move(*b);
   }
   bool logged(const std::string& needle) const {
@@ -676,6 +680,202 @@ TEST_CASE("durability interval with async_sync off: the due fsync runs inline") 
   CHECK(syncs(e, "inline") == 1);
   CHECK(syncs(e, "background") == 0);
   CHECK(!e.logged("kernel AIO unavailable"));
+}
+
+TEST_CASE("durability interval: a state write starts its fsync at once, in the background") {
+  // The uploader writes state once per object: an inline fsync there stalled the host's loop.
+  Env e("buf-state-async");
+  e.cfg.durability = Durability::interval;
+  e.cfg.sync_interval_ms = 60000;  // the interval alone would not sync for a minute
+  {
+    auto b = e.open();
+    REQUIRE(b->append(meta(1), "x").accepted);
+    CHECK(syncs(e, "background") + syncs(e, "inline") == 0);
+    REQUIRE(b->put_state("uploader/test", "v1").ok());
+    if (e.logged("kernel AIO unavailable")) {
+      CHECK(syncs(e, "inline") == 1);
+    } else {
+      CHECK(syncs(e, "background") == 1);
+      CHECK(syncs(e, "inline") == 0);
+      // A second state write while the first fsync may still be in flight: its own fsync
+      // follows (started now or by the next call), still without an inline one.
+      REQUIRE(b->erase_state("uploader/test").ok());
+      REQUIRE(b->put_state("uploader/test2", "v2").ok());
+      for (int i = 0; i < 200 && syncs(e, "background") < 2; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        REQUIRE(b->poll().ok());
+      }
+      CHECK(syncs(e, "background") >= 2);
+      CHECK(syncs(e, "inline") == 0);
+    }
+    CHECK(e.metrics.value("fleetpipe_buffer_sync_errors_total") == 0);
+  }
+  auto b = e.open();
+  auto v = b->get_state("uploader/test2");
+  REQUIRE(v.ok());
+  REQUIRE(v->has_value());
+  CHECK(**v == "v2");
+  CHECK(!b->get_state("uploader/test")->has_value());
+}
+
+TEST_CASE("durability interval with async_sync off: a state write fsyncs inline") {
+  Env e("buf-state-inline");
+  e.cfg.durability = Durability::interval;
+  e.cfg.sync_interval_ms = 60000;
+  e.cfg.async_sync = false;
+  auto b = e.open();
+  REQUIRE(b->put_state("uploader/test", "v1").ok());
+  CHECK(syncs(e, "inline") == 1);
+  CHECK(syncs(e, "background") == 0);
+}
+
+namespace {
+// Entries of the raw chunks table: what a staged record left in the store.
+std::size_t raw_chunk_entries(const std::string& path) {
+  MDB_env* env = nullptr;
+  REQUIRE(mdb_env_create(&env) == 0);
+  mdb_env_set_maxdbs(env, 8);
+  REQUIRE(mdb_env_open(env, path.c_str(), MDB_RDONLY, 0644) == 0);
+  MDB_txn* txn = nullptr;
+  REQUIRE(mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn) == 0);
+  MDB_dbi dbi;
+  REQUIRE(mdb_dbi_open(txn, "chunks", 0, &dbi) == 0);
+  MDB_stat st;
+  REQUIRE(mdb_stat(txn, dbi, &st) == 0);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  return st.ms_entries;
+}
+
+std::string read_all(Buffer& b, RecordId id, std::size_t n) {
+  std::string back(n, '\0');
+  auto r = b.read_payload(id, 0, back.data(), n);
+  REQUIRE(r.ok());
+  back.resize(*r);
+  return back;
+}
+}  // namespace
+
+TEST_CASE("append_staged writes a large record one chunk per poll, around other appends") {
+  Env e("buf-staged");
+  e.cfg.durability = Durability::interval;
+  // Half text, half noise: compressed and raw chunks both go through the staged path.
+  std::string payload = random_bytes(600000, 11);
+  for (std::size_t i = 0; i < 300000; ++i) payload[i] = "fleetpipe "[i % 10];
+  auto b = e.open();
+  const std::size_t chunks = (payload.size() + (256u << 10) - 1) / (256u << 10);
+  REQUIRE(chunks == 3);
+  auto o = b->append_staged(meta(3, "camera"), payload);
+  REQUIRE(o.accepted);
+  CHECK(b->stats().records == 0);
+  CHECK(b->stats().staged == 1);
+  CHECK(b->lease(UINT64_MAX)->records().empty());  // invisible until complete
+  auto small = b->append(meta(1), "between");  // takes a later id while the first is staged
+  REQUIRE(small.accepted);
+  CHECK(small.id > o.id);
+  for (std::size_t i = 0; i + 1 < chunks; ++i) {
+    REQUIRE(b->poll().ok());
+    CHECK(b->stats().staged == 1);
+    CHECK(b->stats().records == 1);
+  }
+  REQUIRE(b->poll().ok());
+  CHECK(b->stats().staged == 0);
+  CHECK(b->stats().records == 2);
+  CHECK(read_all(*b, o.id, payload.size()) == payload);
+  CHECK(b->stats().compression_ratio > 1.0);  // the text chunk was compressed
+  CHECK(e.metrics.value("fleetpipe_buffer_staged_total") == 1);
+  CHECK(e.metrics.value("fleetpipe_buffer_appended_total") == 2);
+  auto ids = lease_ids(*b);
+  CHECK(std::find(ids.begin(), ids.end(), o.id) != ids.end());
+  // A second staged record while one is pending: the first is written out first.
+  auto a1 = b->append_staged(meta(3, "camera"), payload);
+  auto a2 = b->append_staged(meta(3, "camera"), payload.substr(1000));
+  REQUIRE(a1.accepted);
+  REQUIRE(a2.accepted);
+  CHECK(b->stats().records == 3);
+  REQUIRE(b->flush().ok());  // writes the pending one
+  CHECK(b->stats().records == 4);
+  CHECK(read_all(*b, a2.id, payload.size()) == payload.substr(1000));
+  b.reset();
+  auto again = e.open();
+  CHECK(again->stats().records == 4);
+  CHECK(read_all(*again, a1.id, payload.size()) == payload);
+}
+
+TEST_CASE("append_staged is append() under sync durability and for small payloads") {
+  Env e("buf-staged-sync");
+  e.cfg.durability = Durability::sync;
+  auto b = e.open();
+  const std::string big = random_bytes(600000, 12);
+  CHECK(b->append_staged(meta(3), big).accepted);
+  CHECK(b->stats().records == 1);
+  CHECK(b->stats().staged == 0);
+  Env f("buf-staged-small");
+  f.cfg.durability = Durability::interval;
+  auto c = f.open();
+  CHECK(c->append_staged(meta(3), "small").accepted);
+  CHECK(c->stats().records == 1);
+  CHECK(f.metrics.value("fleetpipe_buffer_staged_total") == 0);
+}
+
+TEST_CASE("a staged record refused at its last chunk is counted and leaves no chunks") {
+  Env e("buf-staged-refused");
+  e.cfg.durability = Durability::interval;
+  e.cfg.policy = FullPolicy::reject;
+  e.cfg.max_bytes = 400000;  // the record fits the payload limit, not the quota
+  auto b = e.open();
+  auto o = b->append_staged(meta(3, "camera"), random_bytes(600000, 13));
+  REQUIRE(o.accepted);  // queued: admission comes with the last chunk
+  for (int i = 0; i < 5; ++i) REQUIRE(b->poll().ok());
+  CHECK(b->stats().staged == 0);
+  CHECK(b->stats().records == 0);
+  CHECK(e.metrics.value("fleetpipe_buffer_rejected_total",
+                        {{"reason", "max_bytes"}, {"priority", "3"}, {"stream", "camera"}}) == 1);
+  CHECK(e.logged("after it was queued"));
+  b.reset();
+  CHECK(raw_chunk_entries(e.cfg.path) == 0);
+}
+
+TEST_CASE("a staged record cut short by kill -9 leaves nothing behind; ids move on") {
+  Env e("buf-staged-crash");
+  e.cfg.durability = Durability::interval;
+  const std::string payload = random_bytes(900000, 14);  // 4 chunks
+  RecordId staged_id = 0;
+  {
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::close(fds[0]);
+      MetricsRegistry m;
+      Port p;
+      auto b = Buffer::open(e.cfg, p, m);
+      if (!b) ::_exit(2);
+      auto o = (*b)->append_staged(meta(3, "camera"), payload);
+      (void)(*b)->poll();
+      (void)(*b)->poll();  // two of four chunks in the store
+      RecordId id = o.id;
+      (void)!::write(fds[1], &id, sizeof id);
+      for (;;) ::pause();  // killed here, chunks written, record not
+    }
+    ::close(fds[1]);
+    REQUIRE(::read(fds[0], &staged_id, sizeof staged_id) == sizeof staged_id);
+    ::close(fds[0]);
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    REQUIRE(WIFSIGNALED(status));
+  }
+  CHECK(raw_chunk_entries(e.cfg.path) == 2);
+  auto b = e.open();
+  CHECK(e.logged("staged append a restart cut short"));
+  CHECK(b->stats().records == 0);
+  auto o = b->append(meta(1), payload);
+  REQUIRE(o.accepted);
+  CHECK(o.id > staged_id);
+  b.reset();
+  CHECK(raw_chunk_entries(e.cfg.path) == 4);  // only the new record's
 }
 
 TEST_CASE("compressed chunks read in small interleaved pieces from several records stay exact") {

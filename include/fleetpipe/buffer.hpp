@@ -154,6 +154,7 @@ struct BufferStats {
   std::uint64_t bytes = 0;                 ///< stored bytes, compared against max_bytes
   std::uint64_t leased = 0;                ///< records in open leases
   std::uint64_t parked = 0;                ///< records parked (permanent failure)
+  std::uint64_t staged = 0;                ///< append_staged records not yet written (0 or 1)
   std::uint64_t map_bytes = 0;             ///< current LMDB map size
   std::uint64_t file_bytes = 0;            ///< size of data.mdb
   std::uint64_t written_today = 0;         ///< wear-budget use (bytes committed this UTC day)
@@ -222,6 +223,17 @@ class Buffer {
   /// others). If the commit itself fails, every record is rejected with io_error/storage_full.
   std::vector<AppendOutcome> append_batch(
       const std::vector<std::pair<RecordMeta, std::string_view>>& records);
+  /// append() for a host's loop (the pipeline's events use it): under `interval` and `none`
+  /// durability a payload larger than one chunk is copied and written one chunk per later
+  /// poll() call, so that no call holds the loop for the whole record (~1 ms per 640 KiB, mostly
+  /// the kernel's copy into the page cache). It returns accepted with the id the record will
+  /// have; the record can be leased once its last chunk is written, which is also when quotas,
+  /// eviction and headroom decide on it — a refusal then is counted in
+  /// `fleetpipe_buffer_rejected_total` and logged like any other. One record is staged at a time
+  /// (a second call first writes the rest of the first); flush() and the destructor write it
+  /// out; a crash before its last chunk loses it and its chunks are deleted at the next open.
+  /// Under `sync`, for small payloads and for invalid metadata: exactly append().
+  AppendOutcome append_staged(const RecordMeta& meta, std::string_view payload);
 
   /// Up to `max_records` records in upload order, skipping leased and parked ones, whose
   /// payload sizes sum to at most `max_bytes` — except that the first record is always
@@ -243,8 +255,10 @@ class Buffer {
   /// Errors: not_found, decode_error, io_error.
   Result<std::size_t> read_payload(RecordId id, std::uint64_t offset, char* out, std::size_t n);
 
-  /// Small persistent key/value table (uploader resume state). put_state/erase_state are always
-  /// synced to disk, whatever `durability` says. Keys <= 400 bytes, values <= 1 MiB.
+  /// Small persistent key/value table (uploader resume state). put_state/erase_state are synced
+  /// to disk on return under `sync` and `none`; under `interval` with `async_sync` their fsync is
+  /// started at once in the background (the caller never waits on the disk) and commits stay
+  /// ordered, so no later ack reaches the disk without them. Keys <= 400 bytes, values <= 1 MiB.
   /// Errors: invalid_argument, io_error, storage_full (filesystem headroom).
   Result<void> put_state(std::string_view key, std::string_view value);
   Result<std::optional<std::string>> get_state(std::string_view key);
@@ -252,11 +266,13 @@ class Buffer {
   /// All (key, value) pairs whose key starts with `prefix`, sorted by key.
   Result<std::vector<std::pair<std::string, std::string>>> list_state(std::string_view prefix);
 
-  /// Periodic housekeeping for the host's loop: fsyncs if an `interval` sync is due, clears
+  /// Periodic housekeeping for the host's loop: writes one chunk of a staged record (append_staged),
+  /// fsyncs if an `interval` sync is due, clears
   /// stale reader slots (at most once a second), refreshes gauges. Cheap when nothing is due
   /// (no system call). Errors: io_error.
   Result<void> poll();
-  /// Forces all committed transactions to disk now (any durability). Errors: io_error.
+  /// Writes a staged record out, then forces all committed transactions to disk now (any
+  /// durability). Errors: io_error.
   Result<void> flush();
 
   BufferStats stats() const;

@@ -86,12 +86,14 @@ class EventSink {
   virtual AppendOutcome deliver(const RecordMeta& meta, std::string_view payload) = 0;
 };
 
-/// The production sink: appends every event to a Buffer (which must outlive the sink).
+/// The production sink: appends every event to a Buffer (which must outlive the sink) with
+/// Buffer::append_staged, so a large event is written over the next poll() calls instead of
+/// holding the host's loop for the whole commit.
 class BufferSink final : public EventSink {
  public:
   explicit BufferSink(Buffer& buffer) noexcept : buffer_(buffer) {}
   AppendOutcome deliver(const RecordMeta& meta, std::string_view payload) override {
-    return buffer_.append(meta, payload);
+    return buffer_.append_staged(meta, payload);
   }
 
  private:
