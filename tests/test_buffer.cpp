@@ -836,7 +836,7 @@ TEST_CASE("a staged record refused at its last chunk is counted and leaves no ch
   CHECK(raw_chunk_entries(e.cfg.path) == 0);
 }
 
-TEST_CASE("a staged record cut short by kill -9 leaves nothing behind; ids move on") {
+TEST_CASE("a staged record cut short by kill -9 leaves nothing behind, and ids move on") {
   Env e("buf-staged-crash");
   e.cfg.durability = Durability::interval;
   const std::string payload = random_bytes(900000, 14);  // 4 chunks
