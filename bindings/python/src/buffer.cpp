@@ -101,6 +101,7 @@ pybind11::dict stats_dict(const BufferStats& s) {
   d["bytes"] = s.bytes;
   d["leased"] = s.leased;
   d["parked"] = s.parked;
+  d["staged"] = s.staged;
   d["map_bytes"] = s.map_bytes;
   d["file_bytes"] = s.file_bytes;
   d["written_today"] = s.written_today;
@@ -157,6 +158,26 @@ std::unique_ptr<PyBuffer> open_buffer(pybind11::handle config, pybind11::handle 
   return pb;
 }
 
+// append / append_staged: the record's metadata from keyword arguments, the call without the GIL.
+pybind11::dict append_record(PyBuffer& b,
+                             AppendOutcome (Buffer::*call)(const RecordMeta&, std::string_view),
+                             const std::string& stream, const pybind11::bytes& payload,
+                             const std::string& event_id, const std::vector<std::string>& trigger_ids,
+                             int priority, std::int64_t start_ns, std::int64_t end_ns,
+                             const std::string& content_type,
+                             const std::map<std::string, std::string>& metadata) {
+  RecordMeta meta = record_meta_from(stream, event_id, trigger_ids, priority, start_ns, end_ns,
+                                     content_type, metadata);
+  std::string_view view = payload;  // immutable bytes, referenced by the caller
+  Buffer& buf = b.get();
+  AppendOutcome o;
+  {
+    pybind11::gil_scoped_release nogil;
+    o = (buf.*call)(meta, view);
+  }
+  return append_outcome_dict(o);
+}
+
 }  // namespace
 
 void bind_buffer(pybind11::module_& m) {
@@ -182,16 +203,8 @@ void bind_buffer(pybind11::module_& m) {
               const std::string& event_id, const std::vector<std::string>& trigger_ids,
               int priority, std::int64_t start_ns, std::int64_t end_ns,
               const std::string& content_type, const std::map<std::string, std::string>& metadata) {
-             RecordMeta meta = record_meta_from(stream, event_id, trigger_ids, priority, start_ns,
-                                                end_ns, content_type, metadata);
-             std::string_view view = payload;  // immutable bytes, referenced by the caller
-             Buffer& buf = b.get();
-             AppendOutcome o;
-             {
-               pybind11::gil_scoped_release nogil;
-               o = buf.append(meta, view);
-             }
-             return append_outcome_dict(o);
+             return append_record(b, &Buffer::append, stream, payload, event_id, trigger_ids,
+                                  priority, start_ns, end_ns, content_type, metadata);
            },
            pybind11::arg("stream"), pybind11::arg("payload"), pybind11::arg("event_id") = "",
            pybind11::arg("trigger_ids") = std::vector<std::string>{}, pybind11::arg("priority") = 0,
@@ -200,6 +213,21 @@ void bind_buffer(pybind11::module_& m) {
            "Stores one record. Returns a dict {accepted, id, reason, code, message, evicted};\n"
            "a rejection (storage full, wear budget, invalid argument, I/O error) is not an\n"
            "exception: it is counted and logged by the buffer and reported here.")
+      .def("append_staged",
+           [](PyBuffer& b, const std::string& stream, const pybind11::bytes& payload,
+              const std::string& event_id, const std::vector<std::string>& trigger_ids,
+              int priority, std::int64_t start_ns, std::int64_t end_ns,
+              const std::string& content_type, const std::map<std::string, std::string>& metadata) {
+             return append_record(b, &Buffer::append_staged, stream, payload, event_id, trigger_ids,
+                                  priority, start_ns, end_ns, content_type, metadata);
+           },
+           pybind11::arg("stream"), pybind11::arg("payload"), pybind11::arg("event_id") = "",
+           pybind11::arg("trigger_ids") = std::vector<std::string>{}, pybind11::arg("priority") = 0,
+           pybind11::arg("start_ns") = 0, pybind11::arg("end_ns") = 0,
+           pybind11::arg("content_type") = "", pybind11::arg("metadata") = std::map<std::string, std::string>{},
+           "append() for a host's loop: under interval/none durability a payload larger than one\n"
+           "chunk is written one chunk per later poll() (admission with the last one; see\n"
+           "docs/buffer.md, Staged appends). Returns the same dict as append().")
       .def("lease",
            [](pybind11::object self, std::uint64_t max_bytes, std::optional<std::size_t> max_records) {
              PyBuffer& b = self.cast<PyBuffer&>();

@@ -92,6 +92,18 @@ def test_state_table_and_read_payload(tmp_path):
         assert info.value.reason == "not found"
 
 
+def test_append_staged_is_written_by_later_polls(tmp_path):
+    payload = bytes(range(256)) * 2400  # 600 KiB: three chunks
+    with open_buffer(tmp_path, durability="interval") as buf:
+        out = buf.append_staged("camera", payload, event_id="e1", priority=3)
+        assert out["accepted"] and out["id"] > 0
+        assert buf.stats()["staged"] == 1 and buf.stats()["records"] == 0
+        for _ in range(3):
+            buf.poll()
+        assert buf.stats()["staged"] == 0 and buf.stats()["records"] == 1
+        assert buf.read_payload(out["id"], 0, len(payload)) == payload
+
+
 def test_inspect_buffer_summarises_without_the_writer(tmp_path):
     with open_buffer(tmp_path) as buf:
         buf.append("imu", b"a" * 100, priority=3)
