@@ -215,3 +215,57 @@ TEST_CASE("the heartbeat goes out under the uploader's rate cap and still arrive
   CHECK(took >= 1.5);  // at most a burst (max(4 KiB, rate/50)) could go out before the cap bites
   CHECK(list(prefix + "/_heartbeat/device=dev-s3/").size() == 1);
 }
+
+TEST_CASE("a large event under interval durability is staged, written over later polls and "
+          "uploaded whole",
+          "[pipeline][s3]") {
+  tool(std::string("make ") + kBucket);
+  Env env;
+  std::string prefix = unique_prefix("staged");
+  Config c = s3_config(prefix);
+  c.buffer.durability = Durability::interval;
+  StreamConfig cam;
+  cam.name = "camera";
+  cam.kind = StreamKind::blob;
+  cam.ring_seconds = 2;
+  cam.ring_bytes = 4ull << 20;
+  cam.content_type = "image/jpeg";
+  c.streams.push_back(cam);
+  c.triggers[0].capture.streams = {"imu", "camera"};
+  auto created = Pipeline::create(c, env.port);
+  REQUIRE(created.ok());
+  Pipeline& p = **created;
+  auto imu = p.stream("imu");
+  auto camera = p.stream("camera");
+  std::mt19937_64 rng(21);
+  std::string frame(100000, '\0');
+  for (int i = 0; i < 40; ++i) {  // 4 s at 10 Hz: frames fill the 1 s pre window and 1 s post
+    const double t = 100.0 + i * 0.1;
+    for (auto& ch : frame) ch = static_cast<char>(rng());  // incompressible, like a JPEG
+    p.push(imu, t, {std::abs(t - 101.5) < 0.05 ? 9.0 : 0.0, 12.5});
+    p.push_blob(camera, t, frame);
+    env.clock.advance(100ms);
+    p.poll(500us);
+  }
+  auto drained = p.drain(60s);
+  INFO((drained ? std::string("drained") : drained.error().message));
+  REQUIRE(drained.ok());
+  CHECK(p.metrics().value("fleetpipe_buffer_staged_total") == 1);
+  CHECK(p.status().buffer.records == 0);
+  CHECK(p.status().buffer.staged == 0);
+  CHECK(p.status().capture.events == 1);
+
+  // The object holds the whole event: ~20 frames of 100 kB in the FPEV payload.
+  std::uint64_t biggest = 0;
+  std::string key;
+  for (auto& o : list(prefix + "/stream=")) {
+    if (o.key.size() > 5 && o.key.compare(o.key.size() - 5, 5, ".fpev") == 0 && o.size > biggest) {
+      biggest = o.size;
+      key = o.key;
+    }
+  }
+  INFO(key);
+  CHECK(biggest >= 1900000);
+  CHECK(biggest == p.status().capture.event_bytes);
+  CHECK(tool(std::string("get ") + kBucket + " " + key).compare(0, 4, "FPEV") == 0);
+}
