@@ -104,11 +104,11 @@ struct Buffer::Impl {
   fs::path dir;
   int dir_fd = -1;  // flock()ed: one writer process per directory
   MDB_env* env = nullptr;
-  MDB_dbi db_records = 0, db_order = 0, db_chunks = 0, db_state = 0, db_meta = 0;
+  MDB_dbi db_records = 0, db_order = 0, db_chunks = 0, db_state = 0, db_meta = 0, db_main = 0;
   std::uint64_t map_size = 0, map_cap = 0;
   std::size_t chunk_raw = 0;  // payload bytes per chunk (a chunk value fills whole pages)
 
-  PersistentCounters pc;      // mirror of meta/"counters" as of the last commit
+  PersistentCounters pc;      // mirror of the stored counters as of the last commit
   bool env_broken = false;    // MDB_PANIC / corruption seen: reopen when no lease is open
   bool fs_pressure = false;   // a write failed for lack of space: admit only what eviction frees
   bool broken_is_corrupt = false;
@@ -341,6 +341,7 @@ struct Buffer::Impl {
       rc = mdb_dbi_open(txn, name, MDB_CREATE, dbi);
       if (rc) return fail(rc, std::string("mdb_dbi_open(") + name + "): " + mdb_text(rc));
     }
+    if ((rc = mdb_dbi_open(txn, nullptr, 0, &db_main))) return fail(rc, "mdb_dbi_open(main): " + mdb_text(rc));
     MDB_val k = val("format", 6), v;
     rc = mdb_get(txn, db_meta, &k, &v);
     if (rc == MDB_NOTFOUND) {
@@ -358,8 +359,10 @@ struct Buffer::Impl {
     } else {
       if (v.mv_size != 4 || get_le(static_cast<const char*>(v.mv_data), 4) != kBufferFormat)
         return fail(MDB_INCOMPATIBLE, "unknown buffer format");
-      MDB_val ck = val("counters", 8), cv;
-      rc = mdb_get(txn, db_meta, &ck, &cv);
+      MDB_val ck = val(kCountersKey, std::strlen(kCountersKey)), cv;
+      MDB_val lk = val(kLegacyCountersKey, std::strlen(kLegacyCountersKey));
+      rc = mdb_get(txn, db_main, &ck, &cv);
+      if (rc == MDB_NOTFOUND) rc = mdb_get(txn, db_meta, &lk, &cv);  // an older store
       if (rc == MDB_NOTFOUND) {
         pc = PersistentCounters{};
       } else if (rc) {
@@ -369,6 +372,8 @@ struct Buffer::Impl {
         if (!d) return fail(MDB_CORRUPTED, "counters record has a bad size");
         pc = *d;
       }
+      rc = mdb_del(txn, db_meta, &lk, nullptr);  // moved to the main DB by put_counters below
+      if (rc && rc != MDB_NOTFOUND) return fail(rc, "moving counters: " + mdb_text(rc));
     }
     // The mirror must match the data; if not (should not happen), recount rather than trust it.
     MDB_stat rs, os;
@@ -439,8 +444,8 @@ struct Buffer::Impl {
 
   int put_counters(MDB_txn* txn) {
     std::string c = pc.encode();
-    MDB_val k = val("counters", 8), v = val(c.data(), c.size());
-    return mdb_put(txn, db_meta, &k, &v, 0);
+    MDB_val k = val(kCountersKey, std::strlen(kCountersKey)), v = val(c.data(), c.size());
+    return mdb_put(txn, db_main, &k, &v, 0);
   }
 
   /// Moves data.mdb into quarantine/ (and drops lock.mdb); prunes old quarantined files.
@@ -825,12 +830,20 @@ struct Buffer::Impl {
       log(LogLevel::warning, "filesystem stats unavailable: " + st.error().message);
       return c;
     }
-    // Space already inside data.mdb (free pages left by acks and evictions) is reused without
-    // growing the file, so it does not count against the filesystem headroom.
-    std::uint64_t reusable = free_in_file(txn);
     // After a write failed for lack of space, trust nothing but eviction until space is back.
     if (fs_pressure && st->free_bytes > cfg.min_free_bytes + (256u << 10)) fs_pressure = false;
-    if (fs_pressure) reusable = 0;
+    std::uint64_t headroom = st->free_bytes > cfg.min_free_bytes ? st->free_bytes - cfg.min_free_bytes : 0;
+    if (!fs_pressure && st->free_inodes >= cfg.min_free_inodes &&
+        pc.total_bytes() + headroom >= cfg.max_bytes) {
+      // The quota binds before the filesystem does: the space reusable inside data.mdb cannot
+      // change the outcome, and counting it takes ~10 LMDB stat calls and a stat(2) per append.
+      c.cap = pc.total_bytes() + headroom;
+      c.reason = "min_free_bytes";
+      return c;
+    }
+    // Space already inside data.mdb (free pages left by acks and evictions) is reused without
+    // growing the file, so it does not count against the filesystem headroom.
+    std::uint64_t reusable = fs_pressure ? 0 : free_in_file(txn);
     std::uint64_t now = pc.total_bytes() + reusable;
     if (fs_pressure) {
       c.cap = now;
@@ -842,7 +855,6 @@ struct Buffer::Impl {
       c.reason = "min_free_inodes";
       return c;
     }
-    std::uint64_t headroom = st->free_bytes > cfg.min_free_bytes ? st->free_bytes - cfg.min_free_bytes : 0;
     c.cap = now + headroom;
     c.reason = "min_free_bytes";
     return c;
@@ -1766,8 +1778,15 @@ Result<BufferReport> inspect_buffer(const std::string& dir_s) {
   if (mdb_dbi_open(txn, kDbRecords, 0, &records) || mdb_dbi_open(txn, kDbMeta, 0, &meta) ||
       mdb_dbi_open(txn, kDbState, 0, &state))
     return rep;  // created but never written: empty
-  MDB_val k = val("counters", 8), v;
-  if (mdb_get(txn, meta, &k, &v) == 0) {
+  MDB_dbi main_db;
+  MDB_val k = val(kCountersKey, std::strlen(kCountersKey)), v;
+  int crc = mdb_dbi_open(txn, nullptr, 0, &main_db);
+  if (crc == 0) crc = mdb_get(txn, main_db, &k, &v);
+  if (crc == MDB_NOTFOUND) {  // a store from before the counters moved to the main DB
+    k = val(kLegacyCountersKey, std::strlen(kLegacyCountersKey));
+    crc = mdb_get(txn, meta, &k, &v);
+  }
+  if (crc == 0) {
     if (auto c = PersistentCounters::decode(sv(v))) {
       rep.next_id = c->next_id;
       rep.wear_day = c->wear_day;

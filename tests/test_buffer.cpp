@@ -756,6 +756,45 @@ std::string read_all(Buffer& b, RecordId id, std::size_t n) {
 }
 }  // namespace
 
+TEST_CASE("a store that kept its counters in meta (older versions) opens with them intact") {
+  // The counters moved to the main DB (no page of their own per commit). Rewrite a store the
+  // old way with raw LMDB: counters under meta/"counters", none in the main DB.
+  Env e("buf-legacy-counters");
+  RecordId last = 0;
+  {
+    auto b = e.open();
+    for (int i = 0; i < 3; ++i) last = b->append(meta(2), "legacy").id;
+    REQUIRE(b->ack({lease_ids(*b)[0]}).ok());
+  }
+  {
+    MDB_env* env = nullptr;
+    REQUIRE(mdb_env_create(&env) == 0);
+    mdb_env_set_maxdbs(env, 8);
+    REQUIRE(mdb_env_open(env, e.cfg.path.c_str(), 0, 0644) == 0);
+    MDB_txn* txn = nullptr;
+    REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+    MDB_dbi main_db, meta_db;
+    REQUIRE(mdb_dbi_open(txn, nullptr, 0, &main_db) == 0);
+    REQUIRE(mdb_dbi_open(txn, "meta", 0, &meta_db) == 0);
+    MDB_val k{18, const_cast<char*>("fleetpipe/counters")}, v;
+    REQUIRE(mdb_get(txn, main_db, &k, &v) == 0);
+    std::string counters(static_cast<const char*>(v.mv_data), v.mv_size);
+    REQUIRE(mdb_del(txn, main_db, &k, nullptr) == 0);
+    MDB_val lk{8, const_cast<char*>("counters")}, lv{counters.size(), counters.data()};
+    REQUIRE(mdb_put(txn, meta_db, &lk, &lv, 0) == 0);
+    REQUIRE(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+  }
+  auto b = e.open();
+  CHECK(b->stats().records == 2);
+  CHECK(!e.logged("recounting"));  // read from meta, not rebuilt
+  auto o = b->append(meta(2), "after");
+  CHECK(o.id == last + 1);  // next_id came across
+  auto rep = inspect_buffer(e.cfg.path);
+  REQUIRE(rep.ok());
+  CHECK(rep->next_id == last + 2);
+}
+
 TEST_CASE("append_staged writes a large record one chunk per poll, around other appends") {
   Env e("buf-staged");
   e.cfg.durability = Durability::interval;

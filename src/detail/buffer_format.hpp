@@ -21,7 +21,12 @@ inline constexpr const char* kDbRecords = "records";  // id(be64) -> RecordHeade
 inline constexpr const char* kDbOrder = "order";      // (7-priority u8, id be64) -> OrderValue
 inline constexpr const char* kDbChunks = "chunks";    // (id be64, index be32) -> kind u8 + data
 inline constexpr const char* kDbState = "state";      // uploader resume state, key -> value
-inline constexpr const char* kDbMeta = "meta";        // "format", "counters", "quota"
+inline constexpr const char* kDbMeta = "meta";        // "format", "quota", "staging"
+// The counters live in the main DB, beside the named databases' records: every commit rewrites
+// that page anyway (the trees' roots), so they cost no page of their own. Stores written before
+// kept them in meta/"counters" (read, then moved, at open).
+inline constexpr const char* kCountersKey = "fleetpipe/counters";
+inline constexpr const char* kLegacyCountersKey = "counters";
 
 enum RecordFlags : std::uint8_t { kCompressed = 1, kChunked = 2 };
 enum OrderFlags : std::uint8_t { kParked = 1 };
@@ -175,7 +180,7 @@ inline bool decode_meta(std::string_view v, std::uint8_t priority, RecordMeta& m
   return pos == v.size();
 }
 
-/// Persistent counters kept in meta/"counters", rewritten by every write transaction.
+/// Persistent counters (main DB, kCountersKey), rewritten by every write transaction.
 struct PersistentCounters {
   static constexpr std::size_t kSize = 8 * 4 + 16 * 8;
   std::uint64_t next_id = 1;
