@@ -353,7 +353,7 @@ int main(int argc, char** argv) {
   const double phase_s = std::getenv("FLEETPIPE_ISOLATION_PHASE_S")
                              ? std::atof(std::getenv("FLEETPIPE_ISOLATION_PHASE_S")) : 3.0;
   const int rounds = std::getenv("FLEETPIPE_ISOLATION_ROUNDS")
-                         ? std::atoi(std::getenv("FLEETPIPE_ISOLATION_ROUNDS")) : 24;  // 8 gave medians from 0.80 to 1.20 between runs on a quiet machine
+                         ? std::atoi(std::getenv("FLEETPIPE_ISOLATION_ROUNDS")) : 48;  // 8 gave medians from 0.80 to 1.20 between runs; 24 still 0.78-1.07 (same-round ratios spread 0.02-3.2 on a 2-core VM)
   fs::path work = fs::temp_directory_path() / ("fleetpipe-bench-isolation-" + std::to_string(getpid()));
   fs::create_directories(work);
   const std::string bucket = "fp-bench-isolation";
