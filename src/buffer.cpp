@@ -1337,6 +1337,37 @@ Result<std::string_view> Lease::payload(std::size_t index) const {
   return std::string_view(*slot);
 }
 
+Result<std::string_view> Lease::payload_piece(std::size_t index, std::uint64_t offset, std::size_t max) const {
+  if (!impl_ || index >= impl_->records.size())
+    return Error(errc::invalid_argument, "lease has no record at index " + std::to_string(index));
+  const LeasedRecord& r = impl_->records[index];
+  if (offset >= r.payload_size || max == 0) return std::string_view();
+  if (!r.chunked) {
+    if (r.compressed)
+      return Error(errc::unsupported, "record " + std::to_string(r.id) + " is stored compressed");
+    return impl_->stored[index].substr(static_cast<std::size_t>(offset), max);
+  }
+  const Buffer::Impl* b = impl_->owner;
+  if (!b || !impl_->rtxn) return Error(errc::invalid_argument, "lease already released");
+  auto idx = static_cast<std::uint32_t>(offset / b->chunk_raw);
+  auto in_chunk = static_cast<std::size_t>(offset % b->chunk_raw);
+  ChunkKey ck(r.id, idx);
+  MDB_val k = val(ck.b, 12), v;
+  int rc = mdb_get(impl_->rtxn, b->db_chunks, &k, &v);
+  if (rc)
+    return Error(errc::decode_error, "record " + std::to_string(r.id) + ": chunk " + std::to_string(idx) +
+                                         " missing: " + mdb_text(rc));
+  std::string_view c = sv(v);
+  if (c.empty()) return Error(errc::decode_error, "record " + std::to_string(r.id) + ": empty chunk");
+  if (c[0] != char(kChunkRaw))
+    return Error(errc::unsupported, "record " + std::to_string(r.id) + ": chunk stored compressed");
+  std::size_t chunk_len = static_cast<std::size_t>(
+      std::min<std::uint64_t>(b->chunk_raw, r.payload_size - std::uint64_t(idx) * b->chunk_raw));
+  if (c.size() - 1 != chunk_len)
+    return Error(errc::decode_error, "record " + std::to_string(r.id) + ": chunk has the wrong size");
+  return c.substr(1 + in_chunk, max);
+}
+
 void Lease::release() noexcept {
   if (impl_) impl_->end();
 }

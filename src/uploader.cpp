@@ -29,6 +29,7 @@
 #include "detail/config_parsers.hpp"
 #include "detail/credentials.hpp"
 #include "detail/digest.hpp"
+#include "detail/md5_lanes.hpp"
 #include "detail/s3_client.hpp"
 #include "detail/token_bucket.hpp"
 #include "detail/uploader_shared.hpp"
@@ -1136,27 +1137,11 @@ class Engine : public std::enable_shared_from_this<Engine> {
   Result<std::size_t> read_object(const Batch& b, const ObjectPlan& p, std::uint64_t off, char* out,
                                   std::size_t n) {
     std::size_t done = 0;
-    auto it = std::upper_bound(p.segs.begin(), p.segs.end(), off,
-                               [](std::uint64_t o, const Segment& s) { return o < s.offset; });
-    if (it != p.segs.begin()) --it;
-    for (; it != p.segs.end() && done < n; ++it) {
-      std::uint64_t pos = off + done;
-      if (pos >= it->offset + it->size) continue;
-      std::uint64_t local = pos - it->offset;
-      std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(n - done, it->size - local));
-      if (!it->chunked) {
-        auto view = b.lease.payload(it->index);
-        if (view) {
-          std::memcpy(out + done, view->data() + local, len);
-          done += len;
-          continue;
-        }
-      }
-      auto r = buffer_.read_payload(it->id, local, out + done, len);
-      if (!r) return std::move(r).error();
-      if (*r != len) return Error(errc::decode_error, "record " + std::to_string(it->id) + " is shorter than its size");
-      done += len;
-    }
+    auto r = visit_object(b, p, off, n, [&](const char* d, std::size_t k) {
+      std::memcpy(out + done, d, k);
+      done += k;
+    });
+    if (!r) return std::move(r).error();
     return done;
   }
 
@@ -1166,7 +1151,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   };
 
   // Calls f(data, n) over object bytes [off, off+len): straight from the lease's mapped pages
-  // where it can (no copy), else through scratch_ in io_chunk_size pieces.
+  // where it can (no copy; a chunked record one stored chunk at a time), else through scratch_
+  // in io_chunk_size pieces (compressed payloads).
   template <class F>
   Result<void> visit_object(const Batch& b, const ObjectPlan& p, std::uint64_t off, std::uint64_t len, F&& f) {
     std::uint64_t done = 0;
@@ -1178,16 +1164,21 @@ class Engine : public std::enable_shared_from_this<Engine> {
       if (pos >= it->offset + it->size) continue;
       std::uint64_t local = pos - it->offset;
       std::uint64_t seg_len = std::min<std::uint64_t>(len - done, it->size - local);
-      if (!it->chunked) {
-        auto view = b.lease.payload(it->index);
-        if (view) {
-          f(view->data() + local, static_cast<std::size_t>(seg_len));
-          done += seg_len;
-          continue;
+      std::uint64_t k = 0;
+      while (k < seg_len) {
+        auto piece = b.lease.payload_piece(it->index, local + k, static_cast<std::size_t>(seg_len - k));
+        if (!piece) {
+          if (!piece.error().is(errc::unsupported)) return std::move(piece).error();
+          if (!it->chunked) piece = b.lease.payload(it->index);  // compressed: unpacked once
+          if (!piece) break;  // compressed chunks: copied out below
+          piece = piece->substr(static_cast<std::size_t>(local + k), static_cast<std::size_t>(seg_len - k));
         }
+        if (piece->empty()) return Error(errc::decode_error, "object " + p.key + " is shorter than its plan");
+        f(piece->data(), piece->size());
+        k += piece->size();
       }
-      if (!scratch_) scratch_.reset(new char[cfg_.io_chunk_bytes]);
-      for (std::uint64_t k = 0; k < seg_len;) {
+      if (k < seg_len && !scratch_) scratch_.reset(new char[cfg_.io_chunk_bytes]);
+      for (; k < seg_len;) {
         std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(cfg_.io_chunk_bytes, seg_len - k));
         auto r = buffer_.read_payload(it->id, local + k, scratch_.get(), n);
         if (!r) return std::move(r).error();
@@ -1218,64 +1209,152 @@ class Engine : public std::enable_shared_from_this<Engine> {
   }
 
   // MD5 + SHA-256 of 64 KiB take ~0.25 ms here: a handler of that length keeps the host's poll()
-  // within its budget; the old io_chunk_size (256 KiB) slices took ~1 ms and overran it.
+  // within its budget; the old io_chunk_size (256 KiB) slices took ~1 ms and overran it. With
+  // several parts hashed in SIMD lanes a slice is this much of each part (~0.15 ms for eight).
   static constexpr std::uint64_t kDigestSliceBytes = 64u << 10;
+  static constexpr std::size_t kAheadLanes = detail::Md5Lanes::kLanes;
 
-  // Digest-ahead: while parts are on the wire, the digests of the next part to send are computed
-  // one kDigestSliceBytes slice per posted handler (interleaved with the I/O completions), so a
-  // connection that frees up starts its next part at once instead of after a whole-part hash
-  // pass that also stalls every other connection's writes.
+  // Digest-ahead: while parts are on the wire, the digests of the next parts to send are
+  // computed one kDigestSliceBytes slice per posted handler (interleaved with the I/O
+  // completions), so a connection that frees up starts its next part at once instead of after
+  // a whole-part hash pass that also stalls every other connection's writes. Up to eight parts
+  // of a multipart upload are hashed together, one per SIMD lane (Md5Lanes: MD5 is most of the
+  // uploader's CPU, and eight lanes cost about what one does); a single range (a PutObject, or
+  // an object of small records) uses OpenSSL's MD5.
   struct DigestAhead {
     std::uint64_t gen = 0;
     const ObjectPlan* plan = nullptr;
-    std::uint64_t off = 0, len = 0, pos = 0;
-    std::optional<detail::Digest> md5, sha;
+    std::size_t lanes = 0;
+    std::array<std::uint64_t, kAheadLanes> off{}, len{};
+    std::uint64_t pos = 0, longest = 0;  ///< bytes hashed of every range (lockstep)
+    std::optional<detail::Digest> md5;   ///< lanes == 1
+    std::array<std::optional<detail::Digest>, kAheadLanes> sha;
     std::function<void()> on_done;  ///< a PutObject waiting for its digests (see put_object)
   };
   DigestAhead ahead_;
   std::uint64_t ahead_token_ = 0;
+  std::unique_ptr<detail::Md5Lanes> md5_lanes_;  // reused: lane states live here while hashing
+  // Finished digests of ranges not sent yet (multipart), by object offset.
+  std::map<std::uint64_t, Digests> ready_;
+  std::uint64_t ready_gen_ = 0;
+  const ObjectPlan* ready_plan_ = nullptr;
+  std::uint64_t lanes_unusable_gen_ = ~std::uint64_t{0};  // a compressed chunk: this batch hashes part by part
 
-  void start_digest_ahead(const ObjectPlan& p, std::uint64_t off, std::uint64_t len) {
-    if (!batch_) return;
-    if (ahead_.plan == &p && ahead_.gen == batch_->gen && ahead_.off == off && ahead_.len == len) return;
+  bool ahead_on(const ObjectPlan& p) const { return ahead_.plan == &p && batch_ && ahead_.gen == batch_->gen; }
+  bool ready_on(const ObjectPlan& p) const { return ready_plan_ == &p && batch_ && ready_gen_ == batch_->gen; }
+
+  void start_digest_ahead(const ObjectPlan& p, const std::vector<std::pair<std::uint64_t, std::uint64_t>>& ranges) {
+    if (!batch_ || ranges.empty()) return;
     ahead_ = DigestAhead{};
     ahead_.gen = batch_->gen;
     ahead_.plan = &p;
-    ahead_.off = off;
-    ahead_.len = len;
-    ahead_.md5.emplace(detail::Digest::Kind::md5);
-    if (!cfg_.unsigned_payload) ahead_.sha.emplace(detail::Digest::Kind::sha256);
+    ahead_.lanes = std::min(ranges.size(), kAheadLanes);
+    for (std::size_t i = 0; i < ahead_.lanes; ++i) {
+      ahead_.off[i] = ranges[i].first;
+      ahead_.len[i] = ranges[i].second;
+      ahead_.longest = std::max(ahead_.longest, ranges[i].second);
+      if (!cfg_.unsigned_payload) ahead_.sha[i].emplace(detail::Digest::Kind::sha256);
+    }
+    if (ahead_.lanes == 1) {
+      ahead_.md5.emplace(detail::Digest::Kind::md5);
+    } else {
+      if (!md5_lanes_) md5_lanes_ = std::make_unique<detail::Md5Lanes>();
+      for (std::size_t i = 0; i < kAheadLanes; ++i) (void)md5_lanes_->finish(i);  // all lanes empty
+    }
     std::uint64_t token = ++ahead_token_;
     net::post(ioc_, weak([this, token]() { digest_ahead_step(token); }));
   }
 
-  // Hashes up to `max` more bytes of the part ahead; false when it cannot go on (dropped).
+  // Hashes up to `max` more bytes of each range ahead; when all are done their digests move to
+  // ready_. False when it cannot go on (dropped; the part's own pass reports the error).
   bool digest_ahead_advance(std::uint64_t max) {
-    std::uint64_t n = std::min<std::uint64_t>(max, ahead_.len - ahead_.pos);
-    auto r = visit_object(*batch_, *ahead_.plan, ahead_.off + ahead_.pos, n, [&](const char* d, std::size_t k) {
-      ahead_.md5->update(d, k);
-      if (ahead_.sha) ahead_.sha->update(d, k);
-    });
+    const std::uint64_t end = std::min(ahead_.longest, ahead_.pos + max);
+    Result<void> r;
+    if (ahead_.lanes == 1) {
+      r = visit_object(*batch_, *ahead_.plan, ahead_.off[0] + ahead_.pos, end - ahead_.pos,
+                       [&](const char* d, std::size_t k) {
+                         ahead_.md5->update(d, k);
+                         if (ahead_.sha[0]) ahead_.sha[0]->update(d, k);
+                       });
+      if (r) ahead_.pos = end;
+    }
+    while (r && ahead_.lanes > 1 && ahead_.pos < end) {
+      // Each lane's next contiguous piece; all lanes advance by the shortest.
+      std::array<detail::Md5Lanes::Span, kAheadLanes> spans{};
+      std::uint64_t step = end - ahead_.pos;
+      for (std::size_t i = 0; i < ahead_.lanes && r; ++i) {
+        if (ahead_.pos >= ahead_.len[i]) continue;
+        std::uint64_t want = std::min(end, ahead_.len[i]) - ahead_.pos;
+        auto piece = object_piece(*batch_, *ahead_.plan, ahead_.off[i] + ahead_.pos, want);
+        if (!piece) {
+          r = std::move(piece).error();
+          break;
+        }
+        spans[i] = {piece->data(), piece->size()};
+        step = std::min<std::uint64_t>(step, piece->size());
+      }
+      if (!r) break;
+      for (std::size_t i = 0; i < ahead_.lanes; ++i) {
+        if (!spans[i].data) continue;
+        spans[i].size = static_cast<std::size_t>(step);
+        if (ahead_.sha[i]) ahead_.sha[i]->update(spans[i].data, spans[i].size);
+      }
+      md5_lanes_->update(spans);
+      ahead_.pos += step;
+    }
     if (!r) {
-      ahead_ = DigestAhead{};  // dispatch_part reads it again and reports the error
+      if (r.error().is(errc::unsupported)) lanes_unusable_gen_ = ahead_.gen;
+      ahead_ = DigestAhead{};
       return false;
     }
-    ahead_.pos += n;
+    if (ahead_.pos < ahead_.longest) return true;
+    if (!ready_on(*ahead_.plan)) {
+      ready_.clear();
+      ready_gen_ = ahead_.gen;
+      ready_plan_ = ahead_.plan;
+    }
+    for (std::size_t i = 0; i < ahead_.lanes; ++i) {
+      Digests d;
+      d.md5_raw = ahead_.lanes == 1 ? ahead_.md5->finish() : md5_lanes_->finish(i);
+      d.sha256_hex = ahead_.sha[i] ? detail::to_hex(ahead_.sha[i]->finish()) : "UNSIGNED-PAYLOAD";
+      ready_[ahead_.off[i]] = std::move(d);
+    }
+    auto waiting = std::move(ahead_.on_done);
+    ahead_ = DigestAhead{};
+    ahead_.on_done = std::move(waiting);
     return true;
+  }
+
+  // One contiguous, zero-copy view of object bytes at `off` (at most `max`); `unsupported`
+  // when the bytes are stored compressed in chunks.
+  Result<std::string_view> object_piece(const Batch& b, const ObjectPlan& p, std::uint64_t off, std::uint64_t max) {
+    auto it = std::upper_bound(p.segs.begin(), p.segs.end(), off,
+                               [](std::uint64_t o, const Segment& s) { return o < s.offset; });
+    if (it == p.segs.begin()) return Error(errc::decode_error, "object " + p.key + ": offset before its start");
+    --it;
+    while (it != p.segs.end() && off >= it->offset + it->size) ++it;  // skip empty records
+    if (it == p.segs.end()) return Error(errc::decode_error, "object " + p.key + " is shorter than its plan");
+    std::uint64_t local = off - it->offset;
+    auto n = static_cast<std::size_t>(std::min<std::uint64_t>(max, it->size - local));
+    auto piece = b.lease.payload_piece(it->index, local, n);
+    if (!piece && piece.error().is(errc::unsupported) && !it->chunked) {
+      piece = b.lease.payload(it->index);  // compressed inline: unpacked once by the lease
+      if (piece) piece = piece->substr(static_cast<std::size_t>(local), n);
+    }
+    if (piece && piece->empty()) return Error(errc::decode_error, "object " + p.key + " is shorter than its plan");
+    return piece;
   }
 
   void digest_ahead_step(std::uint64_t token) {
     if (token != ahead_token_ || !ahead_.plan || !batch_ || batch_->gen != ahead_.gen) return;
-    if (ahead_.pos < ahead_.len) {
-      std::function<void()> waiting = ahead_.on_done;  // survives the reset a read error does
-      if (!digest_ahead_advance(kDigestSliceBytes)) {
-        if (waiting) waiting();  // the waiter hashes again and reports the error
-        return;
-      }
-      if (ahead_.pos < ahead_.len) {
-        net::post(ioc_, weak([this, token]() { digest_ahead_step(token); }));
-        return;
-      }
+    std::function<void()> waiting = ahead_.on_done;  // survives the reset a read error does
+    if (!digest_ahead_advance(kDigestSliceBytes)) {
+      if (waiting) waiting();  // the waiter hashes again and reports the error
+      return;
+    }
+    if (ahead_.plan) {
+      net::post(ioc_, weak([this, token]() { digest_ahead_step(token); }));
+      return;
     }
     if (ahead_.on_done) {
       auto done = std::move(ahead_.on_done);
@@ -1284,19 +1363,35 @@ class Engine : public std::enable_shared_from_this<Engine> {
     }
   }
 
-  // The part's digests: from the digest-ahead when it was on this range (finishing it), else a
-  // full pass.
+  // The range's digests: ready from the digest-ahead, or finished now when the digest-ahead is
+  // on it, else a full pass.
   Result<Digests> part_digest(const ObjectPlan& p, std::uint64_t off, std::uint64_t len) {
-    if (ahead_.plan == &p && batch_ && ahead_.gen == batch_->gen && ahead_.off == off && ahead_.len == len &&
-        digest_ahead_advance(len)) {
-      Digests d;
-      d.md5_raw = ahead_.md5->finish();
-      d.sha256_hex = ahead_.sha ? detail::to_hex(ahead_.sha->finish()) : "UNSIGNED-PAYLOAD";
-      ahead_ = DigestAhead{};
-      ++ahead_token_;
-      return d;
+    if (ahead_on(p)) {
+      bool covers = false;
+      for (std::size_t i = 0; i < ahead_.lanes; ++i) covers |= ahead_.off[i] == off && ahead_.len[i] == len;
+      if (covers) {
+        ++ahead_token_;  // the posted step is stale now
+        while (ahead_.plan && digest_ahead_advance(ahead_.longest)) {
+        }
+      }
+    }
+    if (ready_on(p)) {
+      auto it = ready_.find(off);
+      if (it != ready_.end()) {
+        Digests d = std::move(it->second);
+        ready_.erase(it);
+        return d;
+      }
     }
     return digest(*batch_, p, off, len);
+  }
+
+  bool range_hashed_or_hashing(const ObjectPlan& p, std::uint64_t off) const {
+    if (ready_on(p) && ready_.count(off)) return true;
+    if (ahead_on(p))
+      for (std::size_t i = 0; i < ahead_.lanes; ++i)
+        if (ahead_.off[i] == off) return true;
+    return false;
   }
 
   HeaderList object_headers(const Batch& b, const ObjectPlan& p) {
@@ -1503,9 +1598,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
     if (!hashed_ahead && p.size > cfg_.io_chunk_bytes) {
       // Hash in kDigestSliceBytes slices between handlers, as for multipart parts, so one large
       // object cannot hold the host's poll() for a whole MD5 pass (tens of ms for 8 MiB).
-      ahead_ = DigestAhead{};
-      ++ahead_token_;
-      start_digest_ahead(p, 0, p.size);
+      start_digest_ahead(p, {{0, p.size}});
       const std::uint64_t gen = b.gen;
       ObjectPlan* pp = &p;
       ahead_.on_done = [this, gen, pp] {
@@ -1669,12 +1762,16 @@ class Engine : public std::enable_shared_from_this<Engine> {
       if (!batch_ || batch_->gen != gen) return;  // the object failed meanwhile
     }
     if (inflight_parts_.empty() && mpu_.parts.size() == mpu_.part_count()) return complete_multipart(p);
-    std::uint32_t next = 1;  // the part the next free connection will send
-    while (next <= mpu_.part_count() && (mpu_.parts.count(next) || inflight_parts_.count(next))) ++next;
-    if (next <= mpu_.part_count()) {
-      std::uint64_t off = (next - 1) * mpu_.part_size;
-      start_digest_ahead(p, off, std::min<std::uint64_t>(mpu_.part_size, p.size - off));
+    // Hash the next parts ahead, several at once, while half a batch of digests is still ready.
+    if (ahead_on(p) || (ready_on(p) && ready_.size() > kAheadLanes / 2)) return;
+    const std::size_t want = lanes_unusable_gen_ == batch_->gen ? 1 : kAheadLanes;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+    for (std::uint32_t n = 1; n <= mpu_.part_count() && ranges.size() < want; ++n) {
+      std::uint64_t off = (n - 1) * mpu_.part_size;
+      if (mpu_.parts.count(n) || inflight_parts_.count(n) || range_hashed_or_hashing(p, off)) continue;
+      ranges.emplace_back(off, std::min<std::uint64_t>(mpu_.part_size, p.size - off));
     }
+    start_digest_ahead(p, ranges);
   }
 
   void dispatch_part(ObjectPlan& p, std::uint32_t n, std::size_t ci) {

@@ -189,6 +189,13 @@ class Lease {
   /// range), unsupported (chunked payload: use Buffer::read_payload), decode_error.
   Result<std::string_view> payload(std::size_t index) const;
 
+  /// Zero-copy view of payload bytes of records()[index] starting at `offset`: at most `max`
+  /// bytes, fewer at the end of a stored chunk (call again for the rest); empty at or past the
+  /// end. Valid until the Lease is destroyed (or moved from). Lets a reader walk a chunked
+  /// record without copying it. Errors: invalid_argument (index out of range), unsupported
+  /// (payload stored compressed: use payload() or Buffer::read_payload), decode_error.
+  Result<std::string_view> payload_piece(std::size_t index, std::uint64_t offset, std::size_t max) const;
+
   /// Returns all records still held to the queue now (as the destructor does).
   void release() noexcept;
 
