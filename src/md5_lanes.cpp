@@ -180,6 +180,11 @@ Md5Lanes::Md5Lanes(Engine e) noexcept : simd_(pick_simd(e)) {
   for (std::size_t l = 0; l < kLanes; ++l) reset(l);
 }
 
+Md5Lanes::Simd Md5Lanes::available() noexcept {
+  static const Simd best = pick_simd(Engine::best);
+  return best;
+}
+
 void Md5Lanes::reset(std::size_t lane) noexcept {
   for (int j = 0; j < 4; ++j) state_[j][lane] = kInit[j];
   total_[lane] = 0;

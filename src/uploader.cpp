@@ -1764,7 +1764,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
     if (inflight_parts_.empty() && mpu_.parts.size() == mpu_.part_count()) return complete_multipart(p);
     // Hash the next parts ahead, several at once, while half a batch of digests is still ready.
     if (ahead_on(p) || (ready_on(p) && ready_.size() > kAheadLanes / 2)) return;
-    const std::size_t want = lanes_unusable_gen_ == batch_->gen ? 1 : kAheadLanes;
+    const bool lanes = lanes_unusable_gen_ != batch_->gen && detail::Md5Lanes::available() != detail::Md5Lanes::Simd::none;
+    const std::size_t want = lanes ? kAheadLanes : 1;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
     for (std::uint32_t n = 1; n <= mpu_.part_count() && ranges.size() < want; ++n) {
       std::uint64_t off = (n - 1) * mpu_.part_size;

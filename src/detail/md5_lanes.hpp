@@ -36,6 +36,10 @@ class Md5Lanes {
   /// The 16 raw digest bytes of lane l's stream; the lane starts empty again.
   std::string finish(std::size_t lane);
 
+  /// The SIMD engine this CPU offers (none: hash streams one by one instead, e.g. with OpenSSL,
+  /// whose MD5 beats the portable loop).
+  static Simd available() noexcept;
+
   /// The instruction set in use (picked from the CPU at construction).
   Simd simd() const noexcept { return simd_; }
 
