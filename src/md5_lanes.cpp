@@ -107,10 +107,10 @@ void compress_portable(std::uint32_t st[4], const unsigned char* p) {
         w[7] = _mm256_permute2x128_si256(u3, u7, 0x31);                                              \
       }                                                                                              \
       const __m256i a0 = a, b0 = b, c0 = c, d0 = d;                                                  \
-      FP_FOUR(FP_F, 0); FP_FOUR(FP_F, 4); FP_FOUR(FP_F, 8); FP_FOUR(FP_F, 12);                       \
-      FP_FOUR(FP_G, 16); FP_FOUR(FP_G, 20); FP_FOUR(FP_G, 24); FP_FOUR(FP_G, 28);                    \
-      FP_FOUR(FP_H, 32); FP_FOUR(FP_H, 36); FP_FOUR(FP_H, 40); FP_FOUR(FP_H, 44);                    \
-      FP_FOUR(FP_I, 48); FP_FOUR(FP_I, 52); FP_FOUR(FP_I, 56); FP_FOUR(FP_I, 60);                    \
+      FP_FOUR(FP_F, 0, 7, 12, 17, 22); FP_FOUR(FP_F, 4, 7, 12, 17, 22); FP_FOUR(FP_F, 8, 7, 12, 17, 22); FP_FOUR(FP_F, 12, 7, 12, 17, 22);                       \
+      FP_FOUR(FP_G, 16, 5, 9, 14, 20); FP_FOUR(FP_G, 20, 5, 9, 14, 20); FP_FOUR(FP_G, 24, 5, 9, 14, 20); FP_FOUR(FP_G, 28, 5, 9, 14, 20);                    \
+      FP_FOUR(FP_H, 32, 4, 11, 16, 23); FP_FOUR(FP_H, 36, 4, 11, 16, 23); FP_FOUR(FP_H, 40, 4, 11, 16, 23); FP_FOUR(FP_H, 44, 4, 11, 16, 23);                    \
+      FP_FOUR(FP_I, 48, 6, 10, 15, 21); FP_FOUR(FP_I, 52, 6, 10, 15, 21); FP_FOUR(FP_I, 56, 6, 10, 15, 21); FP_FOUR(FP_I, 60, 6, 10, 15, 21);                    \
       a = _mm256_add_epi32(a, a0);                                                                   \
       b = _mm256_add_epi32(b, b0);                                                                   \
       c = _mm256_add_epi32(c, c0);                                                                   \
@@ -123,16 +123,17 @@ void compress_portable(std::uint32_t st[4], const unsigned char* p) {
   }
 
 #define FP_ADD _mm256_add_epi32
-#define FP_STEP(fn, w, x, y, z, i)                                                                \
+// Rotate counts are literals (an immediate operand even in unoptimized builds).
+#define FP_STEP(fn, w, x, y, z, i, r)                                                             \
   do {                                                                                            \
     __m256i v = FP_ADD(FP_ADD(w, fn(x, y, z)), FP_ADD(_mm256_set1_epi32(int(kK[i])), m[kG[i]])); \
-    w = FP_ADD(x, FP_ROTL(v, kS[i]));                                                             \
+    w = FP_ADD(x, FP_ROTL(v, r));                                                                 \
   } while (0)
-#define FP_FOUR(fn, i)        \
-  FP_STEP(fn, a, b, c, d, i); \
-  FP_STEP(fn, d, a, b, c, i + 1); \
-  FP_STEP(fn, c, d, a, b, i + 2); \
-  FP_STEP(fn, b, c, d, a, i + 3)
+#define FP_FOUR(fn, i, r0, r1, r2, r3)  \
+  FP_STEP(fn, a, b, c, d, i, r0);       \
+  FP_STEP(fn, d, a, b, c, i + 1, r1);   \
+  FP_STEP(fn, c, d, a, b, i + 2, r2);   \
+  FP_STEP(fn, b, c, d, a, i + 3, r3)
 
 #define FP_F(x, y, z) _mm256_xor_si256(z, _mm256_and_si256(x, _mm256_xor_si256(y, z)))
 #define FP_G(x, y, z) _mm256_xor_si256(y, _mm256_and_si256(z, _mm256_xor_si256(x, y)))
