@@ -164,6 +164,32 @@ struct Buffer::Impl {
     return std::string_view(u.data.get(), len);
   }
 
+  /// Chunk `idx` of record `id` (whose payload is `payload_size` bytes) as stored: its bytes after
+  /// the tag, raw or zstd, and the payload bytes it holds. A missing, empty or (raw) wrongly
+  /// sized chunk is decode_error. Valid while `txn` is.
+  struct StoredChunk {
+    std::string_view bytes;
+    bool raw = true;
+    std::size_t len = 0;
+  };
+  Result<StoredChunk> chunk_value(MDB_txn* txn, RecordId id, std::uint32_t idx, std::uint64_t payload_size) const {
+    ChunkKey ck(id, idx);
+    MDB_val k = val(ck.b, 12), v;
+    int rc = mdb_get(txn, db_chunks, &k, &v);
+    if (rc)
+      return Error(errc::decode_error, "record " + std::to_string(id) + ": chunk " + std::to_string(idx) +
+                                           " missing: " + mdb_text(rc));
+    std::string_view c = sv(v);
+    if (c.empty()) return Error(errc::decode_error, "record " + std::to_string(id) + ": empty chunk");
+    StoredChunk out;
+    out.bytes = c.substr(1);
+    out.raw = c[0] == char(kChunkRaw);
+    out.len = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_raw, payload_size - std::uint64_t(idx) * chunk_raw));
+    if (out.raw && out.bytes.size() != out.len)
+      return Error(errc::decode_error, "record " + std::to_string(id) + ": chunk has the wrong size");
+    return out;
+  }
+
   // Metrics (registered once; the labelled families below lazily, on the rare limit path).
   Counter& m_appended;
   Counter& m_appended_bytes;
@@ -1351,21 +1377,10 @@ Result<std::string_view> Lease::payload_piece(std::size_t index, std::uint64_t o
   if (!b || !impl_->rtxn) return Error(errc::invalid_argument, "lease already released");
   auto idx = static_cast<std::uint32_t>(offset / b->chunk_raw);
   auto in_chunk = static_cast<std::size_t>(offset % b->chunk_raw);
-  ChunkKey ck(r.id, idx);
-  MDB_val k = val(ck.b, 12), v;
-  int rc = mdb_get(impl_->rtxn, b->db_chunks, &k, &v);
-  if (rc)
-    return Error(errc::decode_error, "record " + std::to_string(r.id) + ": chunk " + std::to_string(idx) +
-                                         " missing: " + mdb_text(rc));
-  std::string_view c = sv(v);
-  if (c.empty()) return Error(errc::decode_error, "record " + std::to_string(r.id) + ": empty chunk");
-  if (c[0] != char(kChunkRaw))
-    return Error(errc::unsupported, "record " + std::to_string(r.id) + ": chunk stored compressed");
-  std::size_t chunk_len = static_cast<std::size_t>(
-      std::min<std::uint64_t>(b->chunk_raw, r.payload_size - std::uint64_t(idx) * b->chunk_raw));
-  if (c.size() - 1 != chunk_len)
-    return Error(errc::decode_error, "record " + std::to_string(r.id) + ": chunk has the wrong size");
-  return c.substr(1 + in_chunk, max);
+  auto c = b->chunk_value(impl_->rtxn, r.id, idx, r.payload_size);
+  if (!c) return std::move(c).error();
+  if (!c->raw) return Error(errc::unsupported, "record " + std::to_string(r.id) + ": chunk stored compressed");
+  return c->bytes.substr(in_chunk, max);
 }
 
 void Lease::release() noexcept {
@@ -1608,24 +1623,15 @@ Result<std::size_t> Buffer::read_payload(RecordId id, std::uint64_t offset, char
     std::uint64_t pos = offset + done;
     auto idx = static_cast<std::uint32_t>(pos / b.chunk_raw);
     std::size_t in_chunk = static_cast<std::size_t>(pos % b.chunk_raw);
-    std::size_t chunk_len =
-        static_cast<std::size_t>(std::min<std::uint64_t>(b.chunk_raw, h->payload_size - std::uint64_t(idx) * b.chunk_raw));
-    ChunkKey ck(id, idx);
-    MDB_val ckv = val(ck.b, 12), cv;
-    rc = mdb_get(txn, b.db_chunks, &ckv, &cv);
-    if (rc) return Error(errc::decode_error, "record " + std::to_string(id) + ": chunk " +
-                                                 std::to_string(idx) + " missing: " + mdb_text(rc));
-    std::string_view c = sv(cv);
-    if (c.empty()) return Error(errc::decode_error, "empty chunk");
-    std::string_view data;
-    if (c[0] == char(kChunkRaw)) {
-      data = c.substr(1);
-    } else {
-      auto unpacked = b.unpack(id, idx, c.substr(1), chunk_len);
+    auto c = b.chunk_value(txn, id, idx, h->payload_size);
+    if (!c) return std::move(c).error();
+    std::string_view data = c->bytes;
+    if (!c->raw) {
+      auto unpacked = b.unpack(id, idx, c->bytes, c->len);
       if (!unpacked) return Error(errc::decode_error, "record " + std::to_string(id) + ": chunk damaged");
       data = *unpacked;
     }
-    if (data.size() != chunk_len) return Error(errc::decode_error, "chunk has the wrong size");
+    const std::size_t chunk_len = c->len;
     std::size_t take = std::min(want - done, chunk_len - in_chunk);
     std::memcpy(out + done, data.data() + in_chunk, take);
     done += take;

@@ -177,7 +177,9 @@ Md5Lanes::Simd pick_simd(Md5Lanes::Engine) { return Md5Lanes::Simd::none; }
 
 }  // namespace
 
-Md5Lanes::Md5Lanes(Engine e) noexcept : simd_(pick_simd(e)) {
+Md5Lanes::Md5Lanes(Engine e) noexcept : simd_(pick_simd(e)) { clear(); }
+
+void Md5Lanes::clear() noexcept {
   for (std::size_t l = 0; l < kLanes; ++l) reset(l);
 }
 

@@ -1150,45 +1150,15 @@ class Engine : public std::enable_shared_from_this<Engine> {
     std::string sha256_hex;
   };
 
-  // Calls f(data, n) over object bytes [off, off+len): straight from the lease's mapped pages
-  // where it can (no copy; a chunked record one stored chunk at a time), else through scratch_
-  // in io_chunk_size pieces (compressed payloads).
+  // Calls f(data, n) over object bytes [off, off+len), one object_piece at a time.
   template <class F>
   Result<void> visit_object(const Batch& b, const ObjectPlan& p, std::uint64_t off, std::uint64_t len, F&& f) {
-    std::uint64_t done = 0;
-    auto it = std::upper_bound(p.segs.begin(), p.segs.end(), off,
-                               [](std::uint64_t o, const Segment& s) { return o < s.offset; });
-    if (it != p.segs.begin()) --it;
-    for (; it != p.segs.end() && done < len; ++it) {
-      std::uint64_t pos = off + done;
-      if (pos >= it->offset + it->size) continue;
-      std::uint64_t local = pos - it->offset;
-      std::uint64_t seg_len = std::min<std::uint64_t>(len - done, it->size - local);
-      std::uint64_t k = 0;
-      while (k < seg_len) {
-        auto piece = b.lease.payload_piece(it->index, local + k, static_cast<std::size_t>(seg_len - k));
-        if (!piece) {
-          if (!piece.error().is(errc::unsupported)) return std::move(piece).error();
-          if (!it->chunked) piece = b.lease.payload(it->index);  // compressed: unpacked once
-          if (!piece) break;  // compressed chunks: copied out below
-          piece = piece->substr(static_cast<std::size_t>(local + k), static_cast<std::size_t>(seg_len - k));
-        }
-        if (piece->empty()) return Error(errc::decode_error, "object " + p.key + " is shorter than its plan");
-        f(piece->data(), piece->size());
-        k += piece->size();
-      }
-      if (k < seg_len && !scratch_) scratch_.reset(new char[cfg_.io_chunk_bytes]);
-      for (; k < seg_len;) {
-        std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(cfg_.io_chunk_bytes, seg_len - k));
-        auto r = buffer_.read_payload(it->id, local + k, scratch_.get(), n);
-        if (!r) return std::move(r).error();
-        if (*r != n) return Error(errc::decode_error, "record " + std::to_string(it->id) + " is shorter than its size");
-        f(scratch_.get(), n);
-        k += n;
-      }
-      done += seg_len;
+    for (std::uint64_t done = 0; done < len;) {
+      auto piece = object_piece(b, p, off + done, len - done, /*may_copy=*/true);
+      if (!piece) return std::move(piece).error();
+      f(piece->data(), piece->size());
+      done += piece->size();
     }
-    if (done != len) return Error(errc::decode_error, "object " + p.key + " is shorter than its plan");
     return {};
   }
 
@@ -1259,7 +1229,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
       ahead_.md5.emplace(detail::Digest::Kind::md5);
     } else {
       if (!md5_lanes_) md5_lanes_ = std::make_unique<detail::Md5Lanes>();
-      for (std::size_t i = 0; i < kAheadLanes; ++i) (void)md5_lanes_->finish(i);  // all lanes empty
+      md5_lanes_->clear();
     }
     std::uint64_t token = ++ahead_token_;
     net::post(ioc_, weak([this, token]() { digest_ahead_step(token); }));
@@ -1285,7 +1255,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
       for (std::size_t i = 0; i < ahead_.lanes && r; ++i) {
         if (ahead_.pos >= ahead_.len[i]) continue;
         std::uint64_t want = std::min(end, ahead_.len[i]) - ahead_.pos;
-        auto piece = object_piece(*batch_, *ahead_.plan, ahead_.off[i] + ahead_.pos, want);
+        auto piece = object_piece(*batch_, *ahead_.plan, ahead_.off[i] + ahead_.pos, want, /*may_copy=*/false);
         if (!piece) {
           r = std::move(piece).error();
           break;
@@ -1325,9 +1295,12 @@ class Engine : public std::enable_shared_from_this<Engine> {
     return true;
   }
 
-  // One contiguous, zero-copy view of object bytes at `off` (at most `max`); `unsupported`
-  // when the bytes are stored compressed in chunks.
-  Result<std::string_view> object_piece(const Batch& b, const ObjectPlan& p, std::uint64_t off, std::uint64_t max) {
+  // One contiguous view of object bytes at `off` (at most `max`, never empty): straight from the
+  // lease's mapped pages where it can (a chunked record one stored chunk at a time). Bytes stored
+  // compressed in chunks are copied into scratch_ (io_chunk_bytes at most; the view lasts until
+  // the next call) when `may_copy`, else `unsupported`: the lanes hold several views at once.
+  Result<std::string_view> object_piece(const Batch& b, const ObjectPlan& p, std::uint64_t off, std::uint64_t max,
+                                        bool may_copy) {
     auto it = std::upper_bound(p.segs.begin(), p.segs.end(), off,
                                [](std::uint64_t o, const Segment& s) { return o < s.offset; });
     if (it == p.segs.begin()) return Error(errc::decode_error, "object " + p.key + ": offset before its start");
@@ -1337,9 +1310,18 @@ class Engine : public std::enable_shared_from_this<Engine> {
     std::uint64_t local = off - it->offset;
     auto n = static_cast<std::size_t>(std::min<std::uint64_t>(max, it->size - local));
     auto piece = b.lease.payload_piece(it->index, local, n);
-    if (!piece && piece.error().is(errc::unsupported) && !it->chunked) {
-      piece = b.lease.payload(it->index);  // compressed inline: unpacked once by the lease
-      if (piece) piece = piece->substr(static_cast<std::size_t>(local), n);
+    if (!piece && piece.error().is(errc::unsupported)) {
+      if (!it->chunked) {
+        piece = b.lease.payload(it->index);  // compressed inline: unpacked once by the lease
+        if (piece) piece = piece->substr(static_cast<std::size_t>(local), n);
+      } else if (may_copy) {
+        if (!scratch_) scratch_.reset(new char[cfg_.io_chunk_bytes]);
+        n = std::min<std::size_t>(n, cfg_.io_chunk_bytes);
+        auto r = buffer_.read_payload(it->id, local, scratch_.get(), n);
+        if (!r) return std::move(r).error();
+        if (*r != n) return Error(errc::decode_error, "record " + std::to_string(it->id) + " is shorter than its size");
+        return std::string_view(scratch_.get(), n);
+      }
     }
     if (piece && piece->empty()) return Error(errc::decode_error, "object " + p.key + " is shorter than its plan");
     return piece;

@@ -84,3 +84,18 @@ TEST_CASE("Md5Lanes matches OpenSSL for streams of different lengths fed in unev
   CHECK(to_hex(h.finish(0)) == "900150983cd24fb0d6963f7d28e17f72");
   CHECK(to_hex(h.finish(1)) == "d41d8cd98f00b204e9800998ecf8427e");
 }
+
+TEST_CASE("Md5Lanes::clear empties every lane, mid-block and after whole blocks") {
+  const std::string abc = "abc";
+  const std::string junk(200, 'x');  // three whole blocks and a partial one
+  for (auto engine : {Md5Lanes::Engine::best, Md5Lanes::Engine::portable}) {
+    Md5Lanes h(engine);
+    auto spans = none();
+    for (auto& s : spans) s = {junk.data(), junk.size()};
+    h.update(spans);
+    h.clear();
+    for (auto& s : spans) s = {abc.data(), abc.size()};
+    h.update(spans);
+    for (std::size_t l = 0; l < Md5Lanes::kLanes; ++l) CHECK(to_hex(h.finish(l)) == "900150983cd24fb0d6963f7d28e17f72");
+  }
+}

@@ -36,6 +36,9 @@ class Md5Lanes {
   /// The 16 raw digest bytes of lane l's stream; the lane starts empty again.
   std::string finish(std::size_t lane);
 
+  /// Every lane starts empty again, whatever it held.
+  void clear() noexcept;
+
   /// The SIMD engine this CPU offers (none: hash streams one by one instead, e.g. with OpenSSL,
   /// whose MD5 beats the portable loop).
   static Simd available() noexcept;
