@@ -106,6 +106,7 @@ struct Buffer::Impl {
   MDB_env* env = nullptr;
   MDB_dbi db_records = 0, db_order = 0, db_chunks = 0, db_state = 0, db_meta = 0, db_main = 0;
   std::uint64_t map_size = 0, map_cap = 0;
+  std::uint64_t file_bytes = 0;  // data.mdb's size as of the last commit (stats() is polled often)
   std::size_t chunk_raw = 0;  // payload bytes per chunk (a chunk value fills whole pages)
 
   PersistentCounters pc;      // mirror of the stored counters as of the last commit
@@ -422,6 +423,7 @@ struct Buffer::Impl {
     rc = mdb_txn_commit(txn);
     if (rc) return close_env(), why = "commit: " + mdb_text(rc), rc;
     env_broken = false;
+    note_file_size();
     refresh_gauges();
     return 0;
   }
@@ -609,7 +611,16 @@ struct Buffer::Impl {
     }
   }
 
+  // fstat of the open data file: the file only grows in a commit (or a map resize before one),
+  // so stats() reads this instead of a stat(2) by path on every call.
+  void note_file_size() {
+    mdb_filehandle_t fd;
+    struct stat st {};
+    if (env && mdb_env_get_fd(env, &fd) == 0 && ::fstat(fd, &st) == 0) file_bytes = static_cast<std::uint64_t>(st.st_size);
+  }
+
   void after_commit(bool force_sync) {
+    note_file_size();
     if (cfg.durability == Durability::sync) return;
     unsynced = true;
     if (force_sync && cfg.durability == Durability::interval && cfg.async_sync) {
@@ -896,7 +907,8 @@ struct Buffer::Impl {
       MDB_stat ds;
       if (mdb_stat(txn, d, &ds) == 0) used += ds.ms_branch_pages + ds.ms_leaf_pages + ds.ms_overflow_pages;
     }
-    std::uint64_t file = file_size_of(dir / "data.mdb") / st.ms_psize;
+    note_file_size();  // fstat of the open file: no path walk
+    std::uint64_t file = file_bytes / st.ms_psize;
     std::uint64_t high = static_cast<std::uint64_t>(info.me_last_pgno) + 1;
     std::uint64_t pages = std::max(file, high);
     // Pages freed by the last transactions (copy-on-write of the trees) are not reusable yet
@@ -1758,7 +1770,7 @@ BufferStats Buffer::stats() const {
   s.parked = b.pc.parked;
   s.staged = b.staged.active ? 1 : 0;
   s.map_bytes = b.map_size;
-  s.file_bytes = file_size_of(b.dir / "data.mdb");
+  s.file_bytes = b.file_bytes;
   s.written_today = b.pc.wear_day == utc_day(wall_ns(b.port)) ? b.pc.wear_bytes : 0;
   s.evicted_total = b.evicted_total;
   s.rejected_total = b.rejected_total;

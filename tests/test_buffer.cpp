@@ -205,6 +205,20 @@ TEST_CASE("records leased but not acked come back after a restart, ids are never
   CHECK(b->append(meta(1), "y").id > last);
 }
 
+TEST_CASE("stats().file_bytes is data.mdb's size after every commit, without a stat per call") {
+  Env e("buf-filebytes");
+  e.cfg.compress_min_bytes = 0;
+  e.cfg.initial_map_bytes = 1u << 20;  // the file grows with the map
+  auto b = e.open();
+  const auto file = std::filesystem::path(e.cfg.path) / "data.mdb";
+  CHECK(b->stats().file_bytes == std::filesystem::file_size(file));
+  for (int i = 0; i < 8; ++i) {
+    REQUIRE(b->append(meta(1), random_bytes(700000, i)).accepted);
+    CHECK(b->stats().file_bytes == std::filesystem::file_size(file));
+  }
+  CHECK(b->stats().file_bytes > 4u << 20);
+}
+
 TEST_CASE("compressed and chunked payloads read back exactly, compression ratio exported") {
   Env e("buf-chunks");
   e.cfg.chunk_bytes = 64 * 1024;
