@@ -106,7 +106,7 @@ struct Buffer::Impl {
   MDB_env* env = nullptr;
   MDB_dbi db_records = 0, db_order = 0, db_chunks = 0, db_state = 0, db_meta = 0, db_main = 0;
   std::uint64_t map_size = 0, map_cap = 0;
-  std::uint64_t file_bytes = 0;  // data.mdb's size as of the last commit (stats() is polled often)
+  std::uint64_t file_bytes = 0;  // data.mdb's size as of the last commit (note_file_size)
   std::size_t chunk_raw = 0;  // payload bytes per chunk (a chunk value fills whole pages)
 
   PersistentCounters pc;      // mirror of the stored counters as of the last commit
@@ -611,8 +611,9 @@ struct Buffer::Impl {
     }
   }
 
-  // fstat of the open data file: the file only grows in a commit (or a map resize before one),
-  // so stats() reads this instead of a stat(2) by path on every call.
+  // fstat of the open data file after each commit: LMDB (no MDB_WRITEMAP) writes data.mdb only
+  // when a transaction commits, so stats() and free_in_file() read this instead of a stat(2) by
+  // path on every call.
   void note_file_size() {
     mdb_filehandle_t fd;
     struct stat st {};
@@ -907,8 +908,7 @@ struct Buffer::Impl {
       MDB_stat ds;
       if (mdb_stat(txn, d, &ds) == 0) used += ds.ms_branch_pages + ds.ms_leaf_pages + ds.ms_overflow_pages;
     }
-    note_file_size();  // fstat of the open file: no path walk
-    std::uint64_t file = file_bytes / st.ms_psize;
+    std::uint64_t file = file_bytes / st.ms_psize;  // unchanged since the last commit
     std::uint64_t high = static_cast<std::uint64_t>(info.me_last_pgno) + 1;
     std::uint64_t pages = std::max(file, high);
     // Pages freed by the last transactions (copy-on-write of the trees) are not reusable yet
