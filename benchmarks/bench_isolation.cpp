@@ -208,7 +208,26 @@ struct ModeResult {
   std::int64_t worst_push_ns = 0, worst_blob_ns = 0, worst_poll_ns = 0;  // wall time of one call
   std::uint64_t polls = 0, long_polls = 0;                                 // long: over 1 ms
   std::int64_t long_poll_wall_ns = 0, long_poll_cpu_ns = 0;                // of the long polls
+  std::uint64_t steal_jiffies = 0, all_jiffies = 0;                        // whole VM, during the mode
 };
+
+// The VM's CPU time, all of it and the part the hypervisor gave to others (steal), from the
+// first line of /proc/stat: a noisy host shows up here, not in the loop's own figures.
+struct CpuJiffies {
+  std::uint64_t steal = 0, all = 0;
+};
+CpuJiffies read_cpu_jiffies() {
+  CpuJiffies j;
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  in >> cpu;
+  std::uint64_t v[8] = {};
+  for (auto& x : v) in >> x;  // user nice system idle iowait irq softirq steal
+  if (!in) return j;
+  for (auto x : v) j.all += x;
+  j.steal = v[7];
+  return j;
+}
 
 enum class Mode { alone, inloop, thread, twin };
 
@@ -432,12 +451,16 @@ int main(int argc, char** argv) {
     to.polls += from.polls;
     to.long_poll_wall_ns += from.long_poll_wall_ns;
     to.long_poll_cpu_ns += from.long_poll_cpu_ns;
+    to.steal_jiffies += from.steal_jiffies;
+    to.all_jiffies += from.all_jiffies;
   };
   const double slice_s = phase_s / slices;
   for (int r = 0; r < rounds; ++r) {
     ModeResult ra, ri, rt;
     // The order rotates each round, so slow drifts of the machine's load do not favour a mode.
     for (int k = 0; k < slices * 3; ++k) {
+      const CpuJiffies j0 = read_cpu_jiffies();
+      ModeResult* slice_mode = nullptr;
       switch ((k + r) % 3) {
         case 0:
           if (twin_pid > 0) {
@@ -445,9 +468,13 @@ int main(int argc, char** argv) {
             std::this_thread::sleep_for(std::chrono::milliseconds(100));  // back at its cap
           }
           run_phase(Mode::alone, slice_s, iters, nullptr, nullptr, s, prod, origin, ra);
+          slice_mode = &ra;
           if (twin_pid > 0) kill(twin_pid, SIGSTOP);
           break;
-        case 1: run_phase(Mode::inloop, slice_s, iters, p.get(), nullptr, s, prod, origin, ri); break;
+        case 1:
+          run_phase(Mode::inloop, slice_s, iters, p.get(), nullptr, s, prod, origin, ri);
+          slice_mode = &ri;
+          break;
         default: {
           // The same Pipeline (buffer, uploader state) in every mode: the PipelineThread takes it
           // for the slice and hands it back. Queue allocation and start/stop are outside the
@@ -458,19 +485,28 @@ int main(int argc, char** argv) {
             return 2;
           }
           run_phase(Mode::thread, slice_s, iters, nullptr, th->get(), s, prod, origin, rt);
+          slice_mode = &rt;
           p = (*th)->release();  // stop: joins, processes what is queued
           break;
         }
       }
+      const CpuJiffies j1 = read_cpu_jiffies();
+      slice_mode->steal_jiffies += j1.steal - j0.steal;
+      slice_mode->all_jiffies += j1.all - j0.all;
     }
     const double a99 = quantile(ra.lateness, 0.99), amax = quantile(ra.lateness, 1.0);
     p99_ratio.push_back(quantile(ri.lateness, 0.99) / a99);
     max_ratio.push_back(quantile(ri.lateness, 1.0) / amax);
     p99_ratio_t.push_back(quantile(rt.lateness, 0.99) / a99);
     max_ratio_t.push_back(quantile(rt.lateness, 1.0) / amax);
-    std::printf("  round %d: p99 alone %.1f us, inloop %.1f us, thread %.1f us; max %.0f / %.0f / %.0f us\n", r + 1,
-                a99 / 1e3, quantile(ri.lateness, 0.99) / 1e3, quantile(rt.lateness, 0.99) / 1e3, amax / 1e3,
-                quantile(ri.lateness, 1.0) / 1e3, quantile(rt.lateness, 1.0) / 1e3);
+    auto steal_pct = [](const ModeResult& m) {
+      return m.all_jiffies ? 100.0 * double(m.steal_jiffies) / double(m.all_jiffies) : 0.0;
+    };
+    std::printf("  round %d: p99 alone %.1f us, inloop %.1f us, thread %.1f us; max %.0f / %.0f / %.0f us; "
+                "steal %.1f / %.1f / %.1f %%\n",
+                r + 1, a99 / 1e3, quantile(ri.lateness, 0.99) / 1e3, quantile(rt.lateness, 0.99) / 1e3,
+                amax / 1e3, quantile(ri.lateness, 1.0) / 1e3, quantile(rt.lateness, 1.0) / 1e3, steal_pct(ra),
+                steal_pct(ri), steal_pct(rt));
     std::fflush(stdout);
     append(alone, ra);
     append(inloop, ri);
@@ -488,13 +524,19 @@ int main(int argc, char** argv) {
   const double a99 = quantile(alone.lateness, 0.99), amax = quantile(alone.lateness, 1.0);
   const double i99 = quantile(inloop.lateness, 0.99), imax = quantile(inloop.lateness, 1.0);
   const double t99 = quantile(thread.lateness, 0.99), tmax = quantile(thread.lateness, 1.0);
-  char base[480];
+  auto pct = [](std::uint64_t part, std::uint64_t all) { return all ? 100.0 * double(part) / double(all) : 0.0; };
+  char base[600];
   bench::Report report("isolation");
   std::snprintf(base, sizeof base,
                 "1 kHz %s loop alone, same round (median of %d rounds, 95 %% interval %.3f-%.3f); pooled p99 alone "
-                "%.1f us, in-loop %.1f us; %.1f MB uploaded at %.0f kB/s",
+                "%.1f us, in-loop %.1f us; %.1f MB uploaded at %.0f kB/s; hypervisor steal %.1f %% of the VM's CPU "
+                "(alone %.1f, in-loop %.1f, own-thread %.1f %%)",
                 realtime ? "SCHED_FIFO" : "SCHED_OTHER", rounds, median_interval(p99_ratio).first,
-                median_interval(p99_ratio).second, a99 / 1e3, i99 / 1e3, uploaded_mb, kCap / 1e3);
+                median_interval(p99_ratio).second, a99 / 1e3, i99 / 1e3, uploaded_mb, kCap / 1e3,
+                pct(alone.steal_jiffies + inloop.steal_jiffies + thread.steal_jiffies,
+                    alone.all_jiffies + inloop.all_jiffies + thread.all_jiffies),
+                pct(alone.steal_jiffies, alone.all_jiffies), pct(inloop.steal_jiffies, inloop.all_jiffies),
+                pct(thread.steal_jiffies, thread.all_jiffies));
   report.add("tick_p99_ratio", median(p99_ratio), "ratio", base, "<= 1.02");
   std::snprintf(base, sizeof base,
                 "alone, same round (median of %d); pooled max alone %.0f us, in-loop %.0f us; longest push %.0f us, "
