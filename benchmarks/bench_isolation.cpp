@@ -430,6 +430,9 @@ int main(int argc, char** argv) {
   if (use_twin) {
     twin_pid = fork();
     if (twin_pid == 0) {
+      // It spends most of the run stopped: if this process dies early (an error exit), the
+      // kernel kills it rather than leaving it stopped for good.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
       std::string tdb = (work / "twin-db").string();
       execl(self.c_str(), self.c_str(), "--twin", tdb.c_str(), bucket.c_str(), static_cast<char*>(nullptr));
       _exit(127);
@@ -454,27 +457,26 @@ int main(int argc, char** argv) {
     to.steal_jiffies += from.steal_jiffies;
     to.all_jiffies += from.all_jiffies;
   };
+  auto pct = [](std::uint64_t part, std::uint64_t all) { return all ? 100.0 * double(part) / double(all) : 0.0; };
+  auto steal_pct = [&](const ModeResult& m) { return pct(m.steal_jiffies, m.all_jiffies); };
   const double slice_s = phase_s / slices;
   for (int r = 0; r < rounds; ++r) {
     ModeResult ra, ri, rt;
+    ModeResult* const by_mode[3] = {&ra, &ri, &rt};
     // The order rotates each round, so slow drifts of the machine's load do not favour a mode.
     for (int k = 0; k < slices * 3; ++k) {
+      const int mode = (k + r) % 3;
       const CpuJiffies j0 = read_cpu_jiffies();
-      ModeResult* slice_mode = nullptr;
-      switch ((k + r) % 3) {
+      switch (mode) {
         case 0:
           if (twin_pid > 0) {
             kill(twin_pid, SIGCONT);
             std::this_thread::sleep_for(std::chrono::milliseconds(100));  // back at its cap
           }
           run_phase(Mode::alone, slice_s, iters, nullptr, nullptr, s, prod, origin, ra);
-          slice_mode = &ra;
           if (twin_pid > 0) kill(twin_pid, SIGSTOP);
           break;
-        case 1:
-          run_phase(Mode::inloop, slice_s, iters, p.get(), nullptr, s, prod, origin, ri);
-          slice_mode = &ri;
-          break;
+        case 1: run_phase(Mode::inloop, slice_s, iters, p.get(), nullptr, s, prod, origin, ri); break;
         default: {
           // The same Pipeline (buffer, uploader state) in every mode: the PipelineThread takes it
           // for the slice and hands it back. Queue allocation and start/stop are outside the
@@ -485,23 +487,19 @@ int main(int argc, char** argv) {
             return 2;
           }
           run_phase(Mode::thread, slice_s, iters, nullptr, th->get(), s, prod, origin, rt);
-          slice_mode = &rt;
           p = (*th)->release();  // stop: joins, processes what is queued
           break;
         }
       }
       const CpuJiffies j1 = read_cpu_jiffies();
-      slice_mode->steal_jiffies += j1.steal - j0.steal;
-      slice_mode->all_jiffies += j1.all - j0.all;
+      by_mode[mode]->steal_jiffies += j1.steal - j0.steal;
+      by_mode[mode]->all_jiffies += j1.all - j0.all;
     }
     const double a99 = quantile(ra.lateness, 0.99), amax = quantile(ra.lateness, 1.0);
     p99_ratio.push_back(quantile(ri.lateness, 0.99) / a99);
     max_ratio.push_back(quantile(ri.lateness, 1.0) / amax);
     p99_ratio_t.push_back(quantile(rt.lateness, 0.99) / a99);
     max_ratio_t.push_back(quantile(rt.lateness, 1.0) / amax);
-    auto steal_pct = [](const ModeResult& m) {
-      return m.all_jiffies ? 100.0 * double(m.steal_jiffies) / double(m.all_jiffies) : 0.0;
-    };
     std::printf("  round %d: p99 alone %.1f us, inloop %.1f us, thread %.1f us; max %.0f / %.0f / %.0f us; "
                 "steal %.1f / %.1f / %.1f %%\n",
                 r + 1, a99 / 1e3, quantile(ri.lateness, 0.99) / 1e3, quantile(rt.lateness, 0.99) / 1e3,
@@ -524,19 +522,18 @@ int main(int argc, char** argv) {
   const double a99 = quantile(alone.lateness, 0.99), amax = quantile(alone.lateness, 1.0);
   const double i99 = quantile(inloop.lateness, 0.99), imax = quantile(inloop.lateness, 1.0);
   const double t99 = quantile(thread.lateness, 0.99), tmax = quantile(thread.lateness, 1.0);
-  auto pct = [](std::uint64_t part, std::uint64_t all) { return all ? 100.0 * double(part) / double(all) : 0.0; };
+  const auto p99_interval = median_interval(p99_ratio), p99_interval_t = median_interval(p99_ratio_t);
   char base[600];
   bench::Report report("isolation");
   std::snprintf(base, sizeof base,
                 "1 kHz %s loop alone, same round (median of %d rounds, 95 %% interval %.3f-%.3f); pooled p99 alone "
                 "%.1f us, in-loop %.1f us; %.1f MB uploaded at %.0f kB/s; hypervisor steal %.1f %% of the VM's CPU "
                 "(alone %.1f, in-loop %.1f, own-thread %.1f %%)",
-                realtime ? "SCHED_FIFO" : "SCHED_OTHER", rounds, median_interval(p99_ratio).first,
-                median_interval(p99_ratio).second, a99 / 1e3, i99 / 1e3, uploaded_mb, kCap / 1e3,
+                realtime ? "SCHED_FIFO" : "SCHED_OTHER", rounds, p99_interval.first,
+                p99_interval.second, a99 / 1e3, i99 / 1e3, uploaded_mb, kCap / 1e3,
                 pct(alone.steal_jiffies + inloop.steal_jiffies + thread.steal_jiffies,
                     alone.all_jiffies + inloop.all_jiffies + thread.all_jiffies),
-                pct(alone.steal_jiffies, alone.all_jiffies), pct(inloop.steal_jiffies, inloop.all_jiffies),
-                pct(thread.steal_jiffies, thread.all_jiffies));
+                steal_pct(alone), steal_pct(inloop), steal_pct(thread));
   report.add("tick_p99_ratio", median(p99_ratio), "ratio", base, "<= 1.02");
   std::snprintf(base, sizeof base,
                 "alone, same round (median of %d); pooled max alone %.0f us, in-loop %.0f us; longest push %.0f us, "
@@ -551,7 +548,7 @@ int main(int argc, char** argv) {
   std::snprintf(base, sizeof base,
                 "alone, same round (median of %d, 95 %% interval %.3f-%.3f); pooled p99 alone %.1f us, own-thread "
                 "%.1f us",
-                rounds, median_interval(p99_ratio_t).first, median_interval(p99_ratio_t).second, a99 / 1e3,
+                rounds, p99_interval_t.first, p99_interval_t.second, a99 / 1e3,
                 t99 / 1e3);
   report.add("tick_p99_ratio_thread", median(p99_ratio_t), "ratio", base, "<= 1.02");
   std::snprintf(base, sizeof base, "alone, same round (median of %d); pooled max alone %.0f us, own-thread %.0f us",
