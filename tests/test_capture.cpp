@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "detail/event_format.hpp"
+#include "capture/event_format.hpp"
 #include "support/capture_rig.hpp"
 
 // ---- counting allocator (whole test binary) ---------------------------------------------------

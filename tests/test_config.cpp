@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "detail/json_reader.hpp"
+#include "common/json_reader.hpp"
 
 using fleetpipe::errc;
 using fleetpipe::parse_config;

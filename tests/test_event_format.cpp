@@ -1,4 +1,4 @@
-#include "detail/event_format.hpp"
+#include "capture/event_format.hpp"
 
 #include <catch2/catch.hpp>
 

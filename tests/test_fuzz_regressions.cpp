@@ -1,7 +1,7 @@
 // Every crash the libFuzzer targets (tests/fuzz/fuzz_*.cpp) found, replayed as a unit test so it
 // runs in the normal and the ASan+UBSan suites, not only in the clang fuzz build. The inputs are
 // also committed in tests/fuzz/corpus/<target>/regression-*.
-#include "detail/event_format.hpp"
+#include "capture/event_format.hpp"
 
 #include <catch2/catch.hpp>
 #include <atomic>
@@ -14,7 +14,7 @@
 #include <sstream>
 #include <string>
 
-#include "detail/s3_client.hpp"
+#include "s3/s3_client.hpp"
 #include "fleetpipe/config.hpp"
 
 using namespace fleetpipe;

@@ -1,6 +1,6 @@
-// Multi-lane MD5 (src/detail/md5_lanes.hpp) against RFC 1321's test suite and OpenSSL's MD5, on
+// Multi-lane MD5 (src/s3/md5_lanes.hpp) against RFC 1321's test suite and OpenSSL's MD5, on
 // every engine this CPU has (AVX-512VL, AVX2, the portable loop).
-#include "detail/md5_lanes.hpp"
+#include "s3/md5_lanes.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "detail/digest.hpp"
+#include "s3/digest.hpp"
 
 using fleetpipe::detail::Md5Lanes;
 using fleetpipe::detail::md5_raw;

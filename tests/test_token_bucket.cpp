@@ -1,5 +1,5 @@
-// The byte token bucket that shapes socket writes (src/detail/token_bucket.hpp).
-#include "detail/token_bucket.hpp"
+// The byte token bucket that shapes socket writes (src/s3/token_bucket.hpp).
+#include "s3/token_bucket.hpp"
 
 #include <catch2/catch.hpp>
 

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <fstream>
 
-#include "detail/credentials.hpp"
+#include "s3/credentials.hpp"
 #include "fleetpipe/config.hpp"
 #include "support/test_paths.hpp"
 

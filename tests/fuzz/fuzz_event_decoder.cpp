@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "detail/event_format.hpp"
+#include "capture/event_format.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view bytes(reinterpret_cast<const char*>(data), size);

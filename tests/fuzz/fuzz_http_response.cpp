@@ -9,7 +9,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
-#include "detail/s3_client.hpp"
+#include "s3/s3_client.hpp"
 
 namespace http = boost::beast::http;
 using namespace fleetpipe::detail;

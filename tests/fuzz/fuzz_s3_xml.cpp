@@ -8,7 +8,7 @@
 #include <string>
 #include <string_view>
 
-#include "detail/s3_client.hpp"
+#include "s3/s3_client.hpp"
 
 using namespace fleetpipe::detail;
 

@@ -23,7 +23,7 @@
 #include <sstream>
 #include <thread>
 
-#include "detail/event_format.hpp"
+#include "capture/event_format.hpp"
 #include "fleetpipe/buffer.hpp"
 #include "fleetpipe/metrics.hpp"
 #include "fleetpipe/trigger.hpp"

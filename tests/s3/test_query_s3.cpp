@@ -6,7 +6,7 @@
 #include <random>
 #include <string>
 
-#include "detail/event_format.hpp"
+#include "capture/event_format.hpp"
 #include "fleetpipe/pipeline.hpp"
 #include "support/s3_env.hpp"
 #include "support/test_paths.hpp"

@@ -9,9 +9,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "detail/config_parsers.hpp"
-#include "detail/event_format.hpp"
-#include "detail/trigger_engine.hpp"
+#include "common/config_parsers.hpp"
+#include "capture/event_format.hpp"
+#include "trigger/trigger_engine.hpp"
 #include "fleetpipe/config.hpp"
 
 namespace fleetpipe {

@@ -24,9 +24,9 @@
 #include <tuple>
 #include <unordered_map>
 
-#include "detail/async_fdatasync.hpp"
-#include "detail/buffer_format.hpp"
-#include "detail/config_parsers.hpp"
+#include "buffer/async_fdatasync.hpp"
+#include "buffer/buffer_format.hpp"
+#include "common/config_parsers.hpp"
 
 namespace fleetpipe {
 

@@ -1,4 +1,4 @@
-#include "detail/json_reader.hpp"
+#include "common/json_reader.hpp"
 
 #include <algorithm>
 #include <cctype>

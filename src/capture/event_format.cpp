@@ -1,5 +1,5 @@
-// The event payload format: see src/detail/event_format.hpp and docs/event-format.md.
-#include "detail/event_format.hpp"
+// The event payload format: see src/capture/event_format.hpp and docs/event-format.md.
+#include "capture/event_format.hpp"
 
 #include <cstring>
 

@@ -4,7 +4,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "detail/config_parsers.hpp"
+#include "common/config_parsers.hpp"
 
 namespace fleetpipe {
 

@@ -10,11 +10,11 @@
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
-#include "detail/config_parsers.hpp"
-#include "detail/credentials.hpp"
-#include "detail/digest.hpp"
-#include "detail/s3_client.hpp"
-#include "detail/uploader_shared.hpp"
+#include "common/config_parsers.hpp"
+#include "s3/credentials.hpp"
+#include "s3/digest.hpp"
+#include "s3/s3_client.hpp"
+#include "uploader/uploader_shared.hpp"
 #include "fleetpipe/asio.hpp"
 #include "fleetpipe/version.hpp"
 

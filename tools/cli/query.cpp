@@ -11,7 +11,7 @@
 
 #include "cli/bucket_options.hpp"
 #include "cli/commands.hpp"
-#include "detail/event_format.hpp"
+#include "capture/event_format.hpp"
 #include "fleetpipe/query.hpp"
 
 namespace fleetpipe::cli {

@@ -1,4 +1,4 @@
-#include "detail/token_bucket.hpp"
+#include "s3/token_bucket.hpp"
 
 #include <algorithm>
 #include <cmath>

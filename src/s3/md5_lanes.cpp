@@ -1,5 +1,5 @@
 // Multi-lane MD5 (RFC 1321), see detail/md5_lanes.hpp.
-#include "detail/md5_lanes.hpp"
+#include "s3/md5_lanes.hpp"
 
 #include <algorithm>
 #include <cstring>

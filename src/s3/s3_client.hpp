@@ -18,7 +18,7 @@
 
 #include <boost/asio/io_context.hpp>
 
-#include "detail/token_bucket.hpp"
+#include "s3/token_bucket.hpp"
 #include "fleetpipe/port.hpp"
 #include "fleetpipe/sigv4.hpp"
 #include "fleetpipe/uploader.hpp"

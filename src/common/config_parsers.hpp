@@ -3,7 +3,7 @@
 // calls `finish()` on the readers it opens so unknown keys are reported.
 #pragma once
 
-#include "detail/json_reader.hpp"
+#include "common/json_reader.hpp"
 #include "fleetpipe/config.hpp"
 
 namespace fleetpipe::detail {

@@ -10,8 +10,8 @@
 #include <map>
 #include <set>
 
-#include "detail/json_reader.hpp"
-#include "detail/trigger_engine.hpp"
+#include "common/json_reader.hpp"
+#include "trigger/trigger_engine.hpp"
 
 namespace fleetpipe {
 

@@ -4,7 +4,7 @@
 // All three are for the thread that drives the Uploader's io_context only.
 #pragma once
 
-#include "detail/token_bucket.hpp"
+#include "s3/token_bucket.hpp"
 #include "fleetpipe/port.hpp"
 #include "fleetpipe/uploader.hpp"
 

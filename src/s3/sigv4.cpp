@@ -7,7 +7,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "detail/digest.hpp"
+#include "s3/digest.hpp"
 
 namespace fleetpipe {
 namespace detail {

@@ -26,13 +26,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <nlohmann/json.hpp>
 
-#include "detail/config_parsers.hpp"
-#include "detail/credentials.hpp"
-#include "detail/digest.hpp"
-#include "detail/md5_lanes.hpp"
-#include "detail/s3_client.hpp"
-#include "detail/token_bucket.hpp"
-#include "detail/uploader_shared.hpp"
+#include "common/config_parsers.hpp"
+#include "s3/credentials.hpp"
+#include "s3/digest.hpp"
+#include "s3/md5_lanes.hpp"
+#include "s3/s3_client.hpp"
+#include "s3/token_bucket.hpp"
+#include "uploader/uploader_shared.hpp"
 #include "fleetpipe/asio.hpp"
 #include "fleetpipe/version.hpp"
 

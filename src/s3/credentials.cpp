@@ -1,4 +1,4 @@
-#include "detail/credentials.hpp"
+#include "s3/credentials.hpp"
 
 #include <sys/stat.h>
 

@@ -1,4 +1,4 @@
-#include "detail/s3_client.hpp"
+#include "s3/s3_client.hpp"
 
 #include <algorithm>
 #include <cctype>

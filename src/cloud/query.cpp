@@ -14,8 +14,8 @@
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
-#include "detail/credentials.hpp"
-#include "detail/s3_client.hpp"
+#include "s3/credentials.hpp"
+#include "s3/s3_client.hpp"
 
 namespace fleetpipe {
 
