@@ -34,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   // InitiateMultipartUpload
   (void)xml_text(xml, "UploadId");
-  // ListParts (as src/uploader.cpp reconcile_parts reads it)
+  // ListParts (as src/uploader/ reconcile_parts reads it)
   for (auto part : xml_blocks(xml, "Part")) {
     // A block is empty (<Part/>) or a view inside the body.
     if (!part.empty() &&
@@ -49,7 +49,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)xml_text(xml, "NextPartNumberMarker");
   // CompleteMultipartUpload
   (void)xml_text(xml, "ETag");
-  // ListObjectsV2 (src/query.cpp)
+  // ListObjectsV2 (src/cloud/query.cpp)
   for (auto c : xml_blocks(xml, "Contents")) {
     (void)xml_text(c, "Key");
     (void)xml_text(c, "Size");

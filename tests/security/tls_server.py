@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """tls_server.py: a tiny HTTPS server on loopback with a chosen (bad) certificate, for the
-security tests (tests/test_security.cpp). It answers every request like a permissive S3:
+security tests (tests/test_uploader_tls_and_secrets.cpp). It answers every request like a permissive S3:
 200, ETag = MD5 of the body, and logs each request line to DIR/requests.log.
 
     tls_server.py --dir DIR --mode MODE --port-file F [--exit-with-parent]

@@ -7,23 +7,11 @@
 #include <string>
 
 #include "cli/commands.hpp"
+#include "cli/format.hpp"
 #include "fleetpipe/buffer.hpp"
 
 namespace fleetpipe::cli {
 namespace {
-
-std::string human_bytes(std::uint64_t n) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
 
 std::string iso_time(std::int64_t ns) {
   if (ns <= 0) return "-";
@@ -51,25 +39,25 @@ int run(const std::string& dir) {
   const BufferReport& r = *rep;
   std::printf("buffer %s\n", dir.c_str());
   std::printf("  records %llu, stored %s, next id %llu\n", static_cast<unsigned long long>(r.records),
-              human_bytes(r.bytes).c_str(), static_cast<unsigned long long>(r.next_id));
-  std::printf("  quota: bytes %s of %s (%s), records %llu of %llu (%s)\n", human_bytes(r.bytes).c_str(),
-              human_bytes(r.max_bytes).c_str(), percent(r.bytes, r.max_bytes).c_str(),
+              human_bytes(double(r.bytes)).c_str(), static_cast<unsigned long long>(r.next_id));
+  std::printf("  quota: bytes %s of %s (%s), records %llu of %llu (%s)\n", human_bytes(double(r.bytes)).c_str(),
+              human_bytes(double(r.max_bytes)).c_str(), percent(r.bytes, r.max_bytes).c_str(),
               static_cast<unsigned long long>(r.records), static_cast<unsigned long long>(r.max_records),
               percent(r.records, r.max_records).c_str());
   std::time_t now = std::time(nullptr);
   bool today = r.wear_day == static_cast<std::int64_t>(now / 86400);
   std::uint64_t written = today ? r.written_on_wear_day : 0;
-  std::printf("  flash wear today: %s of %s (%s)\n", human_bytes(written).c_str(),
-              r.max_bytes_written_per_day ? human_bytes(r.max_bytes_written_per_day).c_str() : "-",
+  std::printf("  flash wear today: %s of %s (%s)\n", human_bytes(double(written)).c_str(),
+              r.max_bytes_written_per_day ? human_bytes(double(r.max_bytes_written_per_day)).c_str() : "-",
               percent(written, r.max_bytes_written_per_day).c_str());
-  std::printf("  file data.mdb %s, map %s\n", human_bytes(r.file_bytes).c_str(),
-              human_bytes(r.map_bytes).c_str());
+  std::printf("  file data.mdb %s, map %s\n", human_bytes(double(r.file_bytes)).c_str(),
+              human_bytes(double(r.map_bytes)).c_str());
   std::printf("\n  %-20s %4s %9s %11s %11s %7s  %-20s  %-20s\n", "STREAM", "PRIO", "RECORDS", "STORED",
               "PAYLOAD", "PARKED", "OLDEST", "NEWEST");
   for (const auto& u : r.usage) {
     std::printf("  %-20s %4u %9llu %11s %11s %7llu  %-20s  %-20s\n", u.stream.c_str(), u.priority,
-                static_cast<unsigned long long>(u.records), human_bytes(u.bytes).c_str(),
-                human_bytes(u.payload_bytes).c_str(), static_cast<unsigned long long>(u.parked),
+                static_cast<unsigned long long>(u.records), human_bytes(double(u.bytes)).c_str(),
+                human_bytes(double(u.payload_bytes)).c_str(), static_cast<unsigned long long>(u.parked),
                 iso_time(u.oldest_ns).c_str(), iso_time(u.newest_ns).c_str());
   }
   if (r.usage.empty()) std::printf("  (empty)\n");

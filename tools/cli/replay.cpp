@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/format.hpp"
 #include "fleetpipe/capture.hpp"
 #include "fleetpipe/config.hpp"
 
@@ -62,18 +63,6 @@ bool has_custom(const TriggerConfig& t) {
     if (has_custom(c)) return true;
   }
   return false;
-}
-
-std::string human_bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  int u = 0;
-  while (b >= 1024 && u < 5) {
-    b /= 1024;
-    ++u;
-  }
-  char buf[64];
-  std::snprintf(buf, sizeof buf, u ? "%.2f %s" : "%.0f %s", b, units[u]);
-  return buf;
 }
 
 int run(const Options& o) {
@@ -215,23 +204,23 @@ int run(const Options& o) {
     auto ts = c.trigger_stats(TriggerHandle{i});
     std::printf("%-24s %8llu %8llu %14s %12llu %10llu %10llu\n", c.triggers()[i].name.c_str(),
                 static_cast<unsigned long long>(ts.fires),
-                static_cast<unsigned long long>(ts.events), human_bytes(double(ts.bytes)).c_str(),
+                static_cast<unsigned long long>(ts.events), human_bytes(double(ts.bytes), 2).c_str(),
                 static_cast<unsigned long long>(ts.budget_hits),
                 static_cast<unsigned long long>(ts.suppressed_cooldown),
                 static_cast<unsigned long long>(ts.sampled_out));
   }
   std::printf("\nevents: %llu, bytes: %s (a merged event counts once here, once per trigger above)\n",
-              static_cast<unsigned long long>(st.events), human_bytes(double(st.event_bytes)).c_str());
+              static_cast<unsigned long long>(st.events), human_bytes(double(st.event_bytes), 2).c_str());
   if (st.time_backwards || st.ring_overflow) {
     std::printf("dropped: %llu samples with time going backwards, %llu ring overflows\n",
                 static_cast<unsigned long long>(st.time_backwards),
                 static_cast<unsigned long long>(st.ring_overflow));
   }
   if (duration > 0) {
-    std::printf("forecast per device: %.1f events/day, %s/day\n", epd, human_bytes(bpd).c_str());
+    std::printf("forecast per device: %.1f events/day, %s/day\n", epd, human_bytes(bpd, 2).c_str());
     std::printf("forecast for %llu devices: %.1f events/day, %s/day\n",
                 static_cast<unsigned long long>(o.fleet), epd * double(o.fleet),
-                human_bytes(bpd * double(o.fleet)).c_str());
+                human_bytes(bpd * double(o.fleet), 2).c_str());
   } else {
     std::printf("forecast: the recording spans no time; no per-day forecast\n");
   }

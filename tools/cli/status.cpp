@@ -8,6 +8,7 @@
 
 #include "cli/bucket_options.hpp"
 #include "cli/commands.hpp"
+#include "cli/format.hpp"
 #include "fleetpipe/query.hpp"
 
 namespace fleetpipe::cli {
@@ -19,18 +20,6 @@ struct StatusOptions {
   double silent_after_s = 900, window_s = 86400;
   bool json = false, flagged_only = false;
 };
-
-std::string human_bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) {
-    b /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", b, units[u]);
-  return buf;
-}
 
 std::string human_age(double s) {
   char buf[32];

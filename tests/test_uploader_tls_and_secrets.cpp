@@ -1,4 +1,4 @@
-// Security (issue #9): TLS verification on by default; expired, self-signed and wrong-host
+// The uploader's security promises: TLS verification on by default; expired, self-signed and wrong-host
 // certificates rejected with clear errors; plain HTTP refused without allow_insecure_http;
 // secrets never in logs, errors or metrics; object keys sanitised; a warning for a
 // world-readable credentials file. The HTTPS peer is tests/security/tls_server.py on loopback
