@@ -75,6 +75,19 @@ def _members(sample):
     return [head] + files
 
 
+def _unique(sample, used):
+    """The sample, renamed "<key>_dup<n>" when its key is taken (the same event delivered twice
+    and not curated out): WebDataset would merge two samples of one name."""
+    key, n = sample["key"], 1
+    while key in used:
+        key = "%s_dup%d" % (sample["key"], n)
+        n += 1
+    used.add(key)
+    if key != sample["key"]:
+        sample = dict(sample, key=key, meta=dict(sample["meta"], key=key))
+    return sample
+
+
 def _lineage(sample, shard):
     m = sample["meta"]
     return {"key": sample["key"], "shard": shard, "event_id": m["event_id"], "device": m["device"],
@@ -165,6 +178,10 @@ def export_webdataset(dataset, out, shard_max_bytes=256 << 20, shard_max_samples
             os.unlink(os.path.join(out, stale))
     before = dict(dataset.stats()["skipped"])
 
+    used = set()  # sample keys already in the export (the same event twice must not merge)
+    with open(lineage_path) as f:
+        for line in f:
+            used.add(json.loads(line)["key"])
     position = {id(e): i for i, e in enumerate(order)}
     shard = None
 
@@ -191,7 +208,7 @@ def export_webdataset(dataset, out, shard_max_bytes=256 << 20, shard_max_samples
         if shard is None:
             shard = _Shard(out, "%s-%06d.tar" % (name, len(state["shards"])))
         for s in samples:
-            shard.add(s)
+            shard.add(_unique(s, used))
         if shard.bytes >= shard_max_bytes or shard.samples >= shard_max_samples:
             commit(position[id(entry)] + 1)
             shard = None

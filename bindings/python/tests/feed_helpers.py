@@ -80,3 +80,11 @@ def reader_args(env, bucket):
     return dict(endpoint=env["S3_ENDPOINT_HTTPS"], bucket=bucket, region=env["S3_REGION"],
                 ca_file=env["S3_CA_FILE"], access_key=env["S3_ACCESS_KEY"],
                 secret_key=env["S3_SECRET_KEY"])
+
+
+def fleet_bucket(s3, s3_client, tmp_path_factory, name):
+    """A new bucket `name` with the FLEET uploaded: {"bucket", "args" (reader_args), "captured"}."""
+    import s3env  # noqa: PLC0415 - on sys.path once the shared conftest ran
+    s3env.ensure_bucket(s3_client, name)
+    captured = upload_fleet(tmp_path_factory.mktemp("fleet"), s3, name)
+    return {"bucket": name, "args": reader_args(s3, name), "captured": captured}

@@ -12,18 +12,14 @@ import numpy as np
 import pytest
 
 import fleetpipe
-from feed_helpers import FLEET, reader_args, upload_fleet
+from feed_helpers import FLEET, fleet_bucket, reader_args, upload_fleet
 from fp_helpers import bucket_args, clean_env
 
 
 @pytest.fixture(scope="module")
 def feed(s3, s3_client, tmp_path_factory):
-    """A bucket with the FLEET uploaded once for the read-only tests of this module."""
-    import s3env
-    name = "fp-feed-%d" % os.getpid()
-    s3env.ensure_bucket(s3_client, name)
-    captured = upload_fleet(tmp_path_factory.mktemp("fleet"), s3, name)
-    return {"bucket": name, "args": reader_args(s3, name), "captured": captured}
+    """A bucket with the FLEET uploaded once for the tests of this module."""
+    return fleet_bucket(s3, s3_client, tmp_path_factory, "fp-feed-%d" % os.getpid())
 
 
 def rows_of(payload, stream):

@@ -12,18 +12,15 @@ import numpy as np
 import pytest
 
 import fleetpipe
-from feed_helpers import FLEET, reader_args, upload_fleet
+from feed_helpers import FLEET, fleet_bucket
 from fleetpipe.export import ExportError
 from fp_helpers import bucket_args, clean_env
 
 
 @pytest.fixture(scope="module")
 def feed(s3, s3_client, tmp_path_factory):
-    import s3env
-    name = "fp-export-%d" % os.getpid()
-    s3env.ensure_bucket(s3_client, name)
-    captured = upload_fleet(tmp_path_factory.mktemp("fleet"), s3, name)
-    return {"bucket": name, "args": reader_args(s3, name), "captured": captured}
+    """A bucket with the FLEET uploaded once for the tests of this module."""
+    return fleet_bucket(s3, s3_client, tmp_path_factory, "fp-export-%d" % os.getpid())
 
 
 def read_shards(out):
@@ -165,7 +162,7 @@ def test_balance_across_triggers_and_labels_reports_what_it_removed(feed):
         1 for m, _ in feed["captured"].values() if FLEET[m["device"]][3]["site"] == "store-01")
 
 
-def test_remove_duplicates_finds_reuploads_and_identical_content(s3, s3_client, feed):
+def test_remove_duplicates_finds_reuploads_and_identical_content(s3, s3_client, feed, tmp_path):
     bucket = feed["bucket"]
     ds = fleetpipe.Dataset(feed["args"], torch=False)
     original = ds.entries()[0]
@@ -181,6 +178,12 @@ def test_remove_duplicates_finds_reuploads_and_identical_content(s3, s3_client, 
     try:
         ds = fleetpipe.Dataset(feed["args"], torch=False)
         assert len(ds) == len(feed["captured"]) + 2
+        # exported as they are, the two copies of one event stay two samples
+        fleetpipe.export_webdataset(ds, str(tmp_path / "dups"))
+        names = [n for files in read_shards(str(tmp_path / "dups")).values() for n in files
+                 if n.endswith(".json")]
+        assert len(names) == len(set(names)) == len(ds)
+        assert sorted(n.split(".")[0][-5:] for n in names if "_dup" in n) == ["_dup1", "_dup2"]
         by_id, report = fleetpipe.remove_duplicates(ds, content=False)
         assert [(r["object_key"], r["reason"]) for r in report["removed"]] == \
             [(copies[0][0], "same event id")]
