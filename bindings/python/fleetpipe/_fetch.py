@@ -29,6 +29,7 @@ class ReaderSource:
         self.kwargs = None
         if isinstance(source, BucketReader):
             self.shared = source  # used under a lock: sequential, and only in this process
+            self.shared_pid = os.getpid()
         elif callable(source):
             self.factory = source
         elif isinstance(source, dict) and set(source) <= _READER_KEYWORDS | {"config"}:
@@ -56,6 +57,10 @@ class ReaderSource:
 
     def new(self):
         if self.shared is not None:
+            if os.getpid() != self.shared_pid:  # its connection belongs to the parent
+                raise RuntimeError("a Dataset made from a BucketReader object cannot be read in "
+                                   "another process (a DataLoader worker): give it the reader's "
+                                   "keyword arguments (a dict) instead")
             return self.shared
         if self.factory is not None:
             return self.factory()
@@ -84,8 +89,9 @@ class Fetcher:
         self._stats_lock = threading.Lock()
 
     def __getstate__(self):
-        state = dict(self.__dict__)
-        state.update(_pid=None, _pool=None, _local=None, _stats_lock=None)
+        state = dict(self.__dict__)  # threads, readers and counters stay in this process
+        state.update(_pid=None, _pool=None, _local=None, _stats_lock=None,
+                     stats=collections.Counter())
         return state
 
     def __setstate__(self, state):
@@ -128,8 +134,9 @@ class Fetcher:
             if data is not None:
                 self._count("cache_hits")
                 return entry, data, None, None
+        reader = self.reader()  # misuse (a shared reader in another process) is raised
         try:
-            data = self.source.call(self.reader(), lambda r: r.download(entry))
+            data = self.source.call(reader, lambda r: r.download(entry))
         except Error as e:
             if e.code == _NOT_FOUND:
                 return entry, None, "vanished", str(e)

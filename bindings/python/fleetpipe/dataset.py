@@ -69,6 +69,8 @@ def _campaign_filter(campaign):
             out.append((str(c[0]), None if c[1] is None else int(c[1])))
         elif "@" in c:
             cid, ver = c.rsplit("@", 1)
+            if not ver.isdigit():
+                raise ValueError("campaign filter %r: use ID or ID@VERSION (an integer)" % c)
             out.append((cid, int(ver)))
         else:
             out.append((c, None))
@@ -166,12 +168,19 @@ class Dataset:
         self.seed = seed
         self.epoch = 0
         self.shard = tuple(shard) if shard else (0, 1)
+        if not 0 <= self.shard[0] < self.shard[1]:
+            raise ValueError("shard=%r: use (index, count) with 0 <= index < count" % (shard,))
         self.arrays = bool(arrays)
         self.cache = DiskCache(cache_dir, cache_max_bytes) if cache_dir else None
         self._fetcher = Fetcher(ReaderSource(reader), self.cache, parallel)
         self._entries = None
         self._skipped = {r: 0 for r in SKIP_REASONS}
         self._events = 0
+
+    def __getstate__(self):
+        state = dict(self.__dict__)  # counters are per process
+        state.update(_skipped={r: 0 for r in SKIP_REASONS}, _events=0)
+        return state
 
     # ---- selection ---------------------------------------------------------------------------
 
@@ -234,10 +243,10 @@ class Dataset:
     def _worker(self):
         """(index, count) of this iterator among all readers of the dataset."""
         index, count = self.shard
-        if "torch" in sys.modules:
-            info = sys.modules["torch"].utils.data.get_worker_info()
-            if info is not None:
-                return index * info.num_workers + info.id, count * info.num_workers
+        data = getattr(getattr(sys.modules.get("torch"), "utils", None), "data", None)
+        info = data.get_worker_info() if data is not None else None
+        if info is not None:
+            return index * info.num_workers + info.id, count * info.num_workers
         return index, count
 
     def order(self, worker=None):

@@ -5,6 +5,7 @@ workers, and skips bad objects planted in the bucket with a counted reason."""
 import json
 import logging
 import os
+import pickle
 import struct
 import subprocess
 
@@ -115,6 +116,10 @@ def test_filters_by_trigger_campaign_labels_and_streams(feed):
     assert only_env and all(list(s["arrays"]) == ["env"] and s["blobs"] == {} for s in only_env)
     lists = next(iter(fleetpipe.Dataset(a, trigger="hard_brake", arrays=False, torch=False)))
     assert isinstance(lists["arrays"]["imu"], list) and isinstance(lists["arrays"]["imu"][0], tuple)
+    for bad, words in (({"campaign": "brakes@two"}, "ID@VERSION"), ({"labels": ["site"]}, "name=glob"),
+                       ({"shard": (2, 2)}, "index < count")):
+        with pytest.raises(ValueError, match=words):
+            fleetpipe.Dataset(a, torch=False, **bad)
 
 
 def test_disk_cache_serves_a_second_pass_and_stays_under_its_cap(feed, tmp_path):
@@ -170,6 +175,17 @@ def test_dataloader_with_two_workers_sees_every_event_exactly_once(feed):
         assert isinstance(sample["arrays"].get("imu", sample["arrays"].get("env", None)),
                           (torch.Tensor, type(None)))
     assert sorted(seen) == expected and len(set(seen)) == len(seen)
+
+
+def test_pickles_for_spawned_workers_unless_made_from_a_reader_object(feed):
+    ds = fleetpipe.Dataset(feed["args"], shuffle=True, seed=5, torch=False)
+    keys = [s["key"] for s in ds]
+    clone = pickle.loads(pickle.dumps(ds))
+    assert [s["key"] for s in clone] == keys and clone.stats()["gets"] == len(keys)
+    shared = fleetpipe.Dataset(fleetpipe.BucketReader(**feed["args"]), parallel=8, torch=False)
+    assert sorted(s["key"] for s in shared) == sorted(keys)  # sequential on the one reader
+    with pytest.raises(TypeError, match="keyword arguments"):
+        pickle.dumps(shared)
 
 
 def plant(s3_client, bucket, key, body, events="ev-x", triggers="hard_brake"):
