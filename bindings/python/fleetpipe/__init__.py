@@ -35,7 +35,6 @@ from ._fleetpipe import (__version__, BucketReader, Buffer, Capture, Config, Lea
 from . import event  # noqa: F401
 from .event import DecodeError, Event, Section, decode_events, iter_events  # noqa: F401
 from .dataset import Dataset  # noqa: F401
-from .export import export_webdataset  # noqa: F401
 from .curation import balance, remove_duplicates  # noqa: F401
 
 
@@ -71,3 +70,11 @@ def status(bucket, device=None, now=None, silent_after=900.0, window=86400.0):
     """Per-device health from heartbeats (see BucketReader.status)."""
     reader = bucket if isinstance(bucket, BucketReader) else BucketReader(**bucket)
     return reader.status(device=device, now=now, silent_after=silent_after, window=window)
+
+
+def __getattr__(name):
+    # fleetpipe.export is imported on first use: `python3 -m fleetpipe.export` must find it unloaded.
+    if name == "export_webdataset":
+        from .export import export_webdataset  # noqa: PLC0415
+        return export_webdataset
+    raise AttributeError("module 'fleetpipe' has no attribute %r" % name)
