@@ -12,7 +12,13 @@ Device side (compiled core, ``fleetpipe._fleetpipe``):
 Cloud side:
     BucketReader    query events (manifests, object metadata), fleet status from heartbeats
     query, status   one-call forms of BucketReader.query / .status
-    decode_events, iter_events, Event      the event payload decoder (fleetpipe.event, pure Python)
+    decode_events, iter_events, Event      the event payload decoder (fleetpipe.event, pure Python;
+                                           Section.array() gives numpy arrays)
+
+Training feed (needs numpy):
+    Dataset         matching events as samples: parallel ranged GETs, disk cache, torch-ready
+    export_webdataset                      WebDataset tar shards + lineage (python3 -m fleetpipe.export)
+    balance, remove_duplicates             curation, each reporting what it removed
 
 Every failing call raises :class:`fleetpipe.Error` with ``.code``, ``.reason`` and, for
 configuration errors, ``.json_pointer`` (e.g. ``"/uploader/bandwidth/bytes_per_second"``).
@@ -28,6 +34,8 @@ from ._fleetpipe import (__version__, BucketReader, Buffer, Capture, Config, Lea
                          sha256_hex, sign_s3_request)
 from . import event  # noqa: F401
 from .event import DecodeError, Event, Section, decode_events, iter_events  # noqa: F401
+from .dataset import Dataset  # noqa: F401
+from .curation import balance, remove_duplicates  # noqa: F401
 
 
 def metrics_dict(registry):
@@ -62,3 +70,11 @@ def status(bucket, device=None, now=None, silent_after=900.0, window=86400.0):
     """Per-device health from heartbeats (see BucketReader.status)."""
     reader = bucket if isinstance(bucket, BucketReader) else BucketReader(**bucket)
     return reader.status(device=device, now=now, silent_after=silent_after, window=window)
+
+
+def __getattr__(name):
+    # fleetpipe.export is imported on first use: `python3 -m fleetpipe.export` must find it unloaded.
+    if name == "export_webdataset":
+        from .export import export_webdataset  # noqa: PLC0415
+        return export_webdataset
+    raise AttributeError("module 'fleetpipe' has no attribute %r" % name)

@@ -1,7 +1,7 @@
 """Decoder for fleetpipe event payloads ("FPEV", see docs/event-format.md).
 
 Plain Python: the standard library only, plus the ``zstandard`` module when a section is
-zstd-compressed. Importable on its own (``import event``) or as ``fleetpipe.event``; also a
+zstd-compressed and numpy for ``Section.array()``. Importable on its own (``import event``) or as ``fleetpipe.event``; also a
 command line::
 
     python3 bindings/python/fleetpipe/event.py FILE [--json]
@@ -51,7 +51,11 @@ def _zstd_decompress(body, raw_length):
 
 
 class Section:
-    """One stream's data in an event."""
+    """One stream's data in an event.
+
+    Numeric rows are unpacked on first use of ``rows`` (pure Python); ``array()`` gives them as
+    a numpy array over the section's bytes instead, without unpacking or copying.
+    """
 
     def __init__(self, meta, body):
         self.meta = meta
@@ -62,15 +66,15 @@ class Section:
         self.count = int(meta["count"])
         self.t_first = meta.get("t_first")
         self.t_last = meta.get("t_last")
-        self.rows = []   # numeric: tuples (t, v0, v1, ...)
+        self._body = body  # numeric: the f64le rows (bytes or a memoryview of the event)
+        self._rows = None
         self.blobs = []  # blob: (t, bytes)
         if self.kind == "numeric":
-            width = 1 + len(self.channels)
-            if len(body) != 8 * width * self.count:
+            if len(body) != 8 * self.width * self.count:
                 raise DecodeError("section %s: %d bytes for %d rows of %d float64"
-                                  % (self.stream, len(body), self.count, width))
-            self.rows = list(struct.iter_unpack("<%dd" % width, body)) if body else []
+                                  % (self.stream, len(body), self.count, self.width))
         elif self.kind == "blob":
+            self._body = b""
             pos = 0
             for _ in range(self.count):
                 if len(body) - pos < _BLOB.size:
@@ -85,6 +89,29 @@ class Section:
                 raise DecodeError("section %s: trailing bytes" % self.stream)
         else:
             raise DecodeError("section %s: unknown kind %r" % (self.stream, self.kind))
+
+    @property
+    def width(self):
+        """Values per numeric row: t, then one per channel."""
+        return 1 + len(self.channels)
+
+    @property
+    def rows(self):
+        """Numeric sections: a list of tuples (t, v0, v1, ...); [] for blobs."""
+        if self._rows is None:
+            body = self._body
+            self._rows = list(struct.iter_unpack("<%dd" % self.width, body)) if body else []
+        return self._rows
+
+    def array(self):
+        """Numeric sections: a read-only ``numpy.ndarray`` of float64, shape (count, 1 + channels),
+        column 0 is t. It is a view of the decoded bytes (``numpy.frombuffer``), not a copy;
+        ``.copy()`` it to write. Blob sections: ``(times, blobs)`` — a float64 array of the
+        times and the list of ``bytes``. Needs numpy (``python3-numpy``)."""
+        import numpy  # noqa: PLC0415 - optional dependency, only for arrays
+        if self.kind == "blob":
+            return numpy.array([t for t, _ in self.blobs], dtype="<f8"), [b for _, b in self.blobs]
+        return numpy.frombuffer(self._body, dtype="<f8").reshape(self.count, self.width)
 
     def columns(self):
         """Numeric sections as {"t": [...], channel: [...]}."""
@@ -147,9 +174,9 @@ def iter_events(data):
             off, length = int(meta["offset"]), int(meta["length"])
             if off + length > len(body):
                 raise DecodeError("event at offset %d: section out of range" % pos)
-            raw = bytes(body[off:off + length])
+            raw = body[off:off + length]  # a view: uncompressed rows are never copied
             if meta.get("compression", "none") == "zstd":
-                raw = _zstd_decompress(raw, int(meta["raw_length"]))
+                raw = _zstd_decompress(bytes(raw), int(meta["raw_length"]))
             elif meta.get("compression", "none") != "none":
                 raise DecodeError("event at offset %d: unknown compression %r"
                                   % (pos, meta["compression"]))
