@@ -53,7 +53,7 @@ void refuse_custom(const TriggerConfig& t, const std::string& pointer) {
                               "a campaign cannot define a custom trigger (its code is firmware)");
   }
   for (std::size_t j = 0; j < t.children.size(); ++j) {
-    refuse_custom(t.children[j], pointer + "/children/" + std::to_string(j));
+    refuse_custom(t.children[j], pointer + "/of/" + std::to_string(j));
   }
 }
 
