@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "fleetpipe/capture.hpp"
+#include "fleetpipe/config.hpp"
 #include "fleetpipe/error.hpp"
 #include "fleetpipe/metrics.hpp"
 #include "fleetpipe/port.hpp"
@@ -185,6 +186,12 @@ struct CampaignDevice {
   std::uint64_t local_buffer_max_bytes = 0;   ///< buffer.max_bytes
   CampaignLimits limits;
 };
+
+/// The device as its local config describes it (streams, local triggers, the local upload rate
+/// and buffer quota), with its labels and the hard limits of its "campaigns" section.
+CampaignDevice campaign_device_of(const Config& config,
+                                  std::map<std::string, std::string> labels,
+                                  const CampaignLimits& limits);
 
 /// A campaign made ready for one device: the full trigger set to run and the clamped overrides.
 struct CampaignApplication {

@@ -89,6 +89,20 @@ CampaignSettings parse_campaign_settings(JsonReader& r) {
 
 namespace fleetpipe {
 
+CampaignDevice campaign_device_of(const Config& config,
+                                  std::map<std::string, std::string> labels,
+                                  const CampaignLimits& limits) {
+  CampaignDevice d;
+  d.device_id = config.device_id;
+  d.labels = std::move(labels);
+  d.streams = config.streams;
+  d.local_triggers = config.triggers;
+  d.local_upload_bytes_per_second = config.uploader.bytes_per_second;
+  d.local_buffer_max_bytes = config.buffer.max_bytes;
+  d.limits = limits;
+  return d;
+}
+
 Result<CampaignSettings> parse_campaign_settings(std::string_view json_section) {
   nlohmann::json doc;
   try {
