@@ -13,6 +13,7 @@ void register_replay(CLI::App& app);   // replay.cpp — dry-run triggers over r
 void register_query(CLI::App& app);    // query.cpp — find events in the bucket
 void register_status(CLI::App& app);   // status.cpp — fleet health from heartbeats
 void register_export(CLI::App& app);   // export.cpp — WebDataset shards (the Python exporter)
+void register_campaign(CLI::App& app); // campaign.cpp — keygen, sign, validate campaigns
 
 void set_exit_code(int code);
 int exit_code();
