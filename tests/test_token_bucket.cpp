@@ -121,3 +121,29 @@ TEST_CASE("after an idle spell a 100 ms window carries at most 1.2 x the rate", 
   CHECK(sent <= 120000);
   CHECK(sent >= 100000);
 }
+
+TEST_CASE("token accounting is exact: waiting what wait_for says always yields the bytes", "[token_bucket]") {
+  // Rates whose byte period is not a whole number of nanoseconds: a floating-point bucket
+  // could land just below the byte after the wait it computed itself (and did, with FMA).
+  for (double rate : {3.0, 7.0, 1000.0, 1e6 / 3, 123457.0}) {
+    TokenBucket b(rate, 1000, t0());
+    MonoTime now = t0();
+    for (int i = 0; i < 200; ++i) {
+      const auto w = b.wait_for(7, now);
+      now += w;
+      INFO("rate " << rate << " step " << i);
+      if (w > std::chrono::nanoseconds(0)) REQUIRE(b.available(now - std::chrono::nanoseconds(1)) < 7);
+      REQUIRE(b.available(now) >= 7);
+      b.consume(7, now);
+    }
+  }
+}
+
+TEST_CASE("a long idle spell at the highest rate fills the bucket without overflow", "[token_bucket]") {
+  TokenBucket b(1e12, TokenBucket::kMaxBurst * 2, t0());
+  CHECK(b.burst() == TokenBucket::kMaxBurst);
+  CHECK(b.available(t0() + std::chrono::hours(24 * 365)) == TokenBucket::kMaxBurst);
+  b.consume(TokenBucket::kMaxBurst, t0() + std::chrono::hours(24 * 365));
+  CHECK(b.available(t0() + std::chrono::hours(24 * 365)) == 0);
+  CHECK(b.available(t0() + std::chrono::hours(24 * 365) + 1s) == TokenBucket::kMaxRate);
+}

@@ -1,67 +1,98 @@
+// The byte token bucket that shapes socket writes, in integer nano-bytes.
 #include "s3/token_bucket.hpp"
 
 #include <algorithm>
-#include <cmath>
 
 namespace fleetpipe::detail {
 
 namespace {
-std::uint64_t effective_burst(double rate, std::uint64_t burst) {
-  if (burst > 0) return burst;
-  if (rate <= 0) return 0;
-  return std::max<std::uint64_t>(4096, static_cast<std::uint64_t>(rate / 50));
+constexpr std::int64_t kNano = 1'000'000'000;  // nano-bytes per byte
+// Debt floor: an absurd oversized write saturates here instead of overflowing. With it and
+// kMaxBurst, burst - tokens stays below 2^62 + 2^32 * 1e9 < 2^63.
+constexpr std::int64_t kMinTokens = -(std::int64_t{1} << 62);
+
+std::uint64_t whole_rate(double rate) {
+  if (!(rate > 0)) return 0;  // also NaN
+  if (rate >= static_cast<double>(TokenBucket::kMaxRate)) return TokenBucket::kMaxRate;
+  // One IEEE conversion: the same result on every platform.
+  return std::max<std::uint64_t>(1, static_cast<std::uint64_t>(rate + 0.5));
+}
+
+std::uint64_t effective_burst(std::uint64_t rate, std::uint64_t burst) {
+  if (burst > 0) return std::min(burst, TokenBucket::kMaxBurst);
+  if (rate == 0) return 0;
+  return std::max<std::uint64_t>(4096, rate / 50);
+}
+
+std::int64_t nano(std::uint64_t bytes) {
+  return static_cast<std::int64_t>(std::min(bytes, TokenBucket::kMaxBurst)) * kNano;
 }
 }  // namespace
 
 TokenBucket::TokenBucket(double rate, std::uint64_t burst, MonoTime now) noexcept
-    : rate_(rate > 0 ? rate : 0), burst_(effective_burst(rate, burst)), last_(now) {}
+    : rate_set_(rate > 0 ? rate : 0),
+      rate_(whole_rate(rate)),
+      burst_(effective_burst(rate_, burst)),
+      last_(now) {}
 
 void TokenBucket::set_rate(double rate, std::uint64_t burst, MonoTime now) noexcept {
   refill(now);
   // Leaving unlimited mode starts from an empty bucket, as a new bucket does: the first
   // interval after a (re)start or a cap being set must not carry a burst on top of the rate.
   if (unlimited()) tokens_ = 0;
-  rate_ = rate > 0 ? rate : 0;
+  rate_set_ = rate > 0 ? rate : 0;
+  rate_ = whole_rate(rate);
   burst_ = effective_burst(rate_, burst);
-  tokens_ = std::min(tokens_, static_cast<double>(burst_));
+  tokens_ = std::min(tokens_, nano(burst_));
   last_ = now;
 }
 
 void TokenBucket::refill(MonoTime now) noexcept {
   if (now <= last_) return;  // a clock that does not move (or a fake one set back) adds nothing
-  double dt = std::chrono::duration<double>(now - last_).count();
+  const auto dt = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now - last_).count());
   last_ = now;
   if (unlimited()) return;
-  tokens_ = std::min(static_cast<double>(burst_), tokens_ + dt * rate_);
+  const std::int64_t full = nano(burst_);
+  if (tokens_ >= full) return;
+  const auto room = static_cast<std::uint64_t>(full - tokens_);
+  // dt * rate would overflow for long idle spells: past the time to fill, the bucket is full.
+  if (dt > room / rate_) {
+    tokens_ = full;
+  } else {
+    tokens_ += static_cast<std::int64_t>(dt * rate_);  // <= room
+  }
 }
 
 std::uint64_t TokenBucket::available(MonoTime now) noexcept {
   if (unlimited()) return kUnlimited;
   refill(now);
-  return tokens_ <= 0 ? 0 : static_cast<std::uint64_t>(std::floor(tokens_));
+  return tokens_ <= 0 ? 0 : static_cast<std::uint64_t>(tokens_ / kNano);
 }
 
 void TokenBucket::consume(std::uint64_t n, MonoTime now) noexcept {
   if (unlimited()) return;
   refill(now);
-  tokens_ -= static_cast<double>(n);
+  const std::int64_t cost = nano(n);
+  tokens_ = tokens_ - kMinTokens > cost ? tokens_ - cost : kMinTokens;
 }
 
 std::chrono::nanoseconds TokenBucket::wait_for(std::uint64_t n, MonoTime now) noexcept {
   if (unlimited()) return std::chrono::nanoseconds(0);
   refill(now);
-  double want = static_cast<double>(std::min<std::uint64_t>(n, burst_));
+  const std::int64_t want = nano(std::min(n, burst_));
   if (tokens_ >= want) return std::chrono::nanoseconds(0);
-  double secs = (want - tokens_) / rate_;
-  return std::chrono::nanoseconds(static_cast<std::int64_t>(std::ceil(secs * 1e9)));
+  const auto missing = static_cast<std::uint64_t>(want - tokens_);
+  const std::uint64_t ns = missing / rate_ + (missing % rate_ != 0 ? 1 : 0);  // rounded up
+  return std::chrono::nanoseconds(static_cast<std::int64_t>(ns));
 }
 
 std::size_t TokenBucket::chunk_size(std::size_t max_chunk) const noexcept {
   if (unlimited()) return max_chunk;
-  auto c = static_cast<std::size_t>(rate_ / 100);
-  c = std::max<std::size_t>(c, 1024);
-  c = std::min<std::size_t>(c, static_cast<std::size_t>(burst_ / 2));
-  return std::max<std::size_t>(1, std::min(c, max_chunk));
+  std::uint64_t c = std::max<std::uint64_t>(rate_ / 100, 1024);
+  c = std::min<std::uint64_t>(c, burst_ / 2);
+  c = std::min<std::uint64_t>(c, max_chunk);
+  return static_cast<std::size_t>(std::max<std::uint64_t>(1, c));
 }
 
 }  // namespace fleetpipe::detail

@@ -6,10 +6,15 @@
 // debt, which later writes wait off — so over any long interval the bytes written are at most
 // rate * t + burst. The bucket starts empty (and empties when a cap replaces "unlimited"), so
 // the first interval after a start carries no burst: over the first T seconds at most rate * T
-// bytes go out; afterwards a quiet spell refills at most `burst`. Pure arithmetic on caller-supplied times: deterministic in tests.
+// bytes go out; afterwards a quiet spell refills at most `burst`.
+//
+// Pure integer arithmetic on caller-supplied times: tokens are counted in nano-bytes (1e-9 byte,
+// so one nanosecond at R bytes/s earns exactly R of them), which makes every result exact and
+// the same on every platform (no floating-point rounding, no FMA contraction).
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 
@@ -20,6 +25,10 @@ namespace fleetpipe::detail {
 class TokenBucket {
  public:
   static constexpr std::uint64_t kUnlimited = std::numeric_limits<std::uint64_t>::max();
+  /// Rates are whole bytes/s in [1, kMaxRate] (a fraction is rounded, a rate above is clamped);
+  /// bursts are at most kMaxBurst bytes. Both bounds keep nano-byte sums inside 64 bits.
+  static constexpr std::uint64_t kMaxRate = std::uint64_t{1} << 32;   // 4 GiB/s
+  static constexpr std::uint64_t kMaxBurst = std::uint64_t{1} << 32;  // 4 GiB
 
   /// rate_bytes_per_s <= 0 means unlimited; burst 0 means "rate / 50 (20 ms of
   /// traffic), at least 4 KiB": a 100 ms window carries at most 1.2 x the rate, even after a pause.
@@ -38,8 +47,9 @@ class TokenBucket {
   /// How long until `n` bytes (capped to burst) are available; zero when they already are.
   std::chrono::nanoseconds wait_for(std::uint64_t n, MonoTime now) noexcept;
 
-  bool unlimited() const noexcept { return rate_ <= 0; }
-  double rate() const noexcept { return rate_; }
+  bool unlimited() const noexcept { return rate_ == 0; }
+  /// The rate as it was set (so a caller comparing it with its config sees no change).
+  double rate() const noexcept { return rate_set_; }
   std::uint64_t burst() const noexcept { return burst_; }
 
   /// A good write-chunk size for this rate: about 1/100 s of traffic, within [1 KiB, max_chunk]
@@ -50,9 +60,10 @@ class TokenBucket {
  private:
   void refill(MonoTime now) noexcept;
 
-  double rate_ = 0;
+  double rate_set_ = 0;
+  std::uint64_t rate_ = 0;  ///< bytes/s = nano-bytes/ns; 0 = unlimited
   std::uint64_t burst_ = 0;
-  double tokens_ = 0;
+  std::int64_t tokens_ = 0;  ///< nano-bytes; negative = debt
   MonoTime last_{};
 };
 
