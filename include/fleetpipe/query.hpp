@@ -164,6 +164,39 @@ class BucketReader {
   std::unique_ptr<Impl> impl_;
 };
 
+/// The fleet aggregated per value of one device label (`fleetpipe status --by LABEL`), over the
+/// window of a StatusQuery. Heartbeat counters run since the device's start: every figure is a
+/// sum of deltas between consecutive heartbeats (the first delta from the last heartbeat before
+/// the window), and a counter that goes down counts as a restart (the later value is the delta).
+/// Rates per device-hour / device-day divide by the seconds those deltas cover, summed over the
+/// group's devices.
+struct FleetGroup {
+  std::string label;       ///< the label grouped by ("" = the whole fleet)
+  std::string value;       ///< its value
+  bool has_value = true;   ///< false: the devices whose heartbeats carry no such label
+  std::vector<std::string> devices;
+  std::size_t silent = 0, evicting = 0, paused_now = 0, restarts = 0;
+  double observed_device_s = 0;       ///< seconds covered by deltas, summed over devices
+  double upload_bytes = 0;            ///< bytes sent in the window
+  double upload_bytes_per_s = 0;      ///< sum over devices of bytes / seconds covered
+  double paused_share = 0;            ///< paused seconds / observed_device_s
+  std::map<std::string, double> paused_share_by_reason;  ///< when heartbeats carry seconds by reason
+  std::map<std::string, double> pauses_per_device_hour;  ///< pause count rate, by reason
+  double evictions = 0, evictions_per_device_day = 0;
+  std::map<std::string, double> fires;                  ///< per trigger, in the window
+  std::map<std::string, double> fires_per_device_hour;  ///< per trigger
+  double backlog_records = 0, backlog_bytes = 0;        ///< sum of the newest heartbeats
+  std::map<std::string, std::size_t> campaign_versions; ///< version -> devices
+};
+
+/// Groups the devices `q` selects by their label `by` ("" = one group). Reads every heartbeat
+/// in the window (one listing per device, one GET per heartbeat). Errors: as BucketReader::list().
+Result<std::vector<FleetGroup>> fleet_status(BucketReader& reader, const StatusQuery& q,
+                                             std::string_view by);
+/// The groups in Prometheus text format (for a node-exporter textfile collector): gauges
+/// fleetpipe_fleet_* with the label `by` (sanitised to a Prometheus label name).
+std::string fleet_status_prometheus(const std::vector<FleetGroup>& groups);
+
 /// Parses "2026-11-01", "2026-11-01T10:20:30Z", "2026-11-01T10:20:30.5Z", "20261101T102030Z" or
 /// a unix time in seconds ("1793500000"); UTC. Errors: invalid_argument.
 Result<WallTime> parse_query_time(std::string_view text);

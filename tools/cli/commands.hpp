@@ -14,6 +14,7 @@ void register_query(CLI::App& app);    // query.cpp — find events in the bucke
 void register_status(CLI::App& app);   // status.cpp — fleet health from heartbeats
 void register_export(CLI::App& app);   // export.cpp — WebDataset shards (the Python exporter)
 void register_campaign(CLI::App& app); // campaign.cpp — keygen, sign, validate campaigns
+void register_report(CLI::App& app);   // report.cpp — the HTML fleet report
 
 void set_exit_code(int code);
 int exit_code();

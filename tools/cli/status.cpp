@@ -8,6 +8,7 @@
 
 #include "cli/bucket_options.hpp"
 #include "cli/commands.hpp"
+#include "cli/status_fleet.hpp"
 #include "cli/format.hpp"
 #include "fleetpipe/query.hpp"
 
@@ -16,9 +17,9 @@ namespace {
 
 struct StatusOptions {
   BucketOptions bucket;
-  std::string device, now;
+  std::string device, now, by;
   double silent_after_s = 900, window_s = 86400;
-  bool json = false, flagged_only = false;
+  bool json = false, flagged_only = false, prometheus = false;
 };
 
 std::string human_age(double s) {
@@ -50,6 +51,7 @@ int run(const StatusOptions& o) {
     std::fprintf(stderr, "fleetpipe status: %s\n", reader.error().message.c_str());
     return 1;
   }
+  if (!o.by.empty() || o.prometheus) return run_fleet(**reader, q, o.by, o.json, o.prometheus);
   auto devices = (*reader)->status(q);
   if (!devices) {
     std::fprintf(stderr, "fleetpipe status: %s\n", devices.error().message.c_str());
@@ -109,6 +111,9 @@ void register_status(CLI::App& app) {
   cmd->add_option("--now", opts->now, "evaluate as of this time (default: now)");
   cmd->add_flag("--json", opts->json, "one JSON object per device");
   cmd->add_flag("--flagged", opts->flagged_only, "print only silent or evicting devices");
+  cmd->add_option("--by", opts->by, "aggregate per value of this device label, e.g. site");
+  cmd->add_flag("--prometheus", opts->prometheus,
+                "print the aggregates in Prometheus text format (node-exporter textfile)");
   cmd->callback([opts] { set_exit_code(run(*opts)); });
 }
 

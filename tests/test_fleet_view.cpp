@@ -1,0 +1,229 @@
+#include "cloud/fleet_view.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <string>
+
+// The fleet view's aggregation over synthetic heartbeat documents shaped like the pipeline's
+// (schema fleetpipe.heartbeat/1), with restarts, silent devices and missing labels.
+
+using namespace fleetpipe;
+using namespace fleetpipe::detail;
+using json = nlohmann::json;
+
+namespace {
+
+const WallTime kNow = WallTime(std::chrono::seconds(1793500000));
+
+WallTime at(double seconds_before_now) {
+  return kNow - std::chrono::duration_cast<WallTime::duration>(
+                    std::chrono::duration<double>(seconds_before_now));
+}
+
+struct Beat {
+  double before_now, uptime, bytes, evicted = 0, paused_s = 0, backlog = 0;
+  double fires_bump = 0, fires_door = 0, pauses_network = 0;
+};
+
+json heartbeat(const Beat& b, const json& labels) {
+  json j;
+  j["schema"] = "fleetpipe.heartbeat/1";
+  j["time"] = format_query_time(at(b.before_now));
+  j["uptime_s"] = b.uptime;
+  j["backlog"] = {{"records", b.backlog}, {"bytes", b.backlog * 100}};
+  j["buffer"] = {{"evicted_total", b.evicted}, {"rejected_total", 0}};
+  j["triggers"] = {{"bump", {{"fires", b.fires_bump}}}, {"door", {{"fires", b.fires_door}}}};
+  j["uploads"] = {{"paused", false}, {"bytes_sent", b.bytes}, {"paused_seconds", b.paused_s}};
+  j["metrics"] = {{"fleetpipe_uploader_pauses_total",
+                   {{"series", json::array({{{"labels", {{"reason", "network"}}},
+                                             {"value", b.pauses_network}},
+                                            {{"labels", {{"reason", "host"}}}, {"value", 0}}})}}}};
+  if (!labels.is_null()) j["labels"] = labels;
+  return j;
+}
+
+DeviceHistory history(const std::string& device, const std::vector<Beat>& beats,
+                      const json& labels = json()) {
+  DeviceHistory h;
+  h.device = device;
+  for (const auto& b : beats) h.beats.push_back(read_heartbeat_point(heartbeat(b, labels), kNow));
+  return h;
+}
+
+StatusQuery query() {
+  StatusQuery q;
+  q.now = kNow;
+  q.window_s = 3600;
+  q.silent_after_s = 900;
+  return q;
+}
+
+}  // namespace
+
+TEST_CASE("a heartbeat document reads into the fields the fleet view uses") {
+  Beat b{100, 50, 1234, 7, 3.5, 9, 2, 1, 4};
+  json doc = heartbeat(b, {{"site", "store-01"}});
+  doc["campaign"] = {{"version", "v7"}};
+  HeartbeatPoint p = read_heartbeat_point(doc, kNow);
+  CHECK(p.time == at(b.before_now));
+  CHECK(p.uptime_s == b.uptime);
+  CHECK(p.bytes_sent == b.bytes);
+  CHECK(p.evicted == b.evicted);
+  CHECK(p.paused_s == b.paused_s);
+  CHECK(p.backlog_records == b.backlog);
+  CHECK(p.fires.at("bump") == b.fires_bump);
+  CHECK(p.fires.at("door") == b.fires_door);
+  CHECK(p.pauses_by_reason.at("network") == b.pauses_network);
+  CHECK(p.labels.at("site") == "store-01");
+  CHECK(p.campaign_version == "v7");
+
+  SECTION("paused seconds given by reason add up to the total") {
+    doc["uploads"]["paused_seconds"] = {{"network", 2.0}, {"schedule", 5.0}};
+    HeartbeatPoint q = read_heartbeat_point(doc, kNow);
+    CHECK(q.paused_s == 7.0);
+    CHECK(q.paused_s_by_reason.at("schedule") == 5.0);
+  }
+  SECTION("a document without time, labels or counters reads as zeros at the key's time") {
+    HeartbeatPoint e = read_heartbeat_point(json::object(), at(42));
+    CHECK(e.time == at(42));
+    CHECK(e.labels.empty());
+    CHECK(e.bytes_sent == 0);
+    CHECK(e.fires.empty());
+  }
+}
+
+TEST_CASE("window figures are sums of heartbeat deltas") {
+  std::vector<Beat> beats = {{900, 1000, 5000, 1, 10, 0, 3, 0, 1},
+                             {600, 1300, 8000, 1, 40, 2, 5, 1, 1},
+                             {300, 1600, 11000, 4, 70, 6, 9, 1, 2}};
+  DeviceWindow d = summarise(history("a", beats), kNow, query());
+  const double span = beats.front().before_now - beats.back().before_now;
+  CHECK(d.span_s == Approx(span));
+  CHECK(d.bytes == beats.back().bytes - beats.front().bytes);
+  CHECK(d.upload_bytes_per_s() == Approx((beats.back().bytes - beats.front().bytes) / span));
+  CHECK(d.evicted == beats.back().evicted - beats.front().evicted);
+  CHECK(d.evicting);
+  CHECK(d.fires.at("bump") == beats.back().fires_bump - beats.front().fires_bump);
+  CHECK(d.pauses_by_reason.at("network") == beats.back().pauses_network - beats.front().pauses_network);
+  CHECK(d.restarts == 0);
+  CHECK_FALSE(d.silent);
+  CHECK(d.seconds_since_last == Approx(beats.back().before_now));
+}
+
+TEST_CASE("a counter that goes down is a restart: the later value is the delta") {
+  // The device restarted between the 2nd and 3rd heartbeat (uptime 200 s).
+  std::vector<Beat> beats = {{900, 1000, 5000, 2, 0, 0, 3},
+                             {600, 1300, 8000, 2, 0, 0, 5},
+                             {300, 200, 1500, 1, 0, 0, 2}};
+  DeviceWindow d = summarise(history("r", beats), kNow, query());
+  CHECK(d.restarts == 1);
+  CHECK(d.bytes == (beats[1].bytes - beats[0].bytes) + beats[2].bytes);
+  CHECK(d.evicted == beats[2].evicted);  // 0 growth before, then 1 since the restart
+  CHECK(d.fires.at("bump") == (beats[1].fires_bump - beats[0].fires_bump) + beats[2].fires_bump);
+  // Covered: the first interval and the new run's uptime (not the time the device was down).
+  CHECK(d.span_s == Approx((beats[0].before_now - beats[1].before_now) + beats[2].uptime));
+}
+
+TEST_CASE("a device with one heartbeat counts since its start, and goes silent") {
+  std::vector<Beat> beats = {{2000, 400, 800, 0, 0, 0, 4}};
+  DeviceWindow d = summarise(history("s", beats), kNow, query());
+  CHECK(d.silent);  // 2000 s > silent_after 900 s
+  CHECK(d.span_s == beats[0].uptime);
+  CHECK(d.upload_bytes_per_s() == Approx(beats[0].bytes / beats[0].uptime));
+  CHECK(d.fires.at("bump") == beats[0].fires_bump);
+}
+
+TEST_CASE("devices group by label value, those without the label last") {
+  auto q = query();
+  std::vector<Beat> a1 = {{600, 1000, 0, 0, 0, 5, 0}, {0, 1600, 6000, 0, 60, 5, 6}};
+  std::vector<Beat> a2 = {{600, 1000, 0, 0, 0, 1, 0}, {0, 1600, 1200, 3, 0, 2, 0}};
+  std::vector<Beat> b1 = {{600, 1000, 0, 0, 0, 0, 0}, {0, 1600, 600, 0, 0, 0, 1}};
+  std::vector<Beat> none = {{3000, 100, 10, 0, 0, 0, 0}, {2400, 700, 70, 0, 0, 7, 0}};
+  std::vector<DeviceWindow> windows = {
+      summarise(history("a1", a1, {{"site", "a"}}), kNow, q),
+      summarise(history("a2", a2, {{"site", "a"}, {"model", "m2"}}), kNow, q),
+      summarise(history("b1", b1, {{"site", "b"}}), kNow, q),
+      summarise(history("n1", none), kNow, q)};
+  auto groups = aggregate(windows, "site");
+  REQUIRE(groups.size() == 3);
+  const FleetGroup& a = groups[0];
+  CHECK(a.value == "a");
+  CHECK(a.has_value);
+  CHECK(a.devices == std::vector<std::string>{"a1", "a2"});
+  const double span_a = 2 * (a1[0].before_now - a1[1].before_now);
+  CHECK(a.observed_device_s == Approx(span_a));
+  CHECK(a.upload_bytes_per_s == Approx((a1[1].bytes + a2[1].bytes) / 600.0));
+  CHECK(a.paused_share == Approx(a1[1].paused_s / span_a));
+  CHECK(a.evicting == 1);
+  CHECK(a.evictions_per_device_day == Approx(a2[1].evicted * 86400 / span_a));
+  CHECK(a.fires_per_device_hour.at("bump") == Approx(a1[1].fires_bump * 3600 / span_a));
+  CHECK(a.backlog_records == a1[1].backlog + a2[1].backlog);
+  CHECK(groups[1].value == "b");
+  CHECK(groups[1].devices.size() == 1);
+  const FleetGroup& n = groups[2];
+  CHECK_FALSE(n.has_value);
+  CHECK(n.devices == std::vector<std::string>{"n1"});
+  CHECK(n.silent == 1);
+
+  SECTION("no label: one group for the whole fleet") {
+    auto all = aggregate(windows, "");
+    REQUIRE(all.size() == 1);
+    CHECK(all[0].devices.size() == windows.size());
+    CHECK(all[0].silent == 1);
+  }
+  SECTION("Prometheus text carries each group's figures under the label") {
+    std::string text = fleet_status_prometheus(groups);
+    CHECK(text.find("# TYPE fleetpipe_fleet_devices gauge") != std::string::npos);
+    CHECK(text.find("fleetpipe_fleet_devices{site=\"a\"} " + std::to_string(a.devices.size())) !=
+          std::string::npos);
+    CHECK(text.find("fleetpipe_fleet_devices{site=\"\"} 1") != std::string::npos);
+    CHECK(text.find("fleetpipe_fleet_trigger_fires_per_device_hour{site=\"a\",trigger=\"bump\"}") !=
+          std::string::npos);
+    CHECK(text.find("fleetpipe_fleet_devices_silent{site=\"\"} 1") != std::string::npos);
+  }
+}
+
+TEST_CASE("campaign versions are counted per group") {
+  auto q = query();
+  std::vector<DeviceWindow> windows;
+  for (const char* v : {"v1", "v2", "v2"}) {
+    json doc = heartbeat({10, 100, 0}, json());
+    doc["campaign"] = {{"version", v}, {"state", "applied"}};
+    DeviceHistory h;
+    h.device = std::string("d-") + v + std::to_string(windows.size());
+    h.beats.push_back(read_heartbeat_point(doc, kNow));
+    windows.push_back(summarise(h, kNow, q));
+  }
+  auto groups = aggregate(windows, "");
+  REQUIRE(groups.size() == 1);
+  CHECK(groups[0].campaign_versions.at("v1") == 1);
+  CHECK(groups[0].campaign_versions.at("v2") == 2);
+}
+
+TEST_CASE("time bins share out the same deltas as the window totals") {
+  auto q = query();
+  std::vector<DeviceHistory> hs = {
+      history("a", {{3500, 100, 0, 0, 0, 1, 0}, {2000, 1600, 3000, 0, 0, 4, 2},
+                    {100, 3500, 9000, 0, 0, 2, 7}}),
+      history("b", {{3000, 50, 100, 0, 0, 0, 0}, {1000, 30, 40, 0, 0, 3, 1}})};  // restarted
+  const std::size_t n = 12;
+  auto bins = fleet_bins(hs, kNow, q.window_s, n);
+  REQUIRE(bins.size() == n);
+  double bytes = 0, fires = 0;
+  for (const auto& b : bins) {
+    bytes += b.upload_bytes_per_s * q.window_s / n;
+    fires += b.fires;
+  }
+  double want_bytes = 0, want_fires = 0;
+  for (const auto& h : hs) {
+    DeviceWindow d = summarise(h, kNow, q);
+    want_bytes += d.bytes;
+    want_fires += d.fires.at("bump");
+  }
+  CHECK(bytes == Approx(want_bytes));
+  CHECK(fires == Approx(want_fires));
+  // The last bin's backlog is the sum of the newest heartbeats.
+  CHECK(bins.back().backlog_records == hs[0].beats.back().backlog_records +
+                                           hs[1].beats.back().backlog_records);
+}
