@@ -151,6 +151,13 @@ class Fetcher:
             self.cache.put(key, etag, offset, length, data)
         return entry, data, None, None
 
+    def run_all(self, fn, items):
+        """[fn(reader, item) for item in items], on the fetch threads; exceptions propagate."""
+        self._ensure()
+        if self._pool is None:
+            return [self.source.call(self.reader(), lambda r, it=it: fn(r, it)) for it in items]
+        return list(self._pool.map(lambda it: fn(self.reader(), it), items))
+
     def fetch_all(self, entries):
         """Yields fetch(e) for every entry in order, with at most 2 x parallel GETs in flight."""
         self._ensure()

@@ -197,12 +197,11 @@ class Dataset:
         return True
 
     def _attach_listing(self, entries):
-        """Adds "etag" and "object_size" from one LIST per data partition (the cache key needs
-        the ETag; an object missing from its listing has vanished)."""
-        reader = self._fetcher.reader()
+        """Adds "etag" and "object_size" from one LIST per data partition, `parallel` at a time
+        (the cache key needs the ETag; an object missing from its listing has vanished)."""
+        parts = sorted({e["object_key"].rsplit("/", 1)[0] + "/" for e in entries})
         listed = {}
-        for part in sorted({e["object_key"].rsplit("/", 1)[0] + "/" for e in entries}):
-            objs = self._fetcher.source.call(reader, lambda r, p=part: r.list(p))
+        for objs in self._fetcher.run_all(lambda r, part: r.list(part), parts):
             for o in objs:
                 listed[o["key"]] = (o["etag"].strip('"'), int(o["size"]))
         for e in entries:
