@@ -73,7 +73,7 @@ std::string Buffer::Impl::commit_failure(int rc, AppendOutcome& out) {
   // LMDB reports a short write on a full filesystem as EIO: look at the filesystem.
   bool space = rc == ENOSPC || rc == EDQUOT;
   if (rc == EIO) {
-    auto st = port.filesystem->stats(dir.string());
+    auto st = fs_stats();
     space = st && st->free_bytes < (1u << 20);
   }
   if (space) fs_pressure = true;
