@@ -126,7 +126,7 @@ std::uint64_t Buffer::Impl::free_in_file(MDB_txn* txn) {
   MDB_stat st;
   if (mdb_env_info(env.get(), &info) || mdb_env_stat(env.get(), &st)) return 0;
   std::uint64_t used = 2;  // meta pages
-  for (MDB_dbi d : {MDB_dbi(0), MDB_dbi(1), db_records, db_order, db_chunks, db_state, db_meta}) {
+  for (MDB_dbi d : {MDB_dbi(0), MDB_dbi(1), db_records, db_order, db_chunks, db_state, db_meta, db_parked}) {
     MDB_stat ds;
     if (mdb_stat(txn, d, &ds) == 0) used += ds.ms_branch_pages + ds.ms_leaf_pages + ds.ms_overflow_pages;
   }
