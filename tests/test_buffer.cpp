@@ -668,6 +668,7 @@ TEST_CASE("failing filesystem stats count as a full filesystem: refused, nothing
     CHECK(fsstats.failed_calls >= 20);
     CHECK(e.metrics.value("fleetpipe_buffer_fs_stats_errors_total") == static_cast<double>(fsstats.failed_calls));
     CHECK(warnings() == 1);  // not one per append
+    CHECK(!e.logged("rejected"));  // nor a rejection line per append: the warning sums them up
     REQUIRE(b.ack({before[0]}).ok());  // acks go on: they free space
     REQUIRE(b.put_state("k", "v").ok());  // so do state writes
 
@@ -675,6 +676,7 @@ TEST_CASE("failing filesystem stats count as a full filesystem: refused, nothing
     CHECK(!b.append(meta(7, "alarm"), p).accepted);
     CHECK(warnings() == 2);  // the next minute's warning counts what it did not log
     CHECK(e.logged("failed queries since the last warning"));
+    CHECK(e.logged("refused (20 since the last warning"));
 
     fsstats.failing = false;
     auto ok = b.append(meta(7, "alarm"), p);

@@ -70,7 +70,10 @@ Result<FsStats> Buffer::Impl::fs_stats() {
   if (!fs_stats_warned_ever || now - fs_stats_warned_at >= kWarnEvery) {
     log(LogLevel::warning, "filesystem stats unavailable (" + std::to_string(fs_stats_unlogged) +
                                " failed queries since the last warning): " + st.error().message +
-                               "; the filesystem counts as full: appends that would grow the store are refused");
+                               "; the filesystem counts as full: appends that would grow the store are "
+                               "refused (" + std::to_string(fs_stats_refused) + " since the last warning, "
+                               "counted with reason fs_stats)");
+    fs_stats_refused = 0;
     fs_stats_warned_ever = true;
     fs_stats_recovery_due = true;
     fs_stats_warned_at = now;

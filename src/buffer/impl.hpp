@@ -152,6 +152,8 @@ struct Buffer::Impl {
   bool fs_stats_recovery_due = false;  // a warning was logged: log the recovery once
   MonoTime fs_stats_warned_at{};
   std::uint64_t fs_stats_unlogged = 0;  // failures since the last warning
+  std::uint64_t fs_stats_refused = 0;   // appends refused for it since the last warning (counted,
+                                        // logged in that warning rather than one line each)
   std::uint64_t evicted_total = 0, rejected_total = 0, quarantined_total = 0;
   double raw_compressed = 0, stored_compressed = 0;
 
