@@ -2,7 +2,8 @@
 // validation, the flash-wear budget, the caps (max_records; max_bytes less the unused reserved
 // shares of higher priorities; the filesystem headroom), then the policy at a cap: reject, or
 // evict the lowest-priority, oldest records of priority <= the incoming one. It runs inside the
-// append transaction, so evictions and the insert commit together. Rules: docs/buffer.md.
+// append transaction, so evictions and the insert commit together. A filesystem whose stats
+// cannot be read counts as full. Rules: docs/buffer.md.
 #include <algorithm>
 
 #include "buffer/impl.hpp"
@@ -48,12 +49,49 @@ std::uint64_t Buffer::Impl::quota_cap(int p) const {
   return cap;
 }
 
+/// Port::filesystem's answer for the store's directory. Failures are counted one by one but
+/// logged at most once a minute (a host appending at 100 Hz would otherwise log 100 lines a
+/// second), and the first success after a logged failure says so once.
+Result<FsStats> Buffer::Impl::fs_stats() {
+  constexpr auto kWarnEvery = std::chrono::minutes(1);
+  auto st = port.filesystem->stats(dir.string());
+  if (st) {
+    if (fs_stats_failing && fs_stats_recovery_due) {
+      fs_stats_recovery_due = false;
+      log(LogLevel::info, "filesystem stats available again: headroom guards use them");
+    }
+    fs_stats_failing = false;
+    return st;
+  }
+  m_fs_stats_errors.inc();
+  fs_stats_failing = true;
+  ++fs_stats_unlogged;
+  const MonoTime now = port.clock->monotonic();
+  if (!fs_stats_warned_ever || now - fs_stats_warned_at >= kWarnEvery) {
+    log(LogLevel::warning, "filesystem stats unavailable (" + std::to_string(fs_stats_unlogged) +
+                               " failed queries since the last warning): " + st.error().message +
+                               "; the filesystem counts as full: appends that would grow the store are "
+                               "refused (" + std::to_string(fs_stats_refused) + " since the last warning, "
+                               "counted with reason fs_stats)");
+    fs_stats_refused = 0;
+    fs_stats_warned_ever = true;
+    fs_stats_recovery_due = true;
+    fs_stats_warned_at = now;
+    fs_stats_unlogged = 0;
+  }
+  return st;
+}
+
 /// The filesystem headroom as a cap on stored bytes, computed once per append transaction.
 Buffer::Impl::FsCap Buffer::Impl::fs_cap(MDB_txn* txn) {
   FsCap c;
-  auto st = port.filesystem->stats(dir.string());
+  auto st = fs_stats();
   if (!st) {
-    log(LogLevel::warning, "filesystem stats unavailable: " + st.error().message);
+    // Unknown free space counts as none (the port contract, examples/port_template): the file
+    // must not grow. The real headroom may be fine, so nothing is evicted for it either.
+    c.cap = pc.total_bytes() + free_in_file(txn);
+    c.reason = "fs_stats";
+    c.may_evict = false;
     return c;
   }
   // After a write failed for lack of space, trust nothing but eviction until space is back.
@@ -91,7 +129,7 @@ std::uint64_t Buffer::Impl::free_in_file(MDB_txn* txn) {
   MDB_stat st;
   if (mdb_env_info(env.get(), &info) || mdb_env_stat(env.get(), &st)) return 0;
   std::uint64_t used = 2;  // meta pages
-  for (MDB_dbi d : {MDB_dbi(0), MDB_dbi(1), db_records, db_order, db_chunks, db_state, db_meta}) {
+  for (MDB_dbi d : {MDB_dbi(0), MDB_dbi(1), db_records, db_order, db_chunks, db_state, db_meta, db_parked}) {
     MDB_stat ds;
     if (mdb_stat(txn, d, &ds) == 0) used += ds.ms_branch_pages + ds.ms_leaf_pages + ds.ms_overflow_pages;
   }
@@ -181,6 +219,8 @@ int Buffer::Impl::admit(MDB_txn* txn, Prepared& p, const FsCap& fsc, AppendOutco
     if (s > cap)
       return reject("record of " + std::to_string(s) + " bytes exceeds the cap of " + std::to_string(cap) +
                     " bytes for priority " + std::to_string(prio));
+    if (need_bytes > 0 && fsc.cap < qcap && !fsc.may_evict)
+      return reject("filesystem stats unavailable, the filesystem counts as full; nothing evicted for it");
     if (cfg.policy == FullPolicy::reject)
       return reject("policy reject; " + std::to_string(bytes) + " bytes, " + std::to_string(records) +
                     " records stored");

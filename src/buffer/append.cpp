@@ -58,10 +58,15 @@ std::vector<AppendOutcome> Buffer::Impl::append_many(
     auto& g = rj[{reasons[i], prio, in[i].first.stream}];
     if (g.first++ == 0) g.second = out[i].message;
   }
-  for (auto& [key, g] : rj)
+  for (auto& [key, g] : rj) {
+    if (std::get<0>(key) == "fs_stats") {  // summed up in the once-a-minute warning (fs_stats())
+      fs_stats_refused += g.first;
+      continue;
+    }
     log(LogLevel::warning, "rejected " + std::to_string(g.first) + " append(s) of priority " +
                                std::to_string(std::get<1>(key)) + ", stream \"" + std::get<2>(key) +
                                "\": " + g.second);
+  }
   for (auto& p : prepared)
     if (out[p.index].accepted) m_appended_bytes.inc(p.header.stored_bytes);
   refresh_gauges();
@@ -73,7 +78,7 @@ std::string Buffer::Impl::commit_failure(int rc, AppendOutcome& out) {
   // LMDB reports a short write on a full filesystem as EIO: look at the filesystem.
   bool space = rc == ENOSPC || rc == EDQUOT;
   if (rc == EIO) {
-    auto st = port.filesystem->stats(dir.string());
+    auto st = fs_stats();
     space = st && st->free_bytes < (1u << 20);
   }
   if (space) fs_pressure = true;

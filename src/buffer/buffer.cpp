@@ -48,7 +48,9 @@ Buffer::Impl::Impl(const BufferConfig& c, const Port& p, MetricsRegistry& m)
                               "Bytes written this UTC day (flash-wear budget use)")),
       g_ratio(m.gauge("fleetpipe_buffer_compression_ratio",
                       "Raw / stored bytes over compressed payloads since open")),
-      g_leased(m.gauge("fleetpipe_buffer_leased_records", "Records in open leases")) {
+      g_leased(m.gauge("fleetpipe_buffer_leased_records", "Records in open leases")),
+      m_fs_stats_errors(m.counter("fleetpipe_buffer_fs_stats_errors_total",
+                                  "Filesystem stats queries that failed (the filesystem then counts as full)")) {
   g_ratio.set(1.0);
 }
 
@@ -113,6 +115,10 @@ Result<std::unique_ptr<Buffer>> Buffer::open(const BufferConfig& config, const P
   impl->last_sync = impl->port.clock->monotonic();
   auto r = impl->open_or_recover();
   if (!r) return std::move(r).error();
+  if (config.unpark_on_open) {
+    auto u = impl->unpark({}, "at open: ");
+    if (!u) impl->log(LogLevel::error, "parked records stay parked: " + u.error().message);
+  }
   impl->log(LogLevel::info, "opened " + config.path + ": " + std::to_string(impl->pc.total_records()) +
                                 " records, " + std::to_string(impl->pc.total_bytes()) + " bytes");
   return std::unique_ptr<Buffer>(new Buffer(std::move(impl)));
@@ -144,6 +150,7 @@ Result<void> Buffer::nack(const std::vector<RecordId>& ids) { return impl_->nack
 Result<void> Buffer::park(const std::vector<RecordId>& ids, std::string_view reason) {
   return impl_->park(ids, reason);
 }
+Result<std::uint64_t> Buffer::unpark(std::string_view reason) { return impl_->unpark(reason, ""); }
 
 Result<std::size_t> Buffer::read_payload(RecordId id, std::uint64_t offset, char* out, std::size_t n) {
   return impl_->read_payload(id, offset, out, n);

@@ -64,6 +64,7 @@ BufferConfig parse_buffer_config(JsonReader& r) {
   if (c.initial_map_bytes != 0 && c.initial_map_bytes < (1u << 20))
     r.fail("initial_map_bytes", "must be 0 (automatic) or >= 1MiB");
   c.max_quarantined = static_cast<std::uint32_t>(r.integer("max_quarantined", c.max_quarantined, 0, 100));
+  c.unpark_on_open = r.boolean("unpark_on_open", c.unpark_on_open);
   r.finish();
   return c;
 }

@@ -70,7 +70,8 @@ struct Buffer::Impl {
   std::filesystem::path dir;
   int dir_fd = -1;  // flock()ed: one writer process per directory
   detail::lmdb::Env env;
-  MDB_dbi db_records = 0, db_order = 0, db_chunks = 0, db_state = 0, db_meta = 0, db_main = 0;
+  MDB_dbi db_records = 0, db_order = 0, db_chunks = 0, db_state = 0, db_meta = 0, db_parked = 0,
+          db_main = 0;
   std::uint64_t map_size = 0, map_cap = 0;
   std::uint64_t file_bytes = 0;  // data.mdb's size as of the last commit (note_file_size)
   std::size_t chunk_raw = 0;     // payload bytes per chunk (a chunk value fills whole pages)
@@ -143,7 +144,16 @@ struct Buffer::Impl {
   Gauge& g_ratio;
   Gauge& g_leased;
   std::map<std::tuple<std::string, int, std::string>, Counter*> m_evicted, m_rejected;
-  std::map<std::string, Counter*> m_parked;
+  std::map<std::string, Counter*> m_parked, m_unparked;
+  Counter& m_fs_stats_errors;
+  // Failed filesystem stats queries (admission.cpp): warned at most once a minute.
+  bool fs_stats_failing = false;       // the last query failed
+  bool fs_stats_warned_ever = false;
+  bool fs_stats_recovery_due = false;  // a warning was logged: log the recovery once
+  MonoTime fs_stats_warned_at{};
+  std::uint64_t fs_stats_unlogged = 0;  // failures since the last warning
+  std::uint64_t fs_stats_refused = 0;   // appends refused for it since the last warning (counted,
+                                        // logged in that warning rather than one line each)
   std::uint64_t evicted_total = 0, rejected_total = 0, quarantined_total = 0;
   double raw_compressed = 0, stored_compressed = 0;
 
@@ -222,12 +232,14 @@ struct Buffer::Impl {
   struct FsCap {
     std::uint64_t cap = UINT64_MAX;
     std::string reason;
+    bool may_evict = true;  // false: the free space is unknown, evicting for it could cost data
   };
   std::string check_meta(const RecordMeta& m, std::size_t payload_size) const;
   void roll_wear_day();
   FsCap fs_cap(MDB_txn* txn);
   std::uint64_t free_in_file(MDB_txn* txn);
   std::uint64_t quota_cap(int p) const;
+  Result<FsStats> fs_stats();
   int admit(MDB_txn* txn, Prepared& p, const FsCap& fsc, AppendOutcome& out,
             std::vector<Eviction>& evictions, std::string& reject_reason);
 
@@ -247,12 +259,13 @@ struct Buffer::Impl {
   void refuse_staged(const std::string& reason, const std::string& message);
   int drop_interrupted_staging(MDB_txn* txn);
 
-  // ---- lease.cpp: the upload queue (lease, ack, nack, park) -----------------------------
+  // ---- lease.cpp: the upload queue (lease, ack, nack, park, unpark) ---------------------
   Result<std::unique_ptr<Lease::Impl>> lease(std::uint64_t max_bytes, std::size_t max_records);
   void release(const std::vector<LeasedRecord>& recs, std::uint64_t serial);
   Result<void> ack(const std::vector<RecordId>& ids);
   Result<void> nack(const std::vector<RecordId>& ids);
   Result<void> park(const std::vector<RecordId>& ids, std::string_view reason);
+  Result<std::uint64_t> unpark(std::string_view reason, const char* when);
 
   // ---- state.cpp: the uploader's key/value table ----------------------------------------
   Result<void> put_state(std::string_view key, std::string_view value);

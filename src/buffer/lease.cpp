@@ -1,5 +1,5 @@
 // Buffer upload queue: leases (records handed out for upload, in upload order, over a read
-// snapshot) and what ends them — ack, nack, park.
+// snapshot), what ends them — ack, nack, park — and unpark, the way back from park.
 #include <algorithm>
 
 #include "buffer/impl.hpp"
@@ -172,7 +172,12 @@ Result<void> Buffer::Impl::ack(const std::vector<RecordId>& ids) {
 }
 
 namespace {
-/// Rewrites the order entry of each id with `edit(OrderValue&)`; unknown ids are skipped.
+
+constexpr std::string_view kUnspecified = "unspecified";  // park() without a reason, or parked
+                                                           // by a version that kept no reasons
+
+/// Rewrites the order entry of each id with `edit(id, OrderValue&)`, which returns 0 or an
+/// LMDB error; unknown ids are skipped.
 template <class Edit>
 int edit_order(Buffer::Impl& b, MDB_txn* txn, const std::vector<RecordId>& ids, Edit edit) {
   for (RecordId id : ids) {
@@ -188,7 +193,7 @@ int edit_order(Buffer::Impl& b, MDB_txn* txn, const std::vector<RecordId>& ids, 
     if ((rc = mdb_get(txn, b.db_order, &ok, &ov))) return rc;
     auto o = OrderValue::decode(sv(ov));
     if (!o) return MDB_CORRUPTED;
-    edit(*o);
+    if ((rc = edit(id, *o))) return rc;
     char buf[OrderValue::kSize];
     o->encode(buf);
     MDB_val nv = val(buf, sizeof buf);
@@ -196,10 +201,24 @@ int edit_order(Buffer::Impl& b, MDB_txn* txn, const std::vector<RecordId>& ids, 
   }
   return 0;
 }
+
+/// The counter of `family` labelled with `reason`, registered on first use (park/unpark are rare).
+Counter& by_reason(Buffer::Impl& b, std::map<std::string, Counter*>& cache, const char* family,
+                   const char* help, const std::string& reason) {
+  auto it = cache.find(reason);
+  if (it == cache.end()) it = cache.emplace(reason, &b.metrics.counter(family, help, {{"reason", reason}})).first;
+  return *it->second;
+}
+
 }  // namespace
 
 Result<void> Buffer::Impl::nack(const std::vector<RecordId>& ids) {
-  int rc = write_txn([&](MDB_txn* txn) { return edit_order(*this, txn, ids, [](OrderValue& o) { o.attempts++; }); });
+  int rc = write_txn([&](MDB_txn* txn) {
+    return edit_order(*this, txn, ids, [](RecordId, OrderValue& o) {
+      o.attempts++;
+      return 0;
+    });
+  });
   if (rc) return Error(errc::io_error, "nack: " + lmdb::text(rc));
   for (RecordId id : ids) leased.erase(id);
   m_nacked.inc(ids.size());
@@ -208,30 +227,76 @@ Result<void> Buffer::Impl::nack(const std::vector<RecordId>& ids) {
 }
 
 Result<void> Buffer::Impl::park(const std::vector<RecordId>& ids, std::string_view reason) {
+  const std::string r(reason.empty() ? kUnspecified : reason);
   std::uint64_t parked = 0;
   int rc = write_txn([&](MDB_txn* txn) {
     parked = 0;
-    return edit_order(*this, txn, ids, [&](OrderValue& o) {
-      if (!(o.flags & kParked)) {
-        o.flags |= kParked;
-        pc.parked++;
-        parked++;
-      }
+    return edit_order(*this, txn, ids, [&](RecordId id, OrderValue& o) {
+      if (o.flags & kParked) return 0;
+      o.flags |= kParked;
+      pc.parked++;
+      parked++;
+      IdKey ik(id);
+      MDB_val k = val(ik.b, 8), v = val(r.data(), r.size());
+      return mdb_put(txn, db_parked, &k, &v, 0);
     });
   });
   if (rc) return Error(errc::io_error, "park: " + lmdb::text(rc));
   for (RecordId id : ids) leased.erase(id);
-  std::string r(reason.empty() ? "unspecified" : reason);
-  auto it = m_parked.find(r);
-  if (it == m_parked.end())
-    it = m_parked
-             .emplace(r, &metrics.counter("fleetpipe_buffer_parked_total",
-                                          "Records parked after a permanent upload failure", {{"reason", r}}))
-             .first;
-  it->second->inc(parked);
+  by_reason(*this, m_parked, "fleetpipe_buffer_parked_total", "Records parked after a permanent upload failure", r)
+      .inc(parked);
   if (parked) log(LogLevel::warning, "parked " + std::to_string(parked) + " record(s): " + r);
   refresh_gauges();
   return {};
+}
+
+/// Clears the parked flag of every parked record (of `reason`, when not empty) in one write
+/// transaction, walking the upload order. `when` prefixes the log line ("at open: ").
+Result<std::uint64_t> Buffer::Impl::unpark(std::string_view reason, const char* when) {
+  if (!usable()) return Error(errc::io_error, "buffer store unavailable");
+  if (pc.parked == 0) return std::uint64_t{0};
+  std::map<std::string, std::uint64_t> unparked;  // reason -> records
+  int rc = write_txn([&](MDB_txn* txn) {
+    unparked.clear();
+    lmdb::Cursor cur;
+    int r = cur.open(txn, db_order);
+    if (r) return r;
+    MDB_val k, v;
+    for (r = cur.get(k, v, MDB_FIRST); r == 0 && pc.parked > 0; r = cur.get(k, v, MDB_NEXT)) {
+      auto o = OrderValue::decode(sv(v));
+      if (k.mv_size != 9 || !o) return MDB_CORRUPTED;
+      if (!(o->flags & kParked)) continue;
+      IdKey ik(get_be(static_cast<const char*>(k.mv_data) + 1, 8));
+      MDB_val pk = val(ik.b, 8), pv;
+      int g = mdb_get(txn, db_parked, &pk, &pv);
+      if (g && g != MDB_NOTFOUND) return g;
+      const std::string why(g == 0 ? sv(pv) : kUnspecified);
+      if (!reason.empty() && why != reason) continue;
+      o->flags = static_cast<std::uint8_t>(o->flags & ~kParked);
+      char buf[OrderValue::kSize];
+      o->encode(buf);
+      MDB_val nv = val(buf, sizeof buf);
+      if ((r = cur.put(k, nv, MDB_CURRENT))) return r;
+      if (g == 0 && (r = mdb_del(txn, db_parked, &pk, nullptr))) return r;
+      pc.parked--;
+      unparked[why]++;
+    }
+    return r == MDB_NOTFOUND || r == 0 ? 0 : r;
+  });
+  if (rc) return Error(errc::io_error, "unpark: " + lmdb::text(rc));
+  std::uint64_t total = 0;
+  std::string detail;
+  for (const auto& [why, n] : unparked) {
+    by_reason(*this, m_unparked, "fleetpipe_buffer_unparked_total",
+              "Parked records returned to the upload queue (unpark, or at open)", why)
+        .inc(n);
+    total += n;
+    detail += (detail.empty() ? "" : ", ") + std::to_string(n) + " " + why;
+  }
+  if (total) log(LogLevel::info, std::string(when) + "returned " + std::to_string(total) +
+                                     " parked record(s) to the upload queue (" + detail + ")");
+  refresh_gauges();
+  return total;
 }
 
 }  // namespace fleetpipe

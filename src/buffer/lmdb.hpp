@@ -92,6 +92,7 @@ class Cursor {
   }
   int get(MDB_val& k, MDB_val& v, MDB_cursor_op op) { return mdb_cursor_get(cur_, &k, &v, op); }
   int del(unsigned flags = 0) { return mdb_cursor_del(cur_, flags); }
+  int put(MDB_val& k, MDB_val& v, unsigned flags) { return mdb_cursor_put(cur_, &k, &v, flags); }
 
  private:
   MDB_cursor* cur_ = nullptr;

@@ -94,7 +94,7 @@ int Buffer::Impl::open_env(std::string& why) {
   };
   for (auto [name, dbi] : {std::pair{kDbRecords, &db_records}, std::pair{kDbOrder, &db_order},
                            std::pair{kDbChunks, &db_chunks}, std::pair{kDbState, &db_state},
-                           std::pair{kDbMeta, &db_meta}}) {
+                           std::pair{kDbMeta, &db_meta}, std::pair{kDbParked, &db_parked}}) {
     rc = mdb_dbi_open(txn.get(), name, MDB_CREATE, dbi);
     if (rc) return fail(rc, std::string("mdb_dbi_open(") + name + "): " + lmdb::text(rc));
   }
@@ -167,6 +167,7 @@ int Buffer::Impl::recount(MDB_txn* txn) {
   fresh.wear_bytes = pc.wear_bytes;
   int rc = mdb_drop(txn, db_order, 0);
   if (rc) return rc;
+  if ((rc = mdb_drop(txn, db_parked, 0))) return rc;  // the rebuilt order has nothing parked
   lmdb::Cursor cur;
   if ((rc = cur.open(txn, db_records))) return rc;
   MDB_val k, v;

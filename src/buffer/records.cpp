@@ -130,7 +130,12 @@ int Buffer::Impl::delete_record(MDB_txn* txn, RecordId id, RecordHeader* h_out, 
   rc = mdb_get(txn, db_order, &ok, &ov);
   if (rc == 0) {
     auto o = OrderValue::decode(sv(ov));
-    if (o && (o->flags & kParked) && pc.parked > 0) pc.parked--;
+    if (o && (o->flags & kParked)) {
+      if (pc.parked > 0) pc.parked--;
+      MDB_val pk = val(ik.b, 8);
+      rc = mdb_del(txn, db_parked, &pk, nullptr);
+      if (rc && rc != MDB_NOTFOUND) return rc;
+    }
     if ((rc = mdb_del(txn, db_order, &ok, nullptr))) return rc;
   } else if (rc != MDB_NOTFOUND) {
     return rc;

@@ -17,7 +17,9 @@ bool bad_key(std::string_view key) { return key.empty() || key.size() > kMaxStat
 Result<void> Buffer::Impl::put_state(std::string_view key, std::string_view value) {
   if (bad_key(key)) return Error(errc::invalid_argument, "state key must be 1..400 bytes");
   if (value.size() > kMaxStateValue) return Error(errc::invalid_argument, "state value must be <= 1 MiB");
-  auto st = port.filesystem->stats(dir.string());
+  // Unknown free space (the stats query failed) does not block state writes: they are small,
+  // and they let the uploader finish the uploads whose acks free space.
+  auto st = fs_stats();
   if (st && (st->free_bytes < cfg.min_free_bytes / 2 + value.size() || st->free_inodes < cfg.min_free_inodes / 2))
     return Error(errc::storage_full, "put_state: filesystem headroom exhausted");
   int rc = write_txn(

@@ -15,6 +15,7 @@ void register_status(CLI::App& app);   // status.cpp — fleet health from heart
 void register_export(CLI::App& app);   // export.cpp — WebDataset shards (the Python exporter)
 void register_campaign(CLI::App& app); // campaign.cpp — keygen, sign, validate campaigns
 void register_report(CLI::App& app);   // report.cpp — the HTML fleet report
+void register_unpark(CLI::App& app);   // unpark.cpp — return parked records to the queue
 
 void set_exit_code(int code);
 int exit_code();

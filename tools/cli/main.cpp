@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   fleetpipe::cli::register_export(app);
   fleetpipe::cli::register_campaign(app);
   fleetpipe::cli::register_report(app);
+  fleetpipe::cli::register_unpark(app);
   CLI11_PARSE(app, argc, argv);
   return fleetpipe::cli::exit_code();
 }
