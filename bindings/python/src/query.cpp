@@ -44,6 +44,31 @@ pybind11::dict entry_dict(const EventEntry& e) {
   return d;
 }
 
+pybind11::dict group_dict(const FleetGroup& g) {
+  pybind11::dict d;
+  d["label"] = g.label;
+  d["value"] = g.has_value ? pybind11::object(pybind11::str(g.value)) : pybind11::object(pybind11::none());
+  d["devices"] = g.devices;
+  d["silent"] = g.silent;
+  d["evicting"] = g.evicting;
+  d["paused_now"] = g.paused_now;
+  d["restarts"] = g.restarts;
+  d["observed_device_s"] = g.observed_device_s;
+  d["upload_bytes"] = g.upload_bytes;
+  d["upload_bytes_per_s"] = g.upload_bytes_per_s;
+  d["paused_share"] = g.paused_share;
+  d["paused_share_by_reason"] = g.paused_share_by_reason;
+  d["pauses_per_device_hour"] = g.pauses_per_device_hour;
+  d["evictions"] = g.evictions;
+  d["evictions_per_device_day"] = g.evictions_per_device_day;
+  d["fires"] = g.fires;
+  d["fires_per_device_hour"] = g.fires_per_device_hour;
+  d["backlog_records"] = g.backlog_records;
+  d["backlog_bytes"] = g.backlog_bytes;
+  d["campaign_versions"] = g.campaign_versions;
+  return d;
+}
+
 EventEntry entry_from(pybind11::handle h) {
   EventEntry e;
   auto d = h.cast<pybind11::dict>();
@@ -169,27 +194,40 @@ void bind_query(pybind11::module_& m) {
            "or the whole object). Decode with fleetpipe.decode_events().")
       .def("status",
            [](PyReader& pr, std::optional<std::string> device, pybind11::handle now,
-              double silent_after, double window) {
+              double silent_after, double window, std::optional<std::string> by) {
              StatusQuery q;
              q.device_glob = device.value_or("");
              if (!now.is_none()) q.now = wall_time_from(now);
              q.silent_after_s = silent_after;
              q.window_s = window;
+             pybind11::list out;
+             if (by) {
+               Result<std::vector<FleetGroup>> g = Error(errc::internal, "");
+               {
+                 pybind11::gil_scoped_release nogil;
+                 g = fleet_status(*pr.r, q, *by);
+               }
+               for (const auto& grp : unwrap(std::move(g))) out.append(group_dict(grp));
+               return out;
+             }
              Result<std::vector<DeviceStatus>> r = Error(errc::internal, "");
              {
                pybind11::gil_scoped_release nogil;
                r = pr.r->status(q);
              }
-             pybind11::list out;
              for (const auto& d : unwrap(std::move(r))) out.append(device_dict(d));
              return out;
            },
            pybind11::arg("device") = pybind11::none(), pybind11::arg("now") = pybind11::none(),
            pybind11::arg("silent_after") = 900.0, pybind11::arg("window") = 86400.0,
+           pybind11::arg("by") = pybind11::none(),
            "One dict per device with heartbeats: last_seen, seconds_since_last, backlog_records,\n"
            "backlog_bytes, evicted_total, evicted_in_window, upload_bytes_per_s, last_error,\n"
            "silent (no heartbeat for `silent_after` s), evicting (evictions within `window` s),\n"
-           "heartbeat (the newest document).")
+           "heartbeat (the newest document).\n"
+           "With by=LABEL (\"\" = the whole fleet): one dict per value of that device label instead\n"
+           "(docs/fleet-view.md): value (None for devices without it), devices, silent, evicting,\n"
+           "upload_bytes_per_s, paused_share, evictions_per_device_day, fires_per_device_hour, ...")
       .def("list",
            [](PyReader& pr, const std::string& prefix, const std::string& start_after) {
              Result<std::vector<ObjectInfo>> r = Error(errc::internal, "");
