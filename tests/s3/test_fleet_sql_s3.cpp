@@ -105,5 +105,20 @@ TEST_CASE("DuckDB over a local copy of the bucket gives the numbers of query and
     }
     CHECK(got == want);
     CHECK(got.size() == 2);  // both triggers fired
+
+    // The label filter (`fleetpipe query --label site=...`) sees the same labels as the SQL.
+    std::size_t unlabeled = 0;
+    for (const auto& [device, s] : site) unlabeled += s.empty();
+    auto any_site = query_labeled(**reader, EventQuery{}, {{"site", "*"}});
+    REQUIRE(any_site.ok());
+    CHECK(any_site->size() == (unlabeled == site.size() ? 0 : any_site->size()));
+    auto none = query_labeled(**reader, EventQuery{}, {});
+    REQUIRE(none.ok());
+    CHECK(none->size() == events->size());
+    EventQuery two;
+    two.limit = 2;
+    CHECK(query_labeled(**reader, two, {})->size() == 2);
+    CHECK(!parse_label_selector("site").ok());
+    CHECK(parse_label_selector("site=store-0*")->second == "store-0*");
   }
 }

@@ -150,7 +150,7 @@ void bind_query(pybind11::module_& m) {
       .def("query",
            [](PyReader& pr, pybind11::handle stream, pybind11::handle trigger,
               std::optional<std::string> device, pybind11::handle since, pybind11::handle until,
-              int min_priority, std::size_t limit) {
+              int min_priority, std::size_t limit, pybind11::handle label) {
              EventQuery q;
              q.streams = str_list(stream);
              q.triggers = str_list(trigger);
@@ -159,10 +159,20 @@ void bind_query(pybind11::module_& m) {
              if (!until.is_none()) q.until = wall_time_from(until);
              q.min_priority = min_priority;
              q.limit = limit;
+             LabelSelector selector;  // label: "site=store-01*", a list of those, or a dict
+             if (pybind11::isinstance<pybind11::dict>(label)) {
+               for (auto [k, v] : label.cast<pybind11::dict>())
+                 selector[k.cast<std::string>()] = v.cast<std::string>();
+             } else {
+               for (const auto& text : str_list(label)) {
+                 auto kv = unwrap(parse_label_selector(text));
+                 selector[kv.first] = kv.second;
+               }
+             }
              Result<std::vector<EventEntry>> r = Error(errc::internal, "");
              {
                pybind11::gil_scoped_release nogil;
-               r = pr.r->query(q);
+               r = query_labeled(*pr.r, q, selector);
              }
              pybind11::list out;
              for (const auto& e : unwrap(std::move(r))) out.append(entry_dict(e));
@@ -171,13 +181,15 @@ void bind_query(pybind11::module_& m) {
            pybind11::arg("stream") = pybind11::none(), pybind11::arg("trigger") = pybind11::none(),
            pybind11::arg("device") = pybind11::none(), pybind11::arg("since") = pybind11::none(),
            pybind11::arg("until") = pybind11::none(), pybind11::arg("min_priority") = 0,
-           pybind11::arg("limit") = 0,
+           pybind11::arg("limit") = 0, pybind11::arg("label") = pybind11::none(),
            "Events matching every given filter, oldest first, as dicts (object_key, offset,\n"
            "length, stream, device, date, event_id, trigger_ids, priority, start_ns, end_ns,\n"
            "content_type, record_count, manifest_key, metadata).\n"
            "stream/trigger: a name or a list (any of); device: glob ('cart-0*');\n"
            "since/until: datetime (naive = UTC), 'YYYY-MM-DD[THH:MM:SS[.fff]Z]' or unix seconds —\n"
            "events ending at/after `since` and starting before `until`.\n"
+           "label: 'site=store-01*', a list of such selectors or a dict {key: glob} (all must\n"
+           "match the event's labels: its manifest line's, else its device's heartbeat's).\n"
            "Raises fleetpipe.Error (network error, auth error, s3 permanent error, ...).")
       .def("download",
            [](PyReader& pr, pybind11::handle entry) {
