@@ -117,3 +117,22 @@ def test_query_by_label(reader, cli, s3, bucket, labelled_fleet):
     assert out.returncode == 0, out.stderr
     assert sorted(json.loads(l)["object_key"] for l in out.stdout.splitlines()) == \
         sorted([labelled_fleet["a1"], labelled_fleet["b1"]])
+
+
+def test_cli_report_has_a_table_per_label_and_survives_undecodable_events(cli, s3, bucket, labelled_fleet,
+                                                                          tmp_path):
+    out = subprocess.run([cli, "report", *bucket_args(s3, bucket), "--out", str(tmp_path / "r"),
+                          "--now", "2026-11-25T12:00:00Z", "--window", "7200", "--silent-after", "900"],
+                         env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert out.stdout.strip() == str(tmp_path / "r" / "index.html")
+    assert '<table class="label-table" data-label="site">' in page
+    assert '<table class="label-table" data-label="model">' in page
+    assert 'data-value="store-01" data-has-value="1" data-devices="2"' in page
+    assert 'data-value="" data-has-value="0" data-devices="1"' in page  # c1, no labels
+    assert 'id="fleet-silent" data-value="1"' in page
+    assert 'id="fleet-restarts" data-value="1"' in page
+    # the laid-out event objects are not FPEV: shown as not decoded, the page still written
+    assert page.count('<figure class="event"') == 3 and 'not decoded' in page
+    assert "<script" not in page
