@@ -36,6 +36,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "fleetpipe/error.hpp"
@@ -196,6 +197,19 @@ Result<std::vector<FleetGroup>> fleet_status(BucketReader& reader, const StatusQ
 /// The groups in Prometheus text format (for a node-exporter textfile collector): gauges
 /// fleetpipe_fleet_* with the label `by` (sanitised to a Prometheus label name).
 std::string fleet_status_prometheus(const std::vector<FleetGroup>& groups);
+
+/// Label selectors for events: label key -> fnmatch(3) glob of its value ("site" -> "store-01*");
+/// an event matches when every selector matches one of its labels.
+using LabelSelector = std::map<std::string, std::string>;
+/// Parses "key=glob" (as in `fleetpipe query --label site=store-01*`). Errors: invalid_argument.
+Result<std::pair<std::string, std::string>> parse_label_selector(std::string_view text);
+/// `reader.query(q)` narrowed to the events whose labels match `labels` (then cut at q.limit).
+/// An event's labels are those of its manifest line (`"labels": {...}`), else of its object's
+/// metadata (`x-amz-meta-fleetpipe-label-KEY`), else its device's newest heartbeat's. Costs, on
+/// top of query(): one GET per manifest named, and one LIST + GET per device without either.
+/// Errors: as query().
+Result<std::vector<EventEntry>> query_labeled(BucketReader& reader, const EventQuery& q,
+                                              const LabelSelector& labels);
 
 /// Parses "2026-11-01", "2026-11-01T10:20:30Z", "2026-11-01T10:20:30.5Z", "20261101T102030Z" or
 /// a unix time in seconds ("1793500000"); UTC. Errors: invalid_argument.

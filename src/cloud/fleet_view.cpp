@@ -302,7 +302,9 @@ Result<std::vector<DeviceHistory>> load_histories(BucketReader& reader, const St
     if (first == keys.end()) continue;
     DeviceHistory h;
     h.device = device;
-    for (auto it = first; it != keys.end() && it->first <= now; ++it) {
+    // An explicit `now` is a view of the past; without one, heartbeats a device clock ahead of
+    // ours dated a little in the future still count as its latest.
+    for (auto it = first; it != keys.end() && (!q.now || it->first <= now); ++it) {
       auto body = reader.get(it->second);
       if (!body) {
         if (body.error().is(errc::not_found)) continue;  // deleted between list and get

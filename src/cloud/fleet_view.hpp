@@ -75,7 +75,8 @@ std::vector<FleetBin> fleet_bins(const std::vector<DeviceHistory>& histories, Wa
                                  double window_s, std::size_t bins);
 
 /// Reads the heartbeats of every device matching `q.device_glob` over the window (one listing
-/// per device plus one GET per heartbeat in the window and its baseline). Errors: as list().
+/// per device plus one GET per heartbeat in the window and its baseline). Heartbeats after `now`
+/// are left out only when `q.now` is set. Errors: as list().
 Result<std::vector<DeviceHistory>> load_histories(BucketReader& reader, const StatusQuery& q,
                                                   WallTime now);
 

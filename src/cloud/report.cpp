@@ -4,6 +4,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <chrono>
@@ -140,7 +141,6 @@ Result<ReportResult> write_report(BucketReader& reader, const ReportOptions& o,
                                   const std::string& out_dir) {
   StatusQuery q = o.status;
   const WallTime now = q.now ? *q.now : std::chrono::system_clock::now();
-  q.now = now;
   auto histories = load_histories(reader, q, now);
   if (!histories) return std::move(histories).error();
   std::vector<DeviceWindow> windows;
@@ -158,7 +158,7 @@ Result<ReportResult> write_report(BucketReader& reader, const ReportOptions& o,
   eq.device_glob = q.device_glob;
   eq.since = now - std::chrono::duration_cast<WallTime::duration>(
                        std::chrono::duration<double>(q.window_s));
-  eq.until = now;
+  if (q.now) eq.until = now;
   auto events = reader.query(eq);
   if (!events) return std::move(events).error();
   res.events = events->size();
@@ -201,7 +201,12 @@ Result<ReportResult> write_report(BucketReader& reader, const ReportOptions& o,
   page += "</div>";
 
   // Time series.
-  auto bins = fleet_bins(*histories, now, q.window_s, o.bins);
+  // The charts span the window, or less when the oldest heartbeat read is younger.
+  double chart_s = 0;
+  for (const auto& h : *histories) {
+    if (!h.beats.empty()) chart_s = std::max(chart_s, unix_s(now) - unix_s(h.beats.front().time));
+  }
+  auto bins = fleet_bins(*histories, now, std::min(q.window_s, chart_s * 1.02 + 1), o.bins);
   auto chart = [&](const char* id, const char* title, const char* unit, const char* color,
                    double FleetBin::*field) {
     report::Chart c;

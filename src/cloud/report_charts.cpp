@@ -67,7 +67,8 @@ std::string si(double v, const char* unit) {
     v /= 1000;
     ++p;
   }
-  const char* f = a == 0 ? "%.0f" : a < 10 ? "%.2f" : a < 100 ? "%.1f" : "%.0f";
+  const bool whole = p == 0 && a == std::floor(a);
+  const char* f = whole || a >= 100 ? "%.0f" : a < 10 ? "%.2f" : "%.1f";
   std::string out = fmt(f, v) + prefixes[p];
   if (*unit) out += (p == 0 ? " " : "") + std::string(unit);
   return out;

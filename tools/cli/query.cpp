@@ -19,7 +19,7 @@ namespace {
 
 struct QueryOptions {
   BucketOptions bucket;
-  std::vector<std::string> streams, triggers;
+  std::vector<std::string> streams, triggers, labels;
   std::string device, since, until, download_dir;
   int min_priority = 0;
   std::size_t limit = 0;
@@ -76,7 +76,16 @@ int run(const QueryOptions& o) {
     std::fprintf(stderr, "fleetpipe query: %s\n", reader.error().message.c_str());
     return 1;
   }
-  auto events = (*reader)->query(q);
+  LabelSelector selector;
+  for (const auto& l : o.labels) {
+    auto kv = parse_label_selector(l);
+    if (!kv) {
+      std::fprintf(stderr, "fleetpipe query: %s\n", kv.error().message.c_str());
+      return 2;
+    }
+    selector[kv->first] = kv->second;
+  }
+  auto events = query_labeled(**reader, q, selector);
   if (!events) {
     std::fprintf(stderr, "fleetpipe query: %s\n", events.error().message.c_str());
     return 1;
@@ -149,6 +158,7 @@ void register_query(CLI::App& app) {
   cmd->add_option("--stream", opts->streams, "stream name (repeatable: any of)");
   cmd->add_option("--trigger", opts->triggers, "trigger id (repeatable: any of)");
   cmd->add_option("--device", opts->device, "device glob, e.g. 'cart-0*'");
+  cmd->add_option("--label", opts->labels, "KEY=GLOB, e.g. site=store-01* (repeatable: all of)");
   cmd->add_option("--since", opts->since, "events ending at/after (2026-11-01[T10:00:00Z])");
   cmd->add_option("--until", opts->until, "events starting before");
   cmd->add_option("--min-priority", opts->min_priority, "0..7")->check(CLI::Range(0, 7));

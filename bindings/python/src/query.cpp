@@ -44,6 +44,31 @@ pybind11::dict entry_dict(const EventEntry& e) {
   return d;
 }
 
+pybind11::dict group_dict(const FleetGroup& g) {
+  pybind11::dict d;
+  d["label"] = g.label;
+  d["value"] = g.has_value ? pybind11::object(pybind11::str(g.value)) : pybind11::object(pybind11::none());
+  d["devices"] = g.devices;
+  d["silent"] = g.silent;
+  d["evicting"] = g.evicting;
+  d["paused_now"] = g.paused_now;
+  d["restarts"] = g.restarts;
+  d["observed_device_s"] = g.observed_device_s;
+  d["upload_bytes"] = g.upload_bytes;
+  d["upload_bytes_per_s"] = g.upload_bytes_per_s;
+  d["paused_share"] = g.paused_share;
+  d["paused_share_by_reason"] = g.paused_share_by_reason;
+  d["pauses_per_device_hour"] = g.pauses_per_device_hour;
+  d["evictions"] = g.evictions;
+  d["evictions_per_device_day"] = g.evictions_per_device_day;
+  d["fires"] = g.fires;
+  d["fires_per_device_hour"] = g.fires_per_device_hour;
+  d["backlog_records"] = g.backlog_records;
+  d["backlog_bytes"] = g.backlog_bytes;
+  d["campaign_versions"] = g.campaign_versions;
+  return d;
+}
+
 EventEntry entry_from(pybind11::handle h) {
   EventEntry e;
   auto d = h.cast<pybind11::dict>();
@@ -125,7 +150,7 @@ void bind_query(pybind11::module_& m) {
       .def("query",
            [](PyReader& pr, pybind11::handle stream, pybind11::handle trigger,
               std::optional<std::string> device, pybind11::handle since, pybind11::handle until,
-              int min_priority, std::size_t limit) {
+              int min_priority, std::size_t limit, pybind11::handle label) {
              EventQuery q;
              q.streams = str_list(stream);
              q.triggers = str_list(trigger);
@@ -134,10 +159,20 @@ void bind_query(pybind11::module_& m) {
              if (!until.is_none()) q.until = wall_time_from(until);
              q.min_priority = min_priority;
              q.limit = limit;
+             LabelSelector selector;  // label: "site=store-01*", a list of those, or a dict
+             if (pybind11::isinstance<pybind11::dict>(label)) {
+               for (auto [k, v] : label.cast<pybind11::dict>())
+                 selector[k.cast<std::string>()] = v.cast<std::string>();
+             } else {
+               for (const auto& text : str_list(label)) {
+                 auto kv = unwrap(parse_label_selector(text));
+                 selector[kv.first] = kv.second;
+               }
+             }
              Result<std::vector<EventEntry>> r = Error(errc::internal, "");
              {
                pybind11::gil_scoped_release nogil;
-               r = pr.r->query(q);
+               r = query_labeled(*pr.r, q, selector);
              }
              pybind11::list out;
              for (const auto& e : unwrap(std::move(r))) out.append(entry_dict(e));
@@ -146,13 +181,15 @@ void bind_query(pybind11::module_& m) {
            pybind11::arg("stream") = pybind11::none(), pybind11::arg("trigger") = pybind11::none(),
            pybind11::arg("device") = pybind11::none(), pybind11::arg("since") = pybind11::none(),
            pybind11::arg("until") = pybind11::none(), pybind11::arg("min_priority") = 0,
-           pybind11::arg("limit") = 0,
+           pybind11::arg("limit") = 0, pybind11::arg("label") = pybind11::none(),
            "Events matching every given filter, oldest first, as dicts (object_key, offset,\n"
            "length, stream, device, date, event_id, trigger_ids, priority, start_ns, end_ns,\n"
            "content_type, record_count, manifest_key, metadata).\n"
            "stream/trigger: a name or a list (any of); device: glob ('cart-0*');\n"
            "since/until: datetime (naive = UTC), 'YYYY-MM-DD[THH:MM:SS[.fff]Z]' or unix seconds —\n"
            "events ending at/after `since` and starting before `until`.\n"
+           "label: 'site=store-01*', a list of such selectors or a dict {key: glob} (all must\n"
+           "match the event's labels: its manifest line's, else its device's heartbeat's).\n"
            "Raises fleetpipe.Error (network error, auth error, s3 permanent error, ...).")
       .def("download",
            [](PyReader& pr, pybind11::handle entry) {
@@ -169,27 +206,40 @@ void bind_query(pybind11::module_& m) {
            "or the whole object). Decode with fleetpipe.decode_events().")
       .def("status",
            [](PyReader& pr, std::optional<std::string> device, pybind11::handle now,
-              double silent_after, double window) {
+              double silent_after, double window, std::optional<std::string> by) {
              StatusQuery q;
              q.device_glob = device.value_or("");
              if (!now.is_none()) q.now = wall_time_from(now);
              q.silent_after_s = silent_after;
              q.window_s = window;
+             pybind11::list out;
+             if (by) {
+               Result<std::vector<FleetGroup>> g = Error(errc::internal, "");
+               {
+                 pybind11::gil_scoped_release nogil;
+                 g = fleet_status(*pr.r, q, *by);
+               }
+               for (const auto& grp : unwrap(std::move(g))) out.append(group_dict(grp));
+               return out;
+             }
              Result<std::vector<DeviceStatus>> r = Error(errc::internal, "");
              {
                pybind11::gil_scoped_release nogil;
                r = pr.r->status(q);
              }
-             pybind11::list out;
              for (const auto& d : unwrap(std::move(r))) out.append(device_dict(d));
              return out;
            },
            pybind11::arg("device") = pybind11::none(), pybind11::arg("now") = pybind11::none(),
            pybind11::arg("silent_after") = 900.0, pybind11::arg("window") = 86400.0,
+           pybind11::arg("by") = pybind11::none(),
            "One dict per device with heartbeats: last_seen, seconds_since_last, backlog_records,\n"
            "backlog_bytes, evicted_total, evicted_in_window, upload_bytes_per_s, last_error,\n"
            "silent (no heartbeat for `silent_after` s), evicting (evictions within `window` s),\n"
-           "heartbeat (the newest document).")
+           "heartbeat (the newest document).\n"
+           "With by=LABEL (\"\" = the whole fleet): one dict per value of that device label instead\n"
+           "(docs/fleet-view.md): value (None for devices without it), devices, silent, evicting,\n"
+           "upload_bytes_per_s, paused_share, evictions_per_device_day, fires_per_device_hour, ...")
       .def("list",
            [](PyReader& pr, const std::string& prefix, const std::string& start_after) {
              Result<std::vector<ObjectInfo>> r = Error(errc::internal, "");
