@@ -62,6 +62,7 @@ void say(int fd, const std::string& line) {
     say(fd, "E open failed\n");
     _exit(3);
   }
+  say(fd, "R\n");  // the parent's kill delay counts from here, whatever the platform's speed
   std::mt19937_64 rng(seed);
   for (;;) {
     int n = 1 + static_cast<int>(rng() % 20);
@@ -95,6 +96,15 @@ void say(int fd, const std::string& line) {
       }
     }
   }
+}
+
+// Blocks until the child's first line; "R" once its Buffer is open (an emulated or slow target
+// takes longer than the kill delay just to get there, and a kill before it tests nothing).
+std::string first_line(int fd) {
+  std::string line;
+  char c = 0;
+  while (::read(fd, &c, 1) == 1 && c != '\n') line += c;
+  return line;
 }
 
 struct ChildLog {
@@ -155,8 +165,10 @@ TEST_CASE("kill -9 at random points: every accepted record survives exactly once
       child_main(fds[1], cfg, static_cast<std::uint64_t>(cycle) * 1000000, rng());
     }
     ::close(fds[1]);
+    const std::string ready = first_line(fds[0]);
     ::usleep(static_cast<useconds_t>(2000 + rng() % 40000));
     ::kill(pid, SIGKILL);
+    CHECK(ready == "R");
     ChildLog log = read_all(fds[0]);
     ::close(fds[0]);
     int status = 0;
