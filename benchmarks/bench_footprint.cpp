@@ -13,6 +13,12 @@
 //   rss_anon_idle_mb       RssAnon of that idle host minus the pipeline-less host's
 //   rss_anon_uploading_mb  peak RssAnon while capturing 100 Hz IMU + 10 Hz 64 KiB frames and
 //                          uploading at the cap, minus the pipeline-less host's
+//   lib_stripped_kb_arm64  lib_stripped_kb of the hosts cross-built for aarch64 / armhf
+//   lib_stripped_kb_armhf  (scripts/bench makes them with cmake/toolchains/, stripped with the
+//                          target's strip) — goal <= 1000 KB each
+//   rss_anon_idle_mb_arm64 rss_anon_idle_mb of this program cross-built for aarch64, run under
+//                          qemu-user: the difference cancels most of qemu's own memory, not the
+//                          translated code of fleetpipe's calls, so it is an upper bound
 // Each measure runs in a fresh exec of this program, so RSS and context switches are its own.
 // The uploading run also logs the achieved upload rate every 100 ms under a cap with a pause and
 // resume in the middle and a set_rate() change (Uploader API), to
@@ -21,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -31,6 +38,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -248,29 +256,36 @@ int uploading_child(const std::string& out, double seconds, const std::string& d
   return 0;
 }
 
-nlohmann::json run_child(const std::string& self, std::vector<std::string> args, const std::string& out) {
+// Runs `self args...` (under `emulator` when given: a cross-built self) and reads its JSON.
+nlohmann::json run_child(const std::string& self, std::vector<std::string> args, const std::string& out,
+                         const std::string& emulator = {}) {
+  if (!emulator.empty()) args.insert(args.begin(), self);
+  const std::string& prog = emulator.empty() ? self : emulator;
   pid_t pid = fork();
   if (pid == 0) {
-    std::vector<char*> argv{const_cast<char*>(self.c_str())};
+    std::vector<char*> argv{const_cast<char*>(prog.c_str())};
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    execv(self.c_str(), argv.data());
+    execv(prog.c_str(), argv.data());
     _exit(127);
   }
   int st = 0;
   waitpid(pid, &st, 0);
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-    std::fprintf(stderr, "bench_footprint: child %s failed\n", args[0].c_str());
+    std::fprintf(stderr, "bench_footprint: child %s %s failed\n", prog.c_str(), args[0].c_str());
     std::exit(1);
   }
   std::ifstream in(out);
   return nlohmann::json::parse(in);
 }
 
-std::uintmax_t stripped_size(const fs::path& bin, const fs::path& work) {
+// `strip` is the target's (aarch64-linux-gnu-strip for a cross build).
+std::uintmax_t stripped_size(const fs::path& bin, const fs::path& work, const std::string& strip = "strip") {
+  std::error_code ec;
+  if (!fs::exists(bin, ec)) return 0;
   fs::path copy = work / (bin.filename().string() + ".stripped");
   fs::copy_file(bin, copy, fs::copy_options::overwrite_existing);
-  if (sh("strip --strip-all '" + copy.string() + "'") != 0) return 0;
+  if (sh(strip + " --strip-all '" + copy.string() + "'") != 0) return 0;
   return fs::file_size(copy);
 }
 
@@ -299,13 +314,14 @@ int main(int argc, char** argv) {
   // The figure is the device build: MinSizeRel (-Os) with -ffunction-sections -fdata-sections and
   // --gc-sections (scripts/bench makes it in $FLEETPIPE_SIZE_BUILD_DIR); the Release (-O3) growth
   // of the hosts next to this program is given alongside.
-  auto growth = [&](const fs::path& dir, std::uintmax_t& base, std::uintmax_t& with, std::uintmax_t& lib_kb) {
-    base = stripped_size(dir / "benchmarks" / "footprint_host_base", work);
-    with = stripped_size(dir / "benchmarks" / "footprint_host_fleetpipe", work);
+  auto growth = [&](const fs::path& dir, std::uintmax_t& base, std::uintmax_t& with, std::uintmax_t& lib_kb,
+                    const std::string& strip = "strip") {
+    base = stripped_size(dir / "benchmarks" / "footprint_host_base", work, strip);
+    with = stripped_size(dir / "benchmarks" / "footprint_host_fleetpipe", work, strip);
     lib_kb = 0;
     if (fs::exists(dir / "libfleetpipe.a")) {
       fs::copy_file(dir / "libfleetpipe.a", work / "lib.a", fs::copy_options::overwrite_existing);
-      sh("strip --strip-debug '" + (work / "lib.a").string() + "'");
+      sh(strip + " --strip-debug '" + (work / "lib.a").string() + "'");
       lib_kb = fs::file_size(work / "lib.a") / 1024;
     }
     return base != 0 && with != 0;
@@ -328,6 +344,24 @@ int main(int argc, char** argv) {
                 have_size ? "MinSizeRel + gc-sections" : "Release", sb / 1024.0, sw / 1024.0, sl,
                 (double(rw) - double(rb)) / 1024.0, rl);
   report.add("lib_stripped_kb", (double(sw) - double(sb)) / 1024.0, "KB", text, "<= 1500");
+  // The same device build for the ARM targets (FLEETPIPE_SIZE_BUILD_DIR_<ARCH>, from scripts/bench).
+  for (const auto& [arch, triplet] : {std::pair<std::string, std::string>{"arm64", "aarch64-linux-gnu"},
+                                      std::pair<std::string, std::string>{"armhf", "arm-linux-gnueabihf"}}) {
+    std::string var = "FLEETPIPE_SIZE_BUILD_DIR_" + arch;
+    for (auto& ch : var) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+    const char* dir = std::getenv(var.c_str());
+    std::uintmax_t ab = 0, aw = 0, al = 0;
+    if (!dir || !growth(dir, ab, aw, al, triplet + "-strip")) {
+      std::fprintf(stderr, "bench_footprint: no %s size build (%s): lib_stripped_kb_%s not measured\n",
+                   arch.c_str(), var.c_str(), arch.c_str());
+      continue;
+    }
+    std::snprintf(text, sizeof text,
+                  "%s, MinSizeRel + gc-sections (cmake/toolchains/%s.cmake): stripped host without fleetpipe "
+                  "%.0f KB, with %.0f KB, libfleetpipe.a %ju KB (debug-stripped)",
+                  triplet.c_str(), triplet.c_str(), ab / 1024.0, aw / 1024.0, al);
+    report.add("lib_stripped_kb_" + arch, (double(aw) - double(ab)) / 1024.0, "KB", text, "<= 1000");
+  }
 
   // ---- idle ----
   const double idle_s = 10;
@@ -351,6 +385,27 @@ int main(int argc, char** argv) {
   std::snprintf(text, sizeof text, "same host without a pipeline: RssAnon %.2f MB (with: %.2f MB)",
                 base_rss / 1024, i["rss_anon_kb"].get<double>() / 1024);
   report.add("rss_anon_idle_mb", (i["rss_anon_kb"].get<double>() - base_rss) / 1024, "MB", text);
+  // The same idle pair, this program cross-built for aarch64, under qemu-user.
+  const char* arm_self = std::getenv("FLEETPIPE_ARM64_BENCH_FOOTPRINT");
+  const char* qemu = std::getenv("FLEETPIPE_QEMU_AARCH64");
+  if (arm_self && qemu) {
+    auto ab = run_child(arm_self, {"--idle", (work / "idle-arm-base.json").string(), std::to_string(idle_s)},
+                        (work / "idle-arm-base.json").string(), qemu);
+    auto ai = run_child(arm_self,
+                        {"--idle", (work / "idle-arm-fp.json").string(), std::to_string(idle_s),
+                         (work / "idle-arm-db").string()},
+                        (work / "idle-arm-fp.json").string(), qemu);
+    const double arm_base = ab["rss_anon_kb"].get<double>();
+    std::snprintf(text, sizeof text,
+                  "aarch64 MinSizeRel build under %s: host without a pipeline RssAnon %.2f MB (qemu's own memory "
+                  "included), with: %.2f MB; %d thread(s) with, %d without",
+                  qemu, arm_base / 1024, ai["rss_anon_kb"].get<double>() / 1024, ai["threads"].get<int>(),
+                  ab["threads"].get<int>());
+    report.add("rss_anon_idle_mb_arm64", (ai["rss_anon_kb"].get<double>() - arm_base) / 1024, "MB", text);
+  } else {
+    std::fprintf(stderr, "bench_footprint: no aarch64 build (FLEETPIPE_ARM64_BENCH_FOOTPRINT, "
+                         "FLEETPIPE_QEMU_AARCH64): rss_anon_idle_mb_arm64 not measured\n");
+  }
 
   // ---- uploading ----
   const std::string timeline = outdir + "/upload_rate_timeline.csv";

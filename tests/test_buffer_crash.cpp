@@ -46,6 +46,22 @@ void say(int fd, const std::string& line) {
   (void)n;
 }
 
+/// Appends records seq .. seq + n - 1 in one batch.
+auto append_seq(Buffer& b, std::uint64_t seq, int n) {
+  std::vector<std::string> payloads;
+  std::vector<std::pair<RecordMeta, std::string_view>> batch;
+  payloads.reserve(n);
+  for (int i = 0; i < n; ++i) payloads.push_back(payload_for(seq + i));
+  for (int i = 0; i < n; ++i) {
+    RecordMeta m;
+    m.stream = "s";
+    m.event_id = std::to_string(seq + i);
+    m.priority = static_cast<std::uint8_t>((seq + i) % 8);
+    batch.emplace_back(std::move(m), payloads[i]);
+  }
+  return b.append_batch(batch);
+}
+
 /// The child: append and ack until killed. Reports to `fd`:
 ///   "A <seq> <id>"  after append returned accepted
 ///   "I <id>"        before ack (the ack may or may not commit before the kill)
@@ -62,21 +78,11 @@ void say(int fd, const std::string& line) {
     say(fd, "E open failed\n");
     _exit(3);
   }
+  say(fd, "R\n");  // the parent's kill delay counts from here, whatever the platform's speed
   std::mt19937_64 rng(seed);
   for (;;) {
     int n = 1 + static_cast<int>(rng() % 20);
-    std::vector<std::string> payloads;
-    std::vector<std::pair<RecordMeta, std::string_view>> batch;
-    payloads.reserve(n);
-    for (int i = 0; i < n; ++i) payloads.push_back(payload_for(seq + i));
-    for (int i = 0; i < n; ++i) {
-      RecordMeta m;
-      m.stream = "s";
-      m.event_id = std::to_string(seq + i);
-      m.priority = static_cast<std::uint8_t>((seq + i) % 8);
-      batch.emplace_back(std::move(m), payloads[i]);
-    }
-    auto out = (*b)->append_batch(batch);
+    auto out = append_seq(**b, seq, n);
     for (int i = 0; i < n; ++i) {
       if (out[i].accepted)
         say(fd, "A " + std::to_string(seq + i) + " " + std::to_string(out[i].id) + "\n");
@@ -95,6 +101,15 @@ void say(int fd, const std::string& line) {
       }
     }
   }
+}
+
+// Blocks until the child's first line; "R" once its Buffer is open (an emulated or slow target
+// takes longer than the kill delay just to get there, and a kill before it tests nothing).
+std::string first_line(int fd) {
+  std::string line;
+  char c = 0;
+  while (::read(fd, &c, 1) == 1 && c != '\n') line += c;
+  return line;
 }
 
 struct ChildLog {
@@ -143,6 +158,23 @@ TEST_CASE("kill -9 at random points: every accepted record survives exactly once
   RecordId max_id_seen = 0;
   std::uint64_t stale_cleared = 0;
   const int kCycles = 60;
+  {
+    // Run the append path once here: every forked child inherits it warm. Under emulation
+    // (qemu-user translates code on first use) a cold child spent the whole kill delay on its
+    // first batch, and the run tested nothing.
+    SystemClock clock;
+    PosixFilesystemStats fsstats;
+    Port port;
+    port.clock = &clock;
+    port.filesystem = &fsstats;
+    MetricsRegistry metrics;
+    auto warm = Buffer::open(crash_config((test::scratch_dir("buf-kill9-warm") / "db").string(),
+                                          Durability::sync), port, metrics);
+    REQUIRE(warm);
+    auto out = append_seq(**warm, 0, 20);
+    REQUIRE(out.size() == 20);
+    CHECK(out[19].accepted);
+  }
   for (int cycle = 0; cycle < kCycles; ++cycle) {
     Durability d = cycle % 3 == 0 ? Durability::interval : Durability::sync;
     BufferConfig cfg = crash_config(dir, d);
@@ -155,8 +187,10 @@ TEST_CASE("kill -9 at random points: every accepted record survives exactly once
       child_main(fds[1], cfg, static_cast<std::uint64_t>(cycle) * 1000000, rng());
     }
     ::close(fds[1]);
+    const std::string ready = first_line(fds[0]);
     ::usleep(static_cast<useconds_t>(2000 + rng() % 40000));
     ::kill(pid, SIGKILL);
+    CHECK(ready == "R");
     ChildLog log = read_all(fds[0]);
     ::close(fds[0]);
     int status = 0;

@@ -1,5 +1,5 @@
 // Multi-lane MD5 (src/s3/md5_lanes.hpp) against RFC 1321's test suite and OpenSSL's MD5, on
-// every engine this CPU has (AVX-512VL, AVX2, the portable loop).
+// every engine this CPU has (AVX-512VL, AVX2 or NEON, and the portable loop).
 #include "s3/md5_lanes.hpp"
 
 #include <catch2/catch.hpp>
@@ -17,6 +17,16 @@ using fleetpipe::detail::to_hex;
 namespace {
 
 std::array<Md5Lanes::Span, Md5Lanes::kLanes> none() { return {}; }
+
+const char* name(Md5Lanes::Simd s) {
+  switch (s) {
+    case Md5Lanes::Simd::none: return "portable";
+    case Md5Lanes::Simd::avx2: return "avx2";
+    case Md5Lanes::Simd::avx512vl: return "avx512vl";
+    case Md5Lanes::Simd::neon: return "neon";
+  }
+  return "?";
+}
 
 }  // namespace
 
@@ -97,5 +107,30 @@ TEST_CASE("Md5Lanes::clear empties every lane, mid-block and after whole blocks"
     for (auto& s : spans) s = {abc.data(), abc.size()};
     h.update(spans);
     for (std::size_t l = 0; l < Md5Lanes::kLanes; ++l) CHECK(to_hex(h.finish(l)) == "900150983cd24fb0d6963f7d28e17f72");
+  }
+}
+
+TEST_CASE("Md5Lanes runs the SIMD path this CPU has, and says which one ran") {
+  const Md5Lanes::Simd best = Md5Lanes::available();
+  WARN("Md5Lanes: the SIMD path on this CPU is " << name(best));
+#if defined(__aarch64__) && !defined(__ARM_BIG_ENDIAN)
+  CHECK(best == Md5Lanes::Simd::neon);  // Advanced SIMD is in every ARMv8-A core
+#elif defined(__x86_64__)
+  CHECK(best != Md5Lanes::Simd::neon);
+#else
+  CHECK(best == Md5Lanes::Simd::none);  // armhf and others: the portable loop (docs/porting.md)
+#endif
+  CHECK(Md5Lanes(Md5Lanes::Engine::best).simd() == best);
+  CHECK(Md5Lanes(Md5Lanes::Engine::portable).simd() == Md5Lanes::Simd::none);
+  // The path that ran agrees with the portable loop on a stream longer than one lockstep call.
+  const std::string big(64 * 1000 + 17, 'q');
+  Md5Lanes simd(Md5Lanes::Engine::best), portable(Md5Lanes::Engine::portable);
+  auto spans = none();
+  for (std::size_t l = 0; l < Md5Lanes::kLanes; ++l) spans[l] = {big.data() + l, big.size() - l};
+  simd.update(spans);
+  portable.update(spans);
+  for (std::size_t l = 0; l < Md5Lanes::kLanes; ++l) {
+    INFO("lane " << l << ", path " << name(simd.simd()));
+    CHECK(to_hex(simd.finish(l)) == to_hex(portable.finish(l)));
   }
 }

@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
+#include <cstdint>
 #include <thread>
 #include <vector>
 
@@ -100,4 +102,16 @@ TEST_CASE("metrics: concurrent increments are not lost", "[metrics]") {
   for (auto& t : threads) t.join();
   CHECK(c.value() == 400000);
   CHECK(g.value() == 400000.0);
+}
+
+TEST_CASE("metrics: counters and gauges update lock-free on this target", "[metrics]") {
+  // "Update lock-free" is a promise to the host's loop; on a 32-bit target (armhf) 64-bit
+  // atomics are lock-free only where the ISA has a double-word exclusive (ARMv7-A: LDREXD).
+  STATIC_REQUIRE(std::atomic<std::uint64_t>::is_always_lock_free);
+  STATIC_REQUIRE(std::atomic<double>::is_always_lock_free);
+  MetricsRegistry reg;
+  auto& c = reg.counter("fleetpipe_lf_total", "c");
+  c.inc(std::uint64_t{1} << 40);  // past 32 bits: the whole 64-bit value moves at once
+  c.inc();
+  CHECK(c.value() == (std::uint64_t{1} << 40) + 1);
 }

@@ -8,6 +8,13 @@ namespace fleetpipe::detail {
 std::string validate(const BufferConfig& c) {
   if (c.path.empty()) return "path: must not be empty";
   if (c.max_bytes == 0) return "max_bytes: must be > 0";
+  // 32-bit targets: the LMDB map (up to 2 x max_bytes + 8 MiB) is one mmap in a ~3 GiB address
+  // space and its size a 32-bit size_t: cap it at 1 GiB (docs/porting.md).
+  constexpr std::uint64_t kMaxMap32 = 1ull << 30, kMaxBytes32 = (kMaxMap32 - (8ull << 20)) / 2;
+  if (sizeof(std::size_t) < 8 && c.max_bytes > kMaxBytes32)
+    return "max_bytes: at most " + std::to_string(kMaxBytes32) + " (508MiB) on a 32-bit target";
+  if (sizeof(std::size_t) < 8 && c.initial_map_bytes > kMaxMap32)
+    return "initial_map_bytes: at most " + std::to_string(kMaxMap32) + " (1GiB) on a 32-bit target";
   if (c.max_records == 0) return "max_records: must be > 0";
   double sum = 0;
   for (double s : c.reserved_share) {

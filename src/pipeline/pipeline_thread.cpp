@@ -50,8 +50,15 @@ class Waiter {
 #if defined(__linux__)
     timespec ts{static_cast<time_t>(d.count() / 1000000000),
                 static_cast<long>(d.count() % 1000000000)};
+    // A 32-bit ABI built with a 64-bit time_t (armhf, docs/porting.md) needs the time64 call:
+    // the classic one reads a 32-bit timespec.
+#if defined(SYS_futex_time64)
+    constexpr long kFutexWait = sizeof(ts.tv_sec) > sizeof(long) ? SYS_futex_time64 : SYS_futex;
+#else
+    constexpr long kFutexWait = SYS_futex;
+#endif
     // Returns at once if seq_ changed since `seen` (EAGAIN), on a wake, or after d.
-    syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&seq_), FUTEX_WAIT_PRIVATE, seen, &ts,
+    syscall(kFutexWait, reinterpret_cast<std::uint32_t*>(&seq_), FUTEX_WAIT_PRIVATE, seen, &ts,
             nullptr, 0);
 #else
     std::unique_lock<std::mutex> lk(mu_);

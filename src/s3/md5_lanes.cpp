@@ -4,9 +4,16 @@
 #include <algorithm>
 #include <cstring>
 
+#include <utility>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define FLEETPIPE_MD5_AVX2 1
+#elif defined(__aarch64__) && !defined(__ARM_BIG_ENDIAN)
+#include <arm_neon.h>
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#define FLEETPIPE_MD5_NEON 1
 #endif
 
 namespace fleetpipe::detail {
@@ -171,7 +178,88 @@ Md5Lanes::Simd pick_simd(Md5Lanes::Engine e) {
   if (e != Md5Lanes::Engine::portable && __builtin_cpu_supports("avx2")) return Md5Lanes::Simd::avx2;
   return Md5Lanes::Simd::none;
 }
-#else
+#endif
+
+#ifdef FLEETPIPE_MD5_NEON
+// Eight lanes as two uint32x4_t sets (lanes 0-3, 4-7), n blocks each; the two sets are
+// independent chains, interleaved so one's latency hides behind the other's work. Per step and
+// set: F and G are one BSL, H two EOR, I an ORN and an EOR; the rotate is SHL + SRI (NEON has
+// no vector rotate); four adds. Step I's function, word and rotate are template constants.
+template <int I>
+inline uint32x4_t md5_fn(uint32x4_t x, uint32x4_t y, uint32x4_t z) {
+  if constexpr (I < 16) return vbslq_u32(x, y, z);      // z ^ (x & (y ^ z))
+  else if constexpr (I < 32) return vbslq_u32(z, x, y); // y ^ (z & (x ^ y))
+  else if constexpr (I < 48) return veorq_u32(veorq_u32(x, y), z);
+  else return veorq_u32(y, vornq_u32(x, z));            // y ^ (x | ~z)
+}
+
+template <int I>
+inline void neon_step(uint32x4_t (&s)[4], const uint32x4_t* m) {
+  constexpr int w = (4 - I % 4) % 4;  // a, d, c, b in turn take the new value
+  const uint32x4_t v = vaddq_u32(vaddq_u32(s[w], md5_fn<I>(s[(w + 1) % 4], s[(w + 2) % 4], s[(w + 3) % 4])),
+                                 vaddq_u32(vdupq_n_u32(kK[I]), m[kG[I]]));
+  s[w] = vaddq_u32(s[(w + 1) % 4], vsriq_n_u32(vshlq_n_u32(v, kS[I]), v, 32 - kS[I]));
+}
+
+template <std::size_t... I>
+inline void neon_rounds(uint32x4_t (&lo)[4], uint32x4_t (&hi)[4], const uint32x4_t* mlo,
+                        const uint32x4_t* mhi, std::index_sequence<I...>) {
+  ((neon_step<int(I)>(lo, mlo), neon_step<int(I)>(hi, mhi)), ...);
+}
+
+// The 16 message words of one block for four lanes: m[j] holds word j of each lane.
+inline void neon_words(uint32x4_t m[16], const unsigned char* const p[4]) {
+  for (int q = 0; q < 4; ++q) {  // a 4 x 4 transpose per group of four words
+    const uint32x4_t r0 = vreinterpretq_u32_u8(vld1q_u8(p[0] + 16 * q));
+    const uint32x4_t r1 = vreinterpretq_u32_u8(vld1q_u8(p[1] + 16 * q));
+    const uint32x4_t r2 = vreinterpretq_u32_u8(vld1q_u8(p[2] + 16 * q));
+    const uint32x4_t r3 = vreinterpretq_u32_u8(vld1q_u8(p[3] + 16 * q));
+    const uint64x2_t t0 = vreinterpretq_u64_u32(vtrn1q_u32(r0, r1));
+    const uint64x2_t t1 = vreinterpretq_u64_u32(vtrn2q_u32(r0, r1));
+    const uint64x2_t t2 = vreinterpretq_u64_u32(vtrn1q_u32(r2, r3));
+    const uint64x2_t t3 = vreinterpretq_u64_u32(vtrn2q_u32(r2, r3));
+    m[4 * q + 0] = vreinterpretq_u32_u64(vtrn1q_u64(t0, t2));
+    m[4 * q + 1] = vreinterpretq_u32_u64(vtrn1q_u64(t1, t3));
+    m[4 * q + 2] = vreinterpretq_u32_u64(vtrn2q_u64(t0, t2));
+    m[4 * q + 3] = vreinterpretq_u32_u64(vtrn2q_u64(t1, t3));
+  }
+}
+
+// An idle lane (ptrs[l] == idle) reads the same block each time; the caller restores its state.
+void compress_neon(std::uint32_t st[4][8], const unsigned char* const ptrs[8], const unsigned char* idle,
+                   std::size_t n) {
+  std::size_t step[8];
+  for (int l = 0; l < 8; ++l) step[l] = ptrs[l] == idle ? 0 : 64;
+  uint32x4_t lo[4], hi[4];
+  for (int j = 0; j < 4; ++j) {
+    lo[j] = vld1q_u32(st[j]);
+    hi[j] = vld1q_u32(st[j] + 4);
+  }
+  for (std::size_t blk = 0; blk < n; ++blk) {
+    const unsigned char* p[8];
+    for (int l = 0; l < 8; ++l) p[l] = ptrs[l] + blk * step[l];
+    uint32x4_t mlo[16], mhi[16];
+    neon_words(mlo, p);
+    neon_words(mhi, p + 4);
+    const uint32x4_t lo0[4] = {lo[0], lo[1], lo[2], lo[3]}, hi0[4] = {hi[0], hi[1], hi[2], hi[3]};
+    neon_rounds(lo, hi, mlo, mhi, std::make_index_sequence<64>{});
+    for (int j = 0; j < 4; ++j) {
+      lo[j] = vaddq_u32(lo[j], lo0[j]);
+      hi[j] = vaddq_u32(hi[j], hi0[j]);
+    }
+  }
+  for (int j = 0; j < 4; ++j) {
+    vst1q_u32(st[j], lo[j]);
+    vst1q_u32(st[j] + 4, hi[j]);
+  }
+}
+
+// Advanced SIMD is part of every ARMv8-A core Linux runs on; the kernel still says so in HWCAP.
+Md5Lanes::Simd pick_simd(Md5Lanes::Engine e) {
+  if (e != Md5Lanes::Engine::portable && (getauxval(AT_HWCAP) & HWCAP_ASIMD) != 0) return Md5Lanes::Simd::neon;
+  return Md5Lanes::Simd::none;
+}
+#elif !defined(FLEETPIPE_MD5_AVX2)
 Md5Lanes::Simd pick_simd(Md5Lanes::Engine) { return Md5Lanes::Simd::none; }
 #endif
 
@@ -198,6 +286,9 @@ void Md5Lanes::blocks(const unsigned char* const* ptrs, std::size_t n) noexcept 
 #ifdef FLEETPIPE_MD5_AVX2
   if (simd_ == Simd::avx512vl) return compress_avx512vl(state_, ptrs, kIdleBlock, n);
   if (simd_ == Simd::avx2) return compress_avx2(state_, ptrs, kIdleBlock, n);
+#endif
+#ifdef FLEETPIPE_MD5_NEON
+  if (simd_ == Simd::neon) return compress_neon(state_, ptrs, kIdleBlock, n);
 #endif
   for (std::size_t l = 0; l < kLanes; ++l) {
     if (ptrs[l] == kIdleBlock) continue;

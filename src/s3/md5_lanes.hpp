@@ -4,8 +4,9 @@
 // GiB); its steps are plain 32-bit adds, rotates and bit logic, so eight *different* streams fit
 // the eight lanes of an AVX2 register and cost about what one does. The uploader uses it for
 // the Content-MD5 of the next parts of a multipart upload, which all have the same size.
-// AVX-512VL or AVX2 is picked at run time; other CPUs get a portable loop over the lanes (same
-// results; NEON would fit four lanes, not written yet).
+// AVX-512VL or AVX2 (x86-64) and NEON (aarch64: two 4-lane vectors) are picked at run time;
+// other CPUs (armhf, where NEON is optional) get a portable loop over the lanes with the same
+// results (docs/porting.md says why armhf has no NEON path).
 #pragma once
 
 #include <array>
@@ -18,8 +19,8 @@ namespace fleetpipe::detail {
 class Md5Lanes {
  public:
   static constexpr std::size_t kLanes = 8;
-  enum class Engine { best, avx2, portable };  ///< avx2: at most AVX2 (tests use each)
-  enum class Simd { none, avx2, avx512vl };
+  enum class Engine { best, avx2, portable };  ///< avx2: at most AVX2 (tests use each); ARM: as best
+  enum class Simd { none, avx2, avx512vl, neon };
 
   struct Span {
     const void* data = nullptr;
