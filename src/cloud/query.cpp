@@ -7,14 +7,15 @@
 #include <cctype>
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 #include <set>
-#include <thread>
 
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
+#include "common/utc_time.hpp"
+#include "s3/bucket_layout.hpp"
 #include "s3/credentials.hpp"
+#include "s3/request_sender.hpp"
 #include "s3/s3_client.hpp"
 
 namespace fleetpipe {
@@ -23,7 +24,7 @@ namespace {
 
 using json = nlohmann::json;
 constexpr std::uint64_t kRangeChunk = 4u << 20;  // the client refuses bodies above 4 MiB
-constexpr int kAttempts = 4;
+constexpr std::uint32_t kAttempts = 4;
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -37,35 +38,6 @@ std::int64_t to_ns(WallTime t) {
 
 WallTime from_ns(std::int64_t ns) {
   return WallTime(std::chrono::duration_cast<WallTime::duration>(std::chrono::nanoseconds(ns)));
-}
-
-std::string date_of(WallTime t) {
-  std::time_t s = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&s, &tm);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
-  return buf;
-}
-
-/// The value of the "name=value" segment of a key, "" when absent.
-std::string segment(std::string_view key, std::string_view name) {
-  std::size_t pos = 0;
-  while (pos <= key.size()) {
-    std::size_t end = key.find('/', pos);
-    if (end == std::string_view::npos) end = key.size();
-    std::string_view seg = key.substr(pos, end - pos);
-    if (seg.size() > name.size() && seg.compare(0, name.size(), name) == 0 &&
-        seg[name.size()] == '=') {
-      return std::string(seg.substr(name.size() + 1));
-    }
-    pos = end + 1;
-  }
-  return {};
-}
-
-std::string join_prefix(const std::string& prefix, std::string_view rest) {
-  return prefix.empty() ? std::string(rest) : prefix + "/" + std::string(rest);
 }
 
 const json* at(const json& j, std::initializer_list<const char*> pointers) {
@@ -164,9 +136,9 @@ bool parse_manifest_line(const json& line, const std::string& manifest_key,
     e.length = num(rec, "length", "size");
     e.stream = str("stream");
     e.device = str("device");
-    e.date = segment(e.object_key, "date");
-    if (e.stream.empty()) e.stream = segment(e.object_key, "stream");
-    if (e.device.empty()) e.device = segment(e.object_key, "device");
+    e.date = detail::key_partition(e.object_key, "date");
+    if (e.stream.empty()) e.stream = detail::key_partition(e.object_key, "stream");
+    if (e.device.empty()) e.device = detail::key_partition(e.object_key, "device");
     e.event_id = str("event_id");
     e.content_type = str("content_type");
     e.manifest_key = manifest_key;
@@ -198,17 +170,6 @@ bool parse_manifest_line(const json& line, const std::string& manifest_key,
     return any;
   }
   return one(line, json::object());
-}
-
-/// "20261101T102030Z" at the start of a heartbeat file name.
-std::optional<WallTime> key_time(std::string_view key) {
-  auto slash = key.rfind('/');
-  std::string name(key.substr(slash == std::string_view::npos ? 0 : slash + 1));
-  auto dot = name.find('.');
-  if (dot != std::string::npos) name.resize(dot);
-  auto t = parse_query_time(name);
-  if (!t) return std::nullopt;
-  return *t;
 }
 
 struct Heartbeat {
@@ -250,57 +211,16 @@ Heartbeat read_heartbeat(const json& doc, WallTime key_t) {
 
 Result<WallTime> parse_query_time(std::string_view s) {
   std::string t(s);
-  auto bad = [&] {
-    return Error(errc::invalid_argument,
-                 "not a time: \"" + t + "\" (use 2026-11-01, 2026-11-01T10:20:30Z or unix seconds)");
-  };
-  if (t.empty()) return bad();
-  if (std::all_of(t.begin(), t.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }) &&
-      t.size() <= 12) {
+  if (!t.empty() && t.size() <= 12 &&
+      std::all_of(t.begin(), t.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
     return WallTime(std::chrono::seconds(std::stoll(t)));
   }
-  std::tm tm{};
-  const char* rest = nullptr;
-  if (t.size() >= 16 && t[8] == 'T' && t.find('-') == std::string::npos) {
-    rest = strptime(t.c_str(), "%Y%m%dT%H%M%S", &tm);
-  } else if (t.size() == 10) {
-    rest = strptime(t.c_str(), "%Y-%m-%d", &tm);
-  } else {
-    rest = strptime(t.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!rest) rest = strptime(t.c_str(), "%Y-%m-%d %H:%M:%S", &tm);
-  }
-  if (!rest) return bad();
-  double frac = 0;
-  if (*rest == '.') {
-    const char* p = rest + 1;
-    double scale = 0.1;
-    while (std::isdigit(static_cast<unsigned char>(*p))) {
-      frac += (*p - '0') * scale;
-      scale /= 10;
-      ++p;
-    }
-    rest = p;
-  }
-  if (*rest == 'Z' || *rest == 'z') ++rest;
-  else if (std::string_view(rest) == "+00:00") rest += 6;
-  if (*rest != '\0') return bad();
-  std::time_t secs = timegm(&tm);
-  return WallTime(std::chrono::seconds(secs)) +
-         std::chrono::duration_cast<WallTime::duration>(std::chrono::duration<double>(frac));
+  if (auto w = detail::parse_utc(t)) return *w;
+  return Error(errc::invalid_argument,
+               "not a time: \"" + t + "\" (use 2026-11-01, 2026-11-01T10:20:30Z or unix seconds)");
 }
 
-std::string format_query_time(WallTime t) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-  std::time_t secs = static_cast<std::time_t>(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
-  long rem = static_cast<long>(ms - static_cast<std::int64_t>(secs) * 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  char frac[8];
-  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(rem % 1000));
-  return std::string(buf) + frac;
-}
+std::string format_query_time(WallTime t) { return detail::utc_iso8601_ms(t); }
 
 bool glob_match(std::string_view pattern, std::string_view s) {
   return fnmatch(std::string(pattern).c_str(), std::string(s).c_str(), 0) == 0;
@@ -314,26 +234,25 @@ struct BucketReader::Impl {
   Port port;
   std::unique_ptr<detail::CredentialResolver> creds;
   std::unique_ptr<detail::S3Client> client;
+  detail::ExponentialBackoff retry_policy{{kAttempts, 0.2, 0.8, /*full_jitter=*/false}};
+  detail::RequestSender sender{ioc, retry_policy, {}};
   QueryStats stats;
 
-  /// One request, retried (with a short backoff) while the failure is retryable.
+  /// One request, retried as retry_policy says (backoff 0.2, 0.4, 0.8 s), the io_context run
+  /// until its outcome.
   Result<detail::S3Response> send(const detail::S3Request& req) {
-    detail::S3Failure last;
-    for (int attempt = 0; attempt < kAttempts; ++attempt) {
-      if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100 << attempt));
-      std::optional<detail::S3Outcome> out;
-      client->async_send(req, [&](detail::S3Outcome o) { out = std::move(o); });
-      ioc.restart();
-      while (!out && ioc.run_one() > 0) {
-      }
-      if (!out) {
-        client->cancel();
-        return Error(errc::internal, "S3 request finished without an outcome");
-      }
-      if (out->ok) return std::move(out->response);
-      last = out->failure;
-      if (!detail::is_retryable(last.cls) || last.cls == detail::FailureClass::upload_gone) break;
+    std::optional<detail::S3Outcome> out;
+    sender.send(*client, req, [&](detail::S3Outcome o) { out = std::move(o); });
+    ioc.restart();
+    while (!out && ioc.run_one() > 0) {
     }
+    if (!out) {
+      client->cancel();
+      sender.cancel_retries();
+      return Error(errc::internal, "S3 request finished without an outcome");
+    }
+    if (out->ok) return std::move(out->response);
+    const detail::S3Failure& last = out->failure;
     errc code = detail::errc_of(last.cls);
     if (last.s3_code == "NoSuchKey" || (last.status == 404 && !req.key.empty())) {
       code = errc::not_found;
@@ -489,7 +408,7 @@ Result<std::string> BucketReader::download(const EventEntry& e) {
 }
 
 Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
-  const std::string& prefix = impl_->config.prefix;
+  const detail::BucketLayout layout(impl_->config.prefix, impl_->config.key_template);
   std::vector<EventEntry> found;
   std::set<std::string> covered;  // data objects some manifest mentions
 
@@ -497,11 +416,11 @@ Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
   //    Not by date: a manifest's date is that of its batch's first record, and a batch drained
   //    from a backlog may hold records of later days.
   {
-    auto devices = list_prefixes(join_prefix(prefix, "_manifests/"));
+    auto devices = list_prefixes(layout.manifests_prefix());
     if (!devices) return std::move(devices).error();
     std::vector<ObjectInfo> listed;
     for (const auto& dp : *devices) {
-      std::string dev = segment(dp, "device");
+      std::string dev = detail::key_partition(dp, "device");
       if (!q.device_glob.empty() && !glob_match(q.device_glob, dev)) continue;
       auto l = impl_->list(dp, {}, nullptr);
       if (!l) return std::move(l).error();
@@ -541,29 +460,30 @@ Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
   {
     std::vector<std::string> streams = q.streams;
     if (streams.empty()) {
-      auto prefixes = list_prefixes(join_prefix(prefix, ""));
+      auto prefixes = list_prefixes(layout.root_prefix());
       if (!prefixes) return std::move(prefixes).error();
       for (const auto& p : *prefixes) {
-        std::string s = segment(p, "stream");
+        std::string s = detail::key_partition(p, "stream");
         if (!s.empty()) streams.push_back(s);
       }
     }
     for (const auto& s : streams) {
-      std::string sprefix = join_prefix(prefix, "stream=" + s + "/");
+      std::string sprefix = layout.stream_prefix(s);
       // A data object holds records of one UTC start date (its date= partition): objects
       // dated before the day preceding `since` cannot hold an event ending after it (events
       // are shorter than a day), and objects dated after `until` start too late.
       std::string start_after;
-      if (q.since) start_after = sprefix + "date=" + date_of(*q.since - std::chrono::hours(24));
+      if (q.since) start_after = sprefix + "date=" + detail::utc_date(*q.since - std::chrono::hours(24));
       auto listed = impl_->list(sprefix, start_after, nullptr);
       if (!listed) return std::move(listed).error();
       for (const auto& obj : *listed) {
         if (covered.count(obj.key)) continue;
-        std::string dev = segment(obj.key, "device");
-        std::string date = segment(obj.key, "date");
-        if (dev.empty() || date.empty()) continue;  // not a data object of this layout
+        detail::ParsedKey parsed = layout.parse(obj.key);
+        if (parsed.kind != detail::KeyKind::data) continue;  // not a data object of this layout
+        const std::string& dev = parsed.device;
+        const std::string& date = parsed.date;
         if (!q.device_glob.empty() && !glob_match(q.device_glob, dev)) continue;
-        if (q.until && date > date_of(*q.until)) continue;
+        if (q.until && date > detail::utc_date(*q.until)) continue;
         auto meta = head(obj.key);
         if (!meta) {
           if (meta.error().is(errc::not_found)) continue;
@@ -646,13 +566,14 @@ Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
 }
 
 Result<std::vector<DeviceStatus>> BucketReader::status(const StatusQuery& q) {
-  const std::string hb_prefix = join_prefix(impl_->config.prefix, "_heartbeat/");
+  const detail::BucketLayout layout(impl_->config.prefix, impl_->config.key_template);
+  const std::string hb_prefix = layout.heartbeats_prefix();
   const WallTime now = q.now ? *q.now : impl_->port.clock->wall();
   auto prefixes = list_prefixes(hb_prefix);
   if (!prefixes) return std::move(prefixes).error();
   std::vector<DeviceStatus> out;
   for (const auto& p : *prefixes) {
-    std::string device = segment(p, "device");
+    std::string device = detail::key_partition(p, "device");
     if (device.empty()) continue;
     if (!q.device_glob.empty() && !glob_match(q.device_glob, device)) continue;
     auto listed = impl_->list(p, {}, nullptr);
@@ -660,7 +581,8 @@ Result<std::vector<DeviceStatus>> BucketReader::status(const StatusQuery& q) {
     // (time, key) of every heartbeat, oldest first.
     std::vector<std::pair<WallTime, std::string>> beats;
     for (const auto& o : *listed) {
-      if (auto t = key_time(o.key)) beats.emplace_back(*t, o.key);
+      detail::ParsedKey k = layout.parse(o.key);
+      if (k.kind == detail::KeyKind::heartbeat) beats.emplace_back(*k.time, o.key);
     }
     if (beats.empty()) continue;
     std::sort(beats.begin(), beats.end());

@@ -1,3 +1,4 @@
+// SigV4: the request signer (canonical request, string to sign, signature), digests and encodings.
 #include "fleetpipe/sigv4.hpp"
 
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "common/utc_time.hpp"
 #include "s3/digest.hpp"
 
 namespace fleetpipe {
@@ -53,30 +55,10 @@ std::string to_hex(std::string_view raw) {
 }
 
 std::string base64_encode(std::string_view raw) {
-  static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((raw.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  auto b = [&](std::size_t j) { return static_cast<unsigned char>(raw[j]); };
-  for (; i + 2 < raw.size(); i += 3) {
-    unsigned v = (b(i) << 16) | (b(i + 1) << 8) | b(i + 2);
-    out += k[v >> 18];
-    out += k[(v >> 12) & 63];
-    out += k[(v >> 6) & 63];
-    out += k[v & 63];
-  }
-  if (i + 1 == raw.size()) {
-    unsigned v = b(i) << 16;
-    out += k[v >> 18];
-    out += k[(v >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == raw.size()) {
-    unsigned v = (b(i) << 16) | (b(i + 1) << 8);
-    out += k[v >> 18];
-    out += k[(v >> 12) & 63];
-    out += k[(v >> 6) & 63];
-    out += '=';
-  }
+  std::string out(4 * ((raw.size() + 2) / 3), '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(raw.data()), static_cast<int>(raw.size()));
+  out.resize(static_cast<std::size_t>(n));
   return out;
 }
 
@@ -183,14 +165,7 @@ std::string sha256_hex(std::string_view data) {
   return detail::to_hex(d.finish());
 }
 
-std::string format_amz_date(std::chrono::system_clock::time_point t) {
-  std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
+std::string format_amz_date(std::chrono::system_clock::time_point t) { return detail::utc_compact(t); }
 
 Result<SigV4Signature> sign_v4(const SigV4Request& req, const SigV4Credentials& creds,
                                std::string_view amz_date) {
