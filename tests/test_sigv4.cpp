@@ -5,6 +5,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "s3/digest.hpp"
+
 using namespace fleetpipe;
 
 namespace {
@@ -162,4 +164,16 @@ TEST_CASE("helpers: uri_encode, amz date, sha256", "[sigv4]") {
   CHECK(format_amz_date(std::chrono::system_clock::time_point(std::chrono::seconds(1369353600))) ==
         kDate);
   CHECK(sha256_hex("") == kEmpty);
+}
+
+TEST_CASE("base64 (Content-MD5) follows RFC 4648's test vectors", "[sigv4]") {
+  const std::pair<const char*, const char*> vectors[] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
+                                                         {"foo", "Zm9v"}, {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+                                                         {"foobar", "Zm9vYmFy"}};
+  for (const auto& [in, out] : vectors) {
+    INFO(in);
+    CHECK(detail::base64_encode(in) == out);
+  }
+  // The Content-MD5 of an empty body, as S3 documents it.
+  CHECK(detail::base64_encode(detail::md5_raw("")) == "1B2M2Y8AsgTpgAmY7PhCfg==");
 }

@@ -29,8 +29,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "fleetpipe/buffer.hpp"
@@ -146,6 +148,15 @@ struct UploaderStatus {
   std::string last_error;           ///< last failure, for people ("" if none)
 };
 
+/// How one heartbeat went (Uploader::send_heartbeat).
+struct HeartbeatOutcome {
+  enum class Kind { sent, failed, skipped_offline, skipped_paused };
+  Kind kind = Kind::failed;
+  std::string key;    ///< the object key; "" when skipped or the document was not built
+  WallTime time{};    ///< the Port's wall time the key was named after
+  std::string error;  ///< why it failed, for people ("" otherwise); never holds credentials
+};
+
 /// The uploader. Create with `create`; not copyable; one thread drives it (see Caveats).
 class Uploader {
  public:
@@ -176,6 +187,17 @@ class Uploader {
   void flush();
   /// Cancels the request in flight and stops; poll/run_for return promptly afterwards.
   void shutdown();
+
+  /// Sends a heartbeat document (the Pipeline's) as `{prefix}/_heartbeat/device=<device>/<time>.json`
+  /// through the uploader's own request path: its token bucket (caps count every byte),
+  /// credentials, clock correction, on a connection of its own so uploads are not held up. One
+  /// attempt, no retry (the next heartbeat is the retry). Skipped without calling `build` while
+  /// the network is offline or uploads are paused. `build` returns the document's bytes, or an
+  /// error (the heartbeat then fails with it). `done` runs once on the driving thread: at once for
+  /// a skip or a build error, else when the request ends; a shutdown() or the Uploader's
+  /// destruction while it is in flight drops it. Driving thread only.
+  void send_heartbeat(std::string_view device, const std::function<fleetpipe::Result<std::string>()>& build,
+                      std::function<void(const HeartbeatOutcome&)> done);
 
   /// True when no batch is leased and nothing is in flight.
   bool idle() const;

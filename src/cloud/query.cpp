@@ -7,14 +7,16 @@
 #include <cctype>
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 #include <set>
-#include <thread>
 
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cloud/reader_impl.hpp"
+#include "common/utc_time.hpp"
+#include "s3/bucket_layout.hpp"
 #include "s3/credentials.hpp"
+#include "s3/request_sender.hpp"
 #include "s3/s3_client.hpp"
 
 namespace fleetpipe {
@@ -22,8 +24,6 @@ namespace fleetpipe {
 namespace {
 
 using json = nlohmann::json;
-constexpr std::uint64_t kRangeChunk = 4u << 20;  // the client refuses bodies above 4 MiB
-constexpr int kAttempts = 4;
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -35,76 +35,6 @@ std::int64_t to_ns(WallTime t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
 }
 
-WallTime from_ns(std::int64_t ns) {
-  return WallTime(std::chrono::duration_cast<WallTime::duration>(std::chrono::nanoseconds(ns)));
-}
-
-std::string date_of(WallTime t) {
-  std::time_t s = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&s, &tm);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
-  return buf;
-}
-
-/// The value of the "name=value" segment of a key, "" when absent.
-std::string segment(std::string_view key, std::string_view name) {
-  std::size_t pos = 0;
-  while (pos <= key.size()) {
-    std::size_t end = key.find('/', pos);
-    if (end == std::string_view::npos) end = key.size();
-    std::string_view seg = key.substr(pos, end - pos);
-    if (seg.size() > name.size() && seg.compare(0, name.size(), name) == 0 &&
-        seg[name.size()] == '=') {
-      return std::string(seg.substr(name.size() + 1));
-    }
-    pos = end + 1;
-  }
-  return {};
-}
-
-std::string join_prefix(const std::string& prefix, std::string_view rest) {
-  return prefix.empty() ? std::string(rest) : prefix + "/" + std::string(rest);
-}
-
-const json* at(const json& j, std::initializer_list<const char*> pointers) {
-  for (const char* p : pointers) {
-    try {
-      const json& v = j.at(json::json_pointer(p));
-      if (!v.is_null()) return &v;
-    } catch (const json::exception&) {
-    }
-  }
-  return nullptr;
-}
-
-double number(const json& j, std::initializer_list<const char*> pointers, double dflt = 0) {
-  const json* v = at(j, pointers);
-  if (v && v->is_number()) return v->get<double>();
-  return dflt;
-}
-
-std::string text(const json& j, std::initializer_list<const char*> pointers) {
-  const json* v = at(j, pointers);
-  if (v && v->is_string()) return v->get<std::string>();
-  return {};
-}
-
-/// Sum over all series of a metric in a MetricsRegistry::to_json() document; nullopt if absent.
-std::optional<double> metric_sum(const json& metrics, const char* name) {
-  if (!metrics.is_object()) return std::nullopt;
-  auto it = metrics.find(name);
-  if (it == metrics.end() || !it->is_object()) return std::nullopt;
-  double sum = 0;
-  auto series = it->find("series");
-  if (series == it->end() || !series->is_array()) return std::nullopt;
-  for (const auto& s : *series) {
-    auto v = s.find("value");
-    if (v != s.end() && v->is_number()) sum += v->get<double>();
-  }
-  return sum;
-}
 
 std::int64_t json_ns(const json& rec, const char* ns_key, const char* time_key) {
   auto it = rec.find(ns_key);
@@ -164,9 +94,9 @@ bool parse_manifest_line(const json& line, const std::string& manifest_key,
     e.length = num(rec, "length", "size");
     e.stream = str("stream");
     e.device = str("device");
-    e.date = segment(e.object_key, "date");
-    if (e.stream.empty()) e.stream = segment(e.object_key, "stream");
-    if (e.device.empty()) e.device = segment(e.object_key, "device");
+    e.date = detail::key_partition(e.object_key, "date");
+    if (e.stream.empty()) e.stream = detail::key_partition(e.object_key, "stream");
+    if (e.device.empty()) e.device = detail::key_partition(e.object_key, "device");
     e.event_id = str("event_id");
     e.content_type = str("content_type");
     e.manifest_key = manifest_key;
@@ -200,107 +130,22 @@ bool parse_manifest_line(const json& line, const std::string& manifest_key,
   return one(line, json::object());
 }
 
-/// "20261101T102030Z" at the start of a heartbeat file name.
-std::optional<WallTime> key_time(std::string_view key) {
-  auto slash = key.rfind('/');
-  std::string name(key.substr(slash == std::string_view::npos ? 0 : slash + 1));
-  auto dot = name.find('.');
-  if (dot != std::string::npos) name.resize(dot);
-  auto t = parse_query_time(name);
-  if (!t) return std::nullopt;
-  return *t;
-}
-
-struct Heartbeat {
-  WallTime time{};
-  double backlog_records = 0, backlog_bytes = 0, evicted = 0, bytes_sent = 0, uptime_s = 0;
-  std::string sdk, network, last_error;
-};
-
-Heartbeat read_heartbeat(const json& doc, WallTime key_t) {
-  Heartbeat h;
-  h.time = key_t;
-  const json* t = at(doc, {"/time"});
-  if (t && t->is_string()) {
-    if (auto pt = parse_query_time(t->get<std::string>())) h.time = *pt;
-  } else if (const json* tn = at(doc, {"/time_unix_ns", "/time_ns"}); tn && tn->is_number()) {
-    h.time = from_ns(tn->get<std::int64_t>());
-  }
-  const json* metrics = at(doc, {"/metrics"});
-  json empty = json::object();
-  const json& m = metrics ? *metrics : empty;
-  h.backlog_records = number(doc, {"/backlog/records"},
-                             metric_sum(m, "fleetpipe_buffer_records").value_or(0));
-  h.backlog_bytes = number(doc, {"/backlog/bytes"},
-                           metric_sum(m, "fleetpipe_buffer_bytes").value_or(0));
-  h.evicted = number(doc, {"/buffer/evicted_total"},
-                     metric_sum(m, "fleetpipe_buffer_evicted_total").value_or(0));
-  h.bytes_sent = number(doc, {"/uploads/bytes_sent", "/uploader/bytes_sent"},
-                        metric_sum(m, "fleetpipe_uploader_bytes_sent_total").value_or(0));
-  h.uptime_s = number(doc, {"/uptime_s"});
-  h.sdk = text(doc, {"/sdk_version"});
-  h.network = text(doc, {"/network"});
-  h.last_error = text(doc, {"/last_error"});
-  return h;
-}
-
 }  // namespace
 
 // ---- time and glob helpers -------------------------------------------------------------------
 
 Result<WallTime> parse_query_time(std::string_view s) {
   std::string t(s);
-  auto bad = [&] {
-    return Error(errc::invalid_argument,
-                 "not a time: \"" + t + "\" (use 2026-11-01, 2026-11-01T10:20:30Z or unix seconds)");
-  };
-  if (t.empty()) return bad();
-  if (std::all_of(t.begin(), t.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }) &&
-      t.size() <= 12) {
+  if (!t.empty() && t.size() <= 12 &&
+      std::all_of(t.begin(), t.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) {
     return WallTime(std::chrono::seconds(std::stoll(t)));
   }
-  std::tm tm{};
-  const char* rest = nullptr;
-  if (t.size() >= 16 && t[8] == 'T' && t.find('-') == std::string::npos) {
-    rest = strptime(t.c_str(), "%Y%m%dT%H%M%S", &tm);
-  } else if (t.size() == 10) {
-    rest = strptime(t.c_str(), "%Y-%m-%d", &tm);
-  } else {
-    rest = strptime(t.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!rest) rest = strptime(t.c_str(), "%Y-%m-%d %H:%M:%S", &tm);
-  }
-  if (!rest) return bad();
-  double frac = 0;
-  if (*rest == '.') {
-    const char* p = rest + 1;
-    double scale = 0.1;
-    while (std::isdigit(static_cast<unsigned char>(*p))) {
-      frac += (*p - '0') * scale;
-      scale /= 10;
-      ++p;
-    }
-    rest = p;
-  }
-  if (*rest == 'Z' || *rest == 'z') ++rest;
-  else if (std::string_view(rest) == "+00:00") rest += 6;
-  if (*rest != '\0') return bad();
-  std::time_t secs = timegm(&tm);
-  return WallTime(std::chrono::seconds(secs)) +
-         std::chrono::duration_cast<WallTime::duration>(std::chrono::duration<double>(frac));
+  if (auto w = detail::parse_utc(t)) return *w;
+  return Error(errc::invalid_argument,
+               "not a time: \"" + t + "\" (use 2026-11-01, 2026-11-01T10:20:30Z or unix seconds)");
 }
 
-std::string format_query_time(WallTime t) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-  std::time_t secs = static_cast<std::time_t>(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
-  long rem = static_cast<long>(ms - static_cast<std::int64_t>(secs) * 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  char frac[8];
-  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(rem % 1000));
-  return std::string(buf) + frac;
-}
+std::string format_query_time(WallTime t) { return detail::utc_iso8601_ms(t); }
 
 bool glob_match(std::string_view pattern, std::string_view s) {
   return fnmatch(std::string(pattern).c_str(), std::string(s).c_str(), 0) == 0;
@@ -308,124 +153,6 @@ bool glob_match(std::string_view pattern, std::string_view s) {
 
 // ---- the reader ------------------------------------------------------------------------------
 
-struct BucketReader::Impl {
-  boost::asio::io_context ioc;
-  UploaderConfig config;
-  Port port;
-  std::unique_ptr<detail::CredentialResolver> creds;
-  std::unique_ptr<detail::S3Client> client;
-  QueryStats stats;
-
-  /// One request, retried (with a short backoff) while the failure is retryable.
-  Result<detail::S3Response> send(const detail::S3Request& req) {
-    detail::S3Failure last;
-    for (int attempt = 0; attempt < kAttempts; ++attempt) {
-      if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100 << attempt));
-      std::optional<detail::S3Outcome> out;
-      client->async_send(req, [&](detail::S3Outcome o) { out = std::move(o); });
-      ioc.restart();
-      while (!out && ioc.run_one() > 0) {
-      }
-      if (!out) {
-        client->cancel();
-        return Error(errc::internal, "S3 request finished without an outcome");
-      }
-      if (out->ok) return std::move(out->response);
-      last = out->failure;
-      if (!detail::is_retryable(last.cls) || last.cls == detail::FailureClass::upload_gone) break;
-    }
-    errc code = detail::errc_of(last.cls);
-    if (last.s3_code == "NoSuchKey" || (last.status == 404 && !req.key.empty())) {
-      code = errc::not_found;
-    }
-    std::string what = req.method + " " + (req.key.empty() ? "s3://" + config.bucket
-                                                            : "s3://" + config.bucket + "/" + req.key);
-    return Error(code, what + ": " + last.message);
-  }
-
-  Result<std::vector<ObjectInfo>> list(std::string_view prefix, std::string_view start_after,
-                                       std::vector<std::string>* common_prefixes) {
-    std::vector<ObjectInfo> out;
-    std::string token;
-    for (;;) {
-      detail::S3Request req;
-      req.method = "GET";
-      req.query = {{"list-type", "2"}, {"prefix", std::string(prefix)}, {"max-keys", "1000"}};
-      if (common_prefixes) req.query.emplace_back("delimiter", "/");
-      if (!token.empty()) req.query.emplace_back("continuation-token", token);
-      else if (!start_after.empty()) req.query.emplace_back("start-after", std::string(start_after));
-      ++stats.list_requests;
-      auto r = send(req);
-      if (!r) return std::move(r).error();
-      const std::string& body = r->body;
-      if (body.find("<ListBucketResult") == std::string::npos) {
-        return Error(errc::decode_error, "ListObjectsV2 of s3://" + config.bucket + "/" +
-                                             std::string(prefix) + ": not a listing");
-      }
-      for (auto block : detail::xml_blocks(body, "Contents")) {
-        ObjectInfo o;
-        o.key = detail::xml_text(block, "Key").value_or("");
-        auto sz = detail::xml_text(block, "Size").value_or("0");
-        o.size = std::strtoull(sz.c_str(), nullptr, 10);
-        o.last_modified = detail::xml_text(block, "LastModified").value_or("");
-        o.etag = detail::xml_text(block, "ETag").value_or("");
-        if (!o.key.empty()) out.push_back(std::move(o));
-      }
-      if (common_prefixes) {
-        for (auto block : detail::xml_blocks(body, "CommonPrefixes")) {
-          if (auto p = detail::xml_text(block, "Prefix")) common_prefixes->push_back(*p);
-        }
-      }
-      auto truncated = detail::xml_text(body, "IsTruncated").value_or("false");
-      auto next = detail::xml_text(body, "NextContinuationToken").value_or("");
-      if (truncated != "true" || next.empty()) break;
-      token = next;
-    }
-    stats.objects_listed += out.size();
-    return out;
-  }
-
-  Result<std::string> get(std::string_view key, std::uint64_t offset, std::uint64_t length) {
-    std::string data;
-    std::uint64_t pos = offset;
-    const bool whole = length == 0 && offset == 0;
-    for (;;) {
-      detail::S3Request req;
-      req.method = "GET";
-      req.key = std::string(key);
-      std::uint64_t want = kRangeChunk;
-      if (length > 0) want = std::min<std::uint64_t>(kRangeChunk, offset + length - pos);
-      req.headers.emplace_back("range", "bytes=" + std::to_string(pos) + "-" +
-                                            std::to_string(pos + want - 1));
-      ++stats.gets;
-      auto r = send(req);
-      if (!r) {
-        // An empty object answers 416 to any range: retry without one.
-        if (whole && pos == 0 && r.error().message.find("InvalidRange") != std::string::npos) {
-          detail::S3Request plain;
-          plain.method = "GET";
-          plain.key = std::string(key);
-          auto p = send(plain);
-          if (!p) return std::move(p).error();
-          return std::move(p->body);
-        }
-        return std::move(r).error();
-      }
-      data += r->body;
-      pos += r->body.size();
-      std::uint64_t total = 0;
-      auto cr = r->header("content-range");  // "bytes a-b/total"
-      auto slash = cr.rfind('/');
-      if (slash != std::string::npos) total = std::strtoull(cr.c_str() + slash + 1, nullptr, 10);
-      if (r->status == 200) return data;  // the server ignored the range: whole object
-      if (r->body.empty()) break;
-      if (length > 0 && pos >= offset + length) break;
-      if (total > 0 && pos >= total) break;
-      if (total == 0 && r->body.size() < want) break;
-    }
-    return data;
-  }
-};
 
 BucketReader::BucketReader(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 BucketReader::~BucketReader() = default;
@@ -489,7 +216,7 @@ Result<std::string> BucketReader::download(const EventEntry& e) {
 }
 
 Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
-  const std::string& prefix = impl_->config.prefix;
+  const detail::BucketLayout layout(impl_->config.prefix, impl_->config.key_template);
   std::vector<EventEntry> found;
   std::set<std::string> covered;  // data objects some manifest mentions
 
@@ -497,11 +224,11 @@ Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
   //    Not by date: a manifest's date is that of its batch's first record, and a batch drained
   //    from a backlog may hold records of later days.
   {
-    auto devices = list_prefixes(join_prefix(prefix, "_manifests/"));
+    auto devices = list_prefixes(layout.manifests_prefix());
     if (!devices) return std::move(devices).error();
     std::vector<ObjectInfo> listed;
     for (const auto& dp : *devices) {
-      std::string dev = segment(dp, "device");
+      std::string dev = detail::key_partition(dp, "device");
       if (!q.device_glob.empty() && !glob_match(q.device_glob, dev)) continue;
       auto l = impl_->list(dp, {}, nullptr);
       if (!l) return std::move(l).error();
@@ -541,29 +268,30 @@ Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
   {
     std::vector<std::string> streams = q.streams;
     if (streams.empty()) {
-      auto prefixes = list_prefixes(join_prefix(prefix, ""));
+      auto prefixes = list_prefixes(layout.root_prefix());
       if (!prefixes) return std::move(prefixes).error();
       for (const auto& p : *prefixes) {
-        std::string s = segment(p, "stream");
+        std::string s = detail::key_partition(p, "stream");
         if (!s.empty()) streams.push_back(s);
       }
     }
     for (const auto& s : streams) {
-      std::string sprefix = join_prefix(prefix, "stream=" + s + "/");
+      std::string sprefix = layout.stream_prefix(s);
       // A data object holds records of one UTC start date (its date= partition): objects
       // dated before the day preceding `since` cannot hold an event ending after it (events
       // are shorter than a day), and objects dated after `until` start too late.
       std::string start_after;
-      if (q.since) start_after = sprefix + "date=" + date_of(*q.since - std::chrono::hours(24));
+      if (q.since) start_after = sprefix + "date=" + detail::utc_date(*q.since - std::chrono::hours(24));
       auto listed = impl_->list(sprefix, start_after, nullptr);
       if (!listed) return std::move(listed).error();
       for (const auto& obj : *listed) {
         if (covered.count(obj.key)) continue;
-        std::string dev = segment(obj.key, "device");
-        std::string date = segment(obj.key, "date");
-        if (dev.empty() || date.empty()) continue;  // not a data object of this layout
+        detail::ParsedKey parsed = layout.parse(obj.key);
+        if (parsed.kind != detail::KeyKind::data) continue;  // not a data object of this layout
+        const std::string& dev = parsed.device;
+        const std::string& date = parsed.date;
         if (!q.device_glob.empty() && !glob_match(q.device_glob, dev)) continue;
-        if (q.until && date > date_of(*q.until)) continue;
+        if (q.until && date > detail::utc_date(*q.until)) continue;
         auto meta = head(obj.key);
         if (!meta) {
           if (meta.error().is(errc::not_found)) continue;
@@ -642,82 +370,6 @@ Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
                         }),
             out.end());
   if (q.limit > 0 && out.size() > q.limit) out.resize(q.limit);
-  return out;
-}
-
-Result<std::vector<DeviceStatus>> BucketReader::status(const StatusQuery& q) {
-  const std::string hb_prefix = join_prefix(impl_->config.prefix, "_heartbeat/");
-  const WallTime now = q.now ? *q.now : impl_->port.clock->wall();
-  auto prefixes = list_prefixes(hb_prefix);
-  if (!prefixes) return std::move(prefixes).error();
-  std::vector<DeviceStatus> out;
-  for (const auto& p : *prefixes) {
-    std::string device = segment(p, "device");
-    if (device.empty()) continue;
-    if (!q.device_glob.empty() && !glob_match(q.device_glob, device)) continue;
-    auto listed = impl_->list(p, {}, nullptr);
-    if (!listed) return std::move(listed).error();
-    // (time, key) of every heartbeat, oldest first.
-    std::vector<std::pair<WallTime, std::string>> beats;
-    for (const auto& o : *listed) {
-      if (auto t = key_time(o.key)) beats.emplace_back(*t, o.key);
-    }
-    if (beats.empty()) continue;
-    std::sort(beats.begin(), beats.end());
-    DeviceStatus d;
-    d.device = device;
-    const auto window_start =
-        now - std::chrono::duration_cast<WallTime::duration>(std::chrono::duration<double>(q.window_s));
-    auto first_in_window = std::find_if(beats.begin(), beats.end(),
-                                        [&](const auto& b) { return b.first >= window_start; });
-    const auto in_window = std::distance(first_in_window, beats.end());
-    d.heartbeats = static_cast<std::size_t>(in_window);
-    // A single heartbeat in the window is compared with the one before it, if any.
-    auto baseline = first_in_window;
-    if (in_window == 1 && first_in_window != beats.begin()) --baseline;
-    const auto& newest = beats.back();
-    auto body = impl_->get(newest.second, 0, 0);
-    if (!body) return std::move(body).error();
-    json doc = json::parse(*body, nullptr, false);
-    if (doc.is_discarded() || !doc.is_object()) doc = json::object();
-    Heartbeat last = read_heartbeat(doc, newest.first);
-    d.heartbeat_json = *body;
-    d.last_key = newest.second;
-    d.last_seen = last.time;
-    d.seconds_since_last = std::chrono::duration<double>(now - last.time).count();
-    d.sdk_version = last.sdk;
-    d.network = last.network;
-    d.backlog_records = last.backlog_records;
-    d.backlog_bytes = last.backlog_bytes;
-    d.evicted_total = last.evicted;
-    d.uploaded_bytes_total = last.bytes_sent;
-    d.last_error = last.last_error;
-    if (in_window > 0 && baseline->second != newest.second) {
-      auto fb = impl_->get(baseline->second, 0, 0);
-      if (!fb) return std::move(fb).error();
-      json fdoc = json::parse(*fb, nullptr, false);
-      if (fdoc.is_discarded() || !fdoc.is_object()) fdoc = json::object();
-      Heartbeat first = read_heartbeat(fdoc, baseline->first);
-      const double dt = std::chrono::duration<double>(last.time - first.time).count();
-      // A counter that went down means the device restarted: count from zero.
-      const bool restarted = last.bytes_sent < first.bytes_sent || last.evicted < first.evicted;
-      d.evicted_in_window = restarted ? last.evicted : last.evicted - first.evicted;
-      if (restarted && last.uptime_s > 0) {
-        d.upload_bytes_per_s = last.bytes_sent / last.uptime_s;
-      } else if (!restarted && dt > 0) {
-        d.upload_bytes_per_s = (last.bytes_sent - first.bytes_sent) / dt;
-      }
-    } else if (in_window > 0) {
-      // The device's only heartbeat: its counters are since its start.
-      d.evicted_in_window = last.evicted;
-      if (last.uptime_s > 0) d.upload_bytes_per_s = last.bytes_sent / last.uptime_s;
-    }
-    d.silent = d.seconds_since_last > q.silent_after_s;
-    d.evicting = d.evicted_in_window > 0;
-    out.push_back(std::move(d));
-  }
-  std::sort(out.begin(), out.end(),
-            [](const DeviceStatus& a, const DeviceStatus& b) { return a.device < b.device; });
   return out;
 }
 

@@ -3,18 +3,14 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdio>
-#include <ctime>
 #include <mutex>
 
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
 #include "common/config_parsers.hpp"
-#include "s3/credentials.hpp"
-#include "s3/digest.hpp"
-#include "s3/s3_client.hpp"
-#include "uploader/uploader_shared.hpp"
+#include "common/utc_time.hpp"
+#include "s3/bucket_layout.hpp"
 #include "fleetpipe/asio.hpp"
 #include "fleetpipe/version.hpp"
 
@@ -30,24 +26,6 @@ double seconds_between(MonoTime a, MonoTime b) {
 
 std::int64_t unix_ns(WallTime t) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-}
-
-// "2026-11-25T14:47:00.123Z" (compact = false) or "20261125T144700Z" (compact = true).
-std::string format_utc(WallTime t, bool compact) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
-  std::time_t secs = static_cast<std::time_t>(ms / 1000 - (ms % 1000 < 0 ? 1 : 0));
-  int millis = static_cast<int>(((ms % 1000) + 1000) % 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[96];
-  if (compact) {
-    std::snprintf(buf, sizeof buf, "%04d%02d%02dT%02d%02d%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-  } else {
-    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, millis);
-  }
-  return buf;
 }
 
 // Forwards every log line to the host's sink and remembers the newest error for status() and the
@@ -99,10 +77,9 @@ struct Pipeline::Impl {
   boost::asio::io_context ioc;
   std::unique_ptr<Uploader> uploader;
 
-  // Heartbeat: a small PUT on its own connection, under the uploader's token bucket (see
+  // Heartbeat: the document is built here, sent by the uploader (Uploader::send_heartbeat;
   // docs/pipeline.md).
-  std::unique_ptr<detail::CredentialResolver> hb_creds;
-  std::unique_ptr<detail::S3Client> hb_client;
+  bool hb_enabled = false;
   bool hb_in_flight = false;
   std::atomic<bool> hb_requested{false};
   MonoTime next_heartbeat{};
@@ -143,6 +120,7 @@ struct Pipeline::Impl {
   void refresh_gauges(MonoTime now);
   void auto_tick(MonoTime now);
   void maybe_start_heartbeat(MonoTime now);
+  void heartbeat_done(const HeartbeatOutcome& o);
   std::size_t run_ready(SteadyClock::time_point deadline);
   bool pending() const;
   nlohmann::json heartbeat_doc() const;
@@ -219,10 +197,7 @@ void Pipeline::Impl::auto_tick(MonoTime now) {
 }
 
 std::string Pipeline::Impl::heartbeat_key(WallTime wall) const {
-  std::string key = config.uploader.prefix;
-  if (!key.empty() && key.back() != '/') key += '/';
-  key += "_heartbeat/device=" + config.device_id + "/" + format_utc(wall, true) + ".json";
-  return key;
+  return detail::BucketLayout(config.uploader.prefix).heartbeat_key(config.device_id, wall);
 }
 
 nlohmann::json Pipeline::Impl::heartbeat_doc() const {
@@ -232,7 +207,7 @@ nlohmann::json Pipeline::Impl::heartbeat_doc() const {
   json j;
   j["schema"] = "fleetpipe.heartbeat/1";
   j["device"] = config.device_id;
-  j["time"] = format_utc(wall, false);
+  j["time"] = detail::utc_iso8601_ms(wall);
   j["time_unix_ns"] = unix_ns(wall);
   j["sdk_version"] = kVersion;
   j["uptime_s"] = seconds_between(created, now);
@@ -314,62 +289,55 @@ nlohmann::json Pipeline::Impl::heartbeat_doc() const {
 }
 
 void Pipeline::Impl::maybe_start_heartbeat(MonoTime now) {
-  if (!hb_client || hb_in_flight) return;
+  if (!hb_enabled || hb_in_flight) return;
   bool requested = hb_requested.exchange(false, std::memory_order_relaxed);
   if (!requested && now < next_heartbeat) return;
   next_heartbeat = now + std::chrono::duration_cast<MonoTime::duration>(
                              std::chrono::duration<double>(config.pipeline.heartbeat_interval_s));
-  if (port.network->get() == NetworkState::offline) {
-    ++hb_skipped;
-    hb_skip->inc();
-    log(port, LogLevel::debug, "pipeline", "heartbeat skipped: network offline");
-    return;
-  }
-  if (detail::uploader_paused(*uploader)) {  // a paused link carries nothing, heartbeats included
-    ++hb_skipped;
-    hb_skip_paused->inc();
-    log(port, LogLevel::debug, "pipeline", "heartbeat skipped: uploads paused");
-    return;
-  }
-  refresh_gauges(now);
-  std::string body;
-  try {
-    body = heartbeat_doc().dump();
-  } catch (const std::exception& e) {  // nlohmann: invalid UTF-8 in a user string
-    ++hb_failed;
-    hb_fail->inc();
-    note_error("pipeline", std::string("heartbeat not built: ") + e.what());
-    return;
-  }
-  WallTime wall = port.clock->wall();
-  std::string key = heartbeat_key(wall);
-  detail::S3Request req;
-  req.method = "PUT";
-  req.key = key;
-  req.headers = {{"content-type", "application/json"},
-                 {"content-md5", detail::base64_encode(detail::md5_raw(body))},
-                 {"x-amz-meta-fleetpipe-device", config.device_id},
-                 {"x-amz-meta-fleetpipe-kind", "heartbeat"}};
-  req.body_size = body.size();
-  req.body_inline = std::move(body);
-  ++hb_seq;
-  hb_in_flight = true;
-  hb_client->async_send(std::move(req), [this, key, wall](detail::S3Outcome o) {
-    hb_in_flight = false;
-    if (o.ok) {
+  hb_in_flight = true;  // done() runs at once for a skip
+  uploader->send_heartbeat(
+      config.device_id,
+      [this, now]() -> Result<std::string> {
+        refresh_gauges(now);
+        try {
+          std::string body = heartbeat_doc().dump();
+          ++hb_seq;
+          return body;
+        } catch (const std::exception& e) {  // nlohmann: invalid UTF-8 in a user string
+          std::string msg = std::string("heartbeat not built: ") + e.what();
+          note_error("pipeline", msg);
+          return Error(errc::internal, msg);
+        }
+      },
+      [this](const HeartbeatOutcome& o) { heartbeat_done(o); });
+}
+
+void Pipeline::Impl::heartbeat_done(const HeartbeatOutcome& o) {
+  hb_in_flight = false;
+  switch (o.kind) {
+    case HeartbeatOutcome::Kind::skipped_offline:
+      ++hb_skipped;
+      hb_skip->inc();
+      log(port, LogLevel::debug, "pipeline", "heartbeat skipped: network offline");
+      return;
+    case HeartbeatOutcome::Kind::skipped_paused:  // a paused link carries nothing, heartbeats included
+      ++hb_skipped;
+      hb_skip_paused->inc();
+      log(port, LogLevel::debug, "pipeline", "heartbeat skipped: uploads paused");
+      return;
+    case HeartbeatOutcome::Kind::sent:
       ++hb_sent;
       hb_ok->inc();
-      last_heartbeat = wall;
-      last_heartbeat_key = key;
-      log(port, LogLevel::debug, "pipeline", "heartbeat stored: " + key);
-    } else {
+      last_heartbeat = o.time;
+      last_heartbeat_key = o.key;
+      log(port, LogLevel::debug, "pipeline", "heartbeat stored: " + o.key);
+      return;
+    case HeartbeatOutcome::Kind::failed:
       ++hb_failed;
       hb_fail->inc();
-      log(port, LogLevel::warning, "pipeline",
-          "heartbeat failed (" + std::string(detail::class_name(o.failure.cls)) +
-              "): " + o.failure.message);
-    }
-  });
+      if (!o.key.empty()) log(port, LogLevel::warning, "pipeline", "heartbeat failed: " + o.error);
+      return;  // (not built: logged as an error by the builder)
+  }
 }
 
 // Runs ready handlers (uploader and heartbeat) one at a time until none is ready or the deadline.
@@ -434,21 +402,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(Config config, const Port& ho
     m.uploader = std::move(*uploader);
 
     if (m.config.pipeline.heartbeat_interval_s > 0) {
-      m.hb_creds = std::make_unique<detail::CredentialResolver>(m.config.uploader.credentials,
-                                                               m.port.credentials);
-      detail::S3Client::Hooks hooks;
-      detail::CredentialResolver* creds = m.hb_creds.get();
-      Clock* clock = m.port.clock;
-      hooks.credentials = [creds] { return creds->get(); };
-      // The heartbeat shares the uploader's token bucket (caps count every byte fleetpipe sends)
-      // and its clock correction; both run on this pipeline's io_context thread.
-      Uploader* up = m.uploader.get();
-      hooks.wall = [up] { return detail::uploader_signing_wall(*up); };
-      hooks.mono = [clock] { return clock->monotonic(); };
-      hooks.bucket = detail::uploader_token_bucket(*up);
-      auto client = detail::S3Client::create(m.ioc, m.config.uploader, std::move(hooks));
-      if (!client) return std::move(client).error();
-      m.hb_client = std::move(*client);
+      m.hb_enabled = true;
       m.next_heartbeat =
           m.config.pipeline.heartbeat_on_start
               ? m.created
@@ -472,7 +426,6 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create_from_file(const std::string& 
 Pipeline::~Pipeline() {
   if (!impl_) return;
   Impl& m = *impl_;
-  if (m.hb_client) m.hb_client->cancel();
   if (m.uploader) m.uploader->shutdown();
   m.uploader.reset();  // leased records go back to the buffer
   if (m.capture) m.capture->flush();
@@ -617,7 +570,7 @@ Result<void> Pipeline::drain(std::chrono::milliseconds timeout) {
                                      "); " + std::to_string(remaining) + " records stay buffered");
     }
   }
-  if (m.hb_client) {
+  if (m.hb_enabled) {
     // Final heartbeat: the bucket shows the state after the drain.
     while (m.hb_in_flight && left().count() > 0) run_for(std::min(left(), std::chrono::microseconds(5000)));
     if (!m.hb_in_flight) {

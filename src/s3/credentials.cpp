@@ -1,3 +1,4 @@
+// Credentials: the sources (static, environment, profile file, host) and their resolution.
 #include "s3/credentials.hpp"
 
 #include <sys/stat.h>

@@ -1,3 +1,4 @@
+// The S3 client: one request at a time over one kept-alive Beast + OpenSSL connection.
 #include "s3/s3_client.hpp"
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "common/utc_time.hpp"
 #include "fleetpipe/version.hpp"
 
 namespace fleetpipe::detail {
@@ -38,15 +40,6 @@ bool is_ip(const std::string& host) {
   boost::system::error_code ec;
   net::ip::make_address(host, ec);
   return !ec;
-}
-
-std::optional<WallTime> parse_http_date(const std::string& s) {
-  std::tm tm{};
-  if (!strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S", &tm)) return std::nullopt;
-  std::time_t t = timegm(&tm);
-  // Bounded: a hostile Date far in the future must not overflow system_clock (ns, ~2262).
-  if (t <= 0 || t > 7258118400 /* 2200-01-01 */) return std::nullopt;
-  return std::chrono::system_clock::from_time_t(t);
 }
 
 constexpr std::size_t kMaxResponseBody = 4u << 20;
@@ -152,190 +145,6 @@ std::string S3Response::header(std::string_view name) const {
   for (const auto& [n, v] : headers)
     if (lower(n) == ln) return v;
   return {};
-}
-
-const char* class_name(FailureClass c) noexcept {
-  switch (c) {
-    case FailureClass::network: return "network";
-    case FailureClass::timeout: return "timeout";
-    case FailureClass::tls: return "tls";
-    case FailureClass::throttled: return "throttled";
-    case FailureClass::server_error: return "server_error";
-    case FailureClass::clock_skew: return "clock_skew";
-    case FailureClass::auth: return "auth";
-    case FailureClass::credentials_expired: return "credentials_expired";
-    case FailureClass::permanent: return "permanent";
-    case FailureClass::upload_gone: return "upload_gone";
-    case FailureClass::bad_digest: return "bad_digest";
-    case FailureClass::cancelled: return "cancelled";
-  }
-  return "unknown";
-}
-
-bool is_retryable(FailureClass c) noexcept {
-  switch (c) {
-    case FailureClass::network:
-    case FailureClass::timeout:
-    case FailureClass::throttled:
-    case FailureClass::server_error:
-    case FailureClass::clock_skew:
-    case FailureClass::credentials_expired:
-    case FailureClass::bad_digest:
-    case FailureClass::upload_gone:
-      return true;
-    default:
-      return false;
-  }
-}
-
-errc errc_of(FailureClass c) noexcept {
-  switch (c) {
-    case FailureClass::network: return errc::network_error;
-    case FailureClass::timeout: return errc::timeout;
-    case FailureClass::tls: return errc::tls_error;
-    case FailureClass::throttled: return errc::s3_throttled;
-    case FailureClass::server_error: return errc::s3_server_error;
-    case FailureClass::clock_skew: return errc::s3_clock_skew;
-    case FailureClass::auth: return errc::auth_error;
-    case FailureClass::credentials_expired: return errc::auth_error;
-    case FailureClass::permanent: return errc::s3_permanent;
-    case FailureClass::upload_gone: return errc::not_found;
-    case FailureClass::bad_digest: return errc::http_error;
-    case FailureClass::cancelled: return errc::cancelled;
-  }
-  return errc::internal;
-}
-
-bool response_ok(const S3Response& r) {
-  if (r.status < 200 || r.status >= 300) return false;
-  // CompleteMultipartUpload (and CopyObject) may answer 200 and put the error in the body.
-  auto p = r.body.find_first_not_of(" \t\r\n");
-  if (p == std::string::npos) return true;
-  std::string_view head(r.body.data() + p, std::min<std::size_t>(r.body.size() - p, 200));
-  return head.find("<Error>") == std::string_view::npos;
-}
-
-S3Failure classify_response(const S3Response& r) {
-  S3Failure f;
-  f.status = r.status;
-  f.s3_code = xml_text(r.body, "Code").value_or("");
-  std::string msg = xml_text(r.body, "Message").value_or("");
-  f.message = "HTTP " + std::to_string(r.status) + (f.s3_code.empty() ? "" : " " + f.s3_code) +
-              (msg.empty() ? "" : ": " + msg);
-  const std::string& c = f.s3_code;
-  if (c == "RequestTimeTooSkewed") {
-    f.cls = FailureClass::clock_skew;
-    f.server_time = parse_http_date(r.header("Date"));
-  } else if (r.status == 503 || r.status == 429 || c == "SlowDown" || c == "Throttling") {
-    f.cls = FailureClass::throttled;
-  } else if (r.status >= 500) {
-    f.cls = FailureClass::server_error;
-  } else if (c == "ExpiredToken" || c == "TokenRefreshRequired") {
-    f.cls = FailureClass::credentials_expired;
-  } else if (c == "NoSuchUpload" || c == "InvalidPart" || c == "InvalidPartOrder") {
-    f.cls = FailureClass::upload_gone;
-  } else if (c == "BadDigest" || c == "InvalidDigest" || c == "XAmzContentSHA256Mismatch" ||
-             c == "IncompleteBody" || c == "RequestTimeout" || r.status == 408) {
-    f.cls = FailureClass::bad_digest;
-  } else if (r.status == 401 || r.status == 403 || c == "InvalidAccessKeyId" ||
-             c == "SignatureDoesNotMatch" || c == "AccessDenied") {
-    f.cls = FailureClass::auth;
-  } else {
-    f.cls = FailureClass::permanent;
-  }
-  return f;
-}
-
-// ---- XML -------------------------------------------------------------------------------------
-
-std::string xml_unescape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '&') {
-      out.push_back(s[i]);
-      continue;
-    }
-    auto semi = s.find(';', i);
-    if (semi == std::string_view::npos || semi - i > 10) {
-      out.push_back('&');
-      continue;
-    }
-    std::string_view ent = s.substr(i + 1, semi - i - 1);
-    if (ent == "amp") out.push_back('&');
-    else if (ent == "lt") out.push_back('<');
-    else if (ent == "gt") out.push_back('>');
-    else if (ent == "quot") out.push_back('"');
-    else if (ent == "apos") out.push_back('\'');
-    else if (!ent.empty() && ent[0] == '#') {
-      long v = ent.size() > 1 && (ent[1] == 'x' || ent[1] == 'X')
-                   ? std::strtol(std::string(ent.substr(2)).c_str(), nullptr, 16)
-                   : std::strtol(std::string(ent.substr(1)).c_str(), nullptr, 10);
-      if (v > 0 && v < 128) out.push_back(static_cast<char>(v));
-      else if (v >= 128 && v < 0x800) {
-        out.push_back(static_cast<char>(0xC0 | (v >> 6)));
-        out.push_back(static_cast<char>(0x80 | (v & 0x3F)));
-      } else if (v >= 0x800 && v < 0x10000) {
-        out.push_back(static_cast<char>(0xE0 | (v >> 12)));
-        out.push_back(static_cast<char>(0x80 | ((v >> 6) & 0x3F)));
-        out.push_back(static_cast<char>(0x80 | (v & 0x3F)));
-      }
-    } else {
-      out.append(s.substr(i, semi - i + 1));
-    }
-    i = semi;
-  }
-  return out;
-}
-
-std::string xml_escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      default: out.push_back(c);
-    }
-  }
-  return out;
-}
-
-std::vector<std::string_view> xml_blocks(std::string_view xml, std::string_view tag) {
-  std::vector<std::string_view> out;
-  std::string open = "<" + std::string(tag), close = "</" + std::string(tag) + ">";
-  std::size_t pos = 0;
-  while (true) {
-    auto b = xml.find(open, pos);
-    if (b == std::string_view::npos) break;
-    auto after = b + open.size();
-    if (after >= xml.size()) break;
-    if (xml[after] != '>' && xml[after] != ' ') {  // <PartNumber> is not <Part>
-      pos = after;
-      continue;
-    }
-    auto gt = xml.find('>', after);
-    if (gt == std::string_view::npos) break;
-    if (xml[gt - 1] == '/') {  // <Tag/>
-      out.emplace_back();
-      pos = gt + 1;
-      continue;
-    }
-    auto e = xml.find(close, gt + 1);
-    if (e == std::string_view::npos) break;
-    out.push_back(xml.substr(gt + 1, e - gt - 1));
-    pos = e + close.size();
-  }
-  return out;
-}
-
-std::optional<std::string> xml_text(std::string_view xml, std::string_view tag) {
-  auto b = xml_blocks(xml, tag);
-  if (b.empty()) return std::nullopt;
-  return xml_unescape(b.front());
 }
 
 // ---- the client ------------------------------------------------------------------------------

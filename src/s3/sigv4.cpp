@@ -1,100 +1,14 @@
+// SigV4: the request signer (canonical request, string to sign, signature).
 #include "fleetpipe/sigv4.hpp"
 
 #include <algorithm>
 #include <cctype>
 #include <ctime>
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
+#include "common/utc_time.hpp"
 #include "s3/digest.hpp"
 
 namespace fleetpipe {
-namespace detail {
-
-struct Digest::Impl {
-  EVP_MD_CTX* ctx = nullptr;
-  ~Impl() { EVP_MD_CTX_free(ctx); }
-};
-
-namespace {
-const EVP_MD* md_of(Digest::Kind k) { return k == Digest::Kind::md5 ? EVP_md5() : EVP_sha256(); }
-}  // namespace
-
-Digest::Digest(Kind k) : impl_(std::make_unique<Impl>()), kind_(k) {
-  impl_->ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(impl_->ctx, md_of(k), nullptr);
-}
-Digest::~Digest() = default;
-Digest::Digest(Digest&&) noexcept = default;
-Digest& Digest::operator=(Digest&&) noexcept = default;
-
-void Digest::update(const void* data, std::size_t n) {
-  if (n) EVP_DigestUpdate(impl_->ctx, data, n);
-}
-
-std::string Digest::finish() {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(impl_->ctx, out, &len);
-  EVP_DigestInit_ex(impl_->ctx, md_of(kind_), nullptr);
-  return std::string(reinterpret_cast<const char*>(out), len);
-}
-
-std::string to_hex(std::string_view raw) {
-  static const char* k = "0123456789abcdef";
-  std::string out;
-  out.reserve(raw.size() * 2);
-  for (unsigned char c : raw) {
-    out.push_back(k[c >> 4]);
-    out.push_back(k[c & 15]);
-  }
-  return out;
-}
-
-std::string base64_encode(std::string_view raw) {
-  static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((raw.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  auto b = [&](std::size_t j) { return static_cast<unsigned char>(raw[j]); };
-  for (; i + 2 < raw.size(); i += 3) {
-    unsigned v = (b(i) << 16) | (b(i + 1) << 8) | b(i + 2);
-    out += k[v >> 18];
-    out += k[(v >> 12) & 63];
-    out += k[(v >> 6) & 63];
-    out += k[v & 63];
-  }
-  if (i + 1 == raw.size()) {
-    unsigned v = b(i) << 16;
-    out += k[v >> 18];
-    out += k[(v >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == raw.size()) {
-    unsigned v = (b(i) << 16) | (b(i + 1) << 8);
-    out += k[v >> 18];
-    out += k[(v >> 12) & 63];
-    out += k[(v >> 6) & 63];
-    out += '=';
-  }
-  return out;
-}
-
-std::string hmac_sha256(std::string_view key, std::string_view data) {
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
-  return std::string(reinterpret_cast<const char*>(out), len);
-}
-
-std::string md5_raw(std::string_view data) {
-  Digest d(Digest::Kind::md5);
-  d.update(data);
-  return d.finish();
-}
-
-}  // namespace detail
 
 namespace {
 
@@ -183,14 +97,7 @@ std::string sha256_hex(std::string_view data) {
   return detail::to_hex(d.finish());
 }
 
-std::string format_amz_date(std::chrono::system_clock::time_point t) {
-  std::time_t tt = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&tt, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
+std::string format_amz_date(std::chrono::system_clock::time_point t) { return detail::utc_compact(t); }
 
 Result<SigV4Signature> sign_v4(const SigV4Request& req, const SigV4Credentials& creds,
                                std::string_view amz_date) {

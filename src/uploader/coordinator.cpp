@@ -1,7 +1,6 @@
 // The coordinator: the uploader's main loop — startup, batches one at a time, acks, and the
 // requests with retries every concept sends through.
 #include <algorithm>
-#include <cmath>
 #include <limits>
 
 #include <boost/asio/post.hpp>
@@ -19,13 +18,17 @@ Engine::Engine(net::io_context& ioc, const UploaderConfig& cfg, Buffer& buffer, 
        MetricsRegistry& m)
     : ioc_(ioc),
       cfg_(cfg),
+      layout_(cfg.prefix, cfg.key_template),
       buffer_(buffer),
       port_(port.with_defaults()),
       creds_(cfg.credentials, port.credentials),
       bucket_(cfg.bytes_per_second, cfg.burst_bytes, port_.clock->monotonic()),
       shaper_(cfg_, port_, bucket_, m),
       wake_(ioc),
-      rng_(std::random_device{}()) {
+      retry_policy_({cfg.max_attempts, cfg.retry_base_delay_s, cfg.retry_max_delay_s, /*full_jitter=*/true}),
+      sender_(ioc, retry_policy_, sender_observer(true)),
+      hb_policy_({1, 0, 0, false}),
+      hb_sender_(ioc, hb_policy_, sender_observer(false)) {
   auto cls_labels = [](FailureClass c) { return Labels{{"class", detail::class_name(c)}}; };
   for (int i = 0; i <= static_cast<int>(FailureClass::cancelled); ++i) {
     auto c = static_cast<FailureClass>(i);
@@ -71,7 +74,10 @@ Engine::Engine(net::io_context& ioc, const UploaderConfig& cfg, Buffer& buffer, 
   metrics_ = &m;
 }
 
-Result<void> Engine::init() {
+// What every client of this uploader signs and shapes with: its credentials, the corrected
+// clock, the one token bucket. `count_bytes`: its bytes count in bytes_sent (uploads do,
+// heartbeats do not).
+detail::S3Client::Hooks Engine::client_hooks(bool count_bytes) {
   detail::S3Client::Hooks h;
   std::weak_ptr<Engine> w = weak_from_this();
   h.credentials = [w]() -> Result<Credentials> {
@@ -88,12 +94,19 @@ Result<void> Engine::init() {
     return s ? s->port_.clock->monotonic() : std::chrono::steady_clock::now();
   };
   h.bucket = &bucket_;
-  h.on_bytes_sent = [w](std::uint64_t n) {
-    if (auto s = w.lock()) {
-      s->bytes_sent_->inc(n);
-      s->bytes_sent_total_ += n;
-    }
-  };
+  if (count_bytes) {
+    h.on_bytes_sent = [w](std::uint64_t n) {
+      if (auto s = w.lock()) {
+        s->bytes_sent_->inc(n);
+        s->bytes_sent_total_ += n;
+      }
+    };
+  }
+  return h;
+}
+
+Result<void> Engine::init() {
+  const detail::S3Client::Hooks h = client_hooks(true);
   std::size_t n = std::max<std::uint32_t>(1, cfg_.max_concurrent_requests);
   for (std::size_t i = 0; i < n; ++i) {
     auto c = detail::S3Client::create(ioc_, cfg_, h);
@@ -111,6 +124,7 @@ Result<void> Engine::init() {
 
 void Engine::shutdown() {
   stopped_ = true;
+  if (hb_client_ && hb_client_->busy()) hb_client_->cancel();
   drop_batch(false);
   wake_.cancel();
 }
@@ -133,9 +147,7 @@ bool Engine::any_busy() const {
 void Engine::cancel_all() {
   for (auto& c : clients_)
     if (c->busy()) c->cancel();  // idle kept-alive connections stay open
-  for (auto& w : retry_timers_)
-    if (auto t = w.lock()) t->cancel();
-  retry_timers_.clear();
+  sender_.cancel_retries();
   std::fill(slot_part_.begin(), slot_part_.end(), 0);
   inflight_parts_.clear();
 }
@@ -256,8 +268,8 @@ void Engine::start_batch() {
   batch_ = std::make_unique<Batch>();
   batch_->lease = std::move(*lease);
   batch_->gen = ++batch_gen_;
-  plan_objects(*batch_, cfg_);
-  batch_->manifest_key = manifest_key_for(*batch_, cfg_);
+  plan_objects(*batch_, cfg_, layout_);
+  batch_->manifest_key = manifest_key_for(*batch_, layout_);
   update_status();
   next_object();
 }
@@ -326,49 +338,37 @@ void Engine::drop_batch(bool nack) {
 }
 
 
-void Engine::send(S3Request req, std::uint64_t gen, std::function<void(S3Outcome)> done, std::uint32_t attempt,
-          std::size_t ci) {
-  auto req_copy = req;
-  clients_[ci]->async_send(std::move(req), weak([this, req = std::move(req_copy), gen, done, attempt, ci](S3Outcome o) mutable {
-    if (gen != 0 && (!batch_ || batch_->gen != gen)) return;  // batch dropped meanwhile
-    if (o.ok) return done(std::move(o));
-    const auto cls = o.failure.cls;
-    if (cls == FailureClass::cancelled && o.failure.status == 0 && o.failure.message.empty()) return;
-    failed_by_class_[static_cast<int>(cls)]->inc();
-    if (cls == FailureClass::clock_skew && o.failure.server_time && attempt < cfg_.max_attempts) {
-      double offset = std::chrono::duration<double>(*o.failure.server_time - port_.clock->wall()).count();
-      clock_offset_s_ = offset;
-      clock_offset_gauge_->set(offset);
-      log(LogLevel::warning, "server clock differs by " + std::to_string(static_cast<long long>(offset)) +
-                                 " s (RequestTimeTooSkewed); signing with the corrected time");
-      retried_by_class_[static_cast<int>(cls)]->inc();
-      with_status([](UploaderStatus& s) { s.retries++; });
-      return send(std::move(req), gen, std::move(done), attempt + 1, ci);
-    }
-    bool retry = detail::is_retryable(cls) && cls != FailureClass::upload_gone && attempt < cfg_.max_attempts;
-    if (!retry) return done(std::move(o));
-    retried_by_class_[static_cast<int>(cls)]->inc();
+void Engine::send(S3Request req, std::uint64_t gen, std::function<void(S3Outcome)> done, std::size_t ci) {
+  sender_.send(*clients_[ci], std::move(req), std::move(done),
+               [this, gen] { return gen == 0 || (batch_ && batch_->gen == gen); });
+}
+
+// The uploader's requests are counted by class and retried; heartbeats (count = false) only
+// correct the clock.
+detail::RequestSender::Observer Engine::sender_observer(bool count) {
+  detail::RequestSender::Observer o;
+  o.on_clock_skew = [this](const detail::S3Failure& f) { correct_clock(f); };
+  if (!count) return o;
+  o.on_failure = [this](const detail::S3Failure& f) { failed_by_class_[static_cast<int>(f.cls)]->inc(); };
+  o.on_retry = [this](const detail::S3Failure& f, std::uint32_t attempt, double delay_s) {
+    retried_by_class_[static_cast<int>(f.cls)]->inc();
     with_status([](UploaderStatus& s) { s.retries++; });
-    double cap = std::min(cfg_.retry_max_delay_s, cfg_.retry_base_delay_s * std::pow(2.0, attempt - 1));
-    double delay = std::uniform_real_distribution<double>(0, cap)(rng_);  // full jitter
-    log(LogLevel::warning, "request failed (" + std::string(detail::class_name(cls)) + ": " +
-                               o.failure.message + "); retry " + std::to_string(attempt) + " in " +
-                               std::to_string(delay) + " s");
-    waiting_ = true;
-    auto timer = std::make_shared<net::steady_timer>(ioc_);
-    retry_timers_.push_back(timer);
-    timer->expires_after(std::chrono::nanoseconds(static_cast<std::int64_t>(delay * 1e9)));
-    timer->async_wait(weak([this, timer, req = std::move(req), gen, done = std::move(done), attempt, ci](
-                               boost::system::error_code ec) mutable {
-      retry_timers_.erase(std::remove_if(retry_timers_.begin(), retry_timers_.end(),
-                                         [](const std::weak_ptr<net::steady_timer>& w) { return w.expired(); }),
-                          retry_timers_.end());
-      if (ec) return;
-      waiting_ = false;
-      if (gen != 0 && (!batch_ || batch_->gen != gen)) return;
-      send(std::move(req), gen, std::move(done), attempt + 1, ci);
-    }));
-  }));
+    if (f.cls == FailureClass::clock_skew && f.server_time) return;  // logged by correct_clock
+    log(LogLevel::warning, "request failed (" + std::string(detail::class_name(f.cls)) + ": " + f.message +
+                               "); retry " + std::to_string(attempt) + " in " + std::to_string(delay_s) + " s");
+  };
+  o.on_waiting = [this](bool w) { waiting_ = w; };
+  return o;
+}
+
+// RequestTimeTooSkewed: sign with the server's time from now on (one correction for every
+// request fleetpipe sends, heartbeats included).
+void Engine::correct_clock(const detail::S3Failure& f) {
+  double offset = std::chrono::duration<double>(*f.server_time - port_.clock->wall()).count();
+  clock_offset_s_ = offset;
+  clock_offset_gauge_->set(offset);
+  log(LogLevel::warning, "server clock differs by " + std::to_string(static_cast<long long>(offset)) +
+                             " s (RequestTimeTooSkewed); signing with the corrected time");
 }
 
 }  // namespace fleetpipe::uploader_internal

@@ -19,6 +19,7 @@
 //   multipart.cpp     the multipart state machine and its resume state
 //   manifest.cpp      the manifest writer (lines, key, pending manifests)
 //   orphan_scan.cpp   abandoned multipart uploads: own resume state and the bucket scan
+//   heartbeat.cpp     the pipeline's heartbeat, sent through the uploader's request path
 #pragma once
 
 #include <array>
@@ -28,7 +29,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <set>
 #include <string>
 #include <utility>
@@ -37,9 +37,12 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "s3/bucket_layout.hpp"
 #include "s3/credentials.hpp"
 #include "s3/digest.hpp"
 #include "s3/md5_lanes.hpp"
+#include "s3/request_sender.hpp"
+#include "s3/retry_policy.hpp"
 #include "s3/s3_client.hpp"
 #include "s3/token_bucket.hpp"
 #include "uploader/multipart_state.hpp"
@@ -64,7 +67,7 @@ std::string header_safe(std::string_view s, std::size_t max = 512);
 std::string strip_quotes(std::string s);
 
 /// The manifest key of a planned batch: named after its smallest record id (manifest.cpp).
-std::string manifest_key_for(const Batch& b, const UploaderConfig& cfg);
+std::string manifest_key_for(const Batch& b, const detail::BucketLayout& layout);
 
 struct Digests {
   std::string md5_raw;
@@ -76,7 +79,11 @@ class Engine : public std::enable_shared_from_this<Engine> {
   Engine(net::io_context& ioc, const UploaderConfig& cfg, Buffer& buffer, const Port& port,
          MetricsRegistry& m);
   Result<void> init();
-  ~Engine() { cancel_all(); }
+  detail::S3Client::Hooks client_hooks(bool count_bytes);
+  ~Engine() {
+    cancel_all();
+    if (hb_client_ && hb_client_->busy()) hb_client_->cancel();
+  }
 
   // ---- host controls (any thread) ---------------------------------------------------------
   void set_rate(double rate, std::uint64_t burst) {
@@ -100,10 +107,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
   bool idle() const { return !batch_ && !any_busy(); }
   UploaderStatus status() const;
 
-  // For the pipeline's heartbeat, on the driving thread only.
-  detail::TokenBucket* shaping_bucket() { return &bucket_; }
-  WallTime signing_wall() const { return corrected_wall(); }
-  bool uploads_paused() const { return shaper_.paused_now(); }
+  // ---- heartbeats (heartbeat.cpp), driving thread only ------------------------------------
+  void send_heartbeat(std::string_view device, const std::function<Result<std::string>()>& build,
+                      std::function<void(const HeartbeatOutcome&)> done);
 
  private:
   // ---- plumbing (coordinator.cpp) ----------------------------------------------------------
@@ -127,8 +133,11 @@ class Engine : public std::enable_shared_from_this<Engine> {
     std::lock_guard<std::mutex> g(status_mu_);
     f(status_);
   }
-  void send(S3Request req, std::uint64_t gen, std::function<void(S3Outcome)> done,
-            std::uint32_t attempt = 1, std::size_t ci = 0);
+  // Every request goes through sender_ (retry policy, failure/retry counters, clock correction);
+  // `gen` != 0 ties it to a batch generation (dropped with it), `ci` picks the connection.
+  void send(S3Request req, std::uint64_t gen, std::function<void(S3Outcome)> done, std::size_t ci = 0);
+  detail::RequestSender::Observer sender_observer(bool count);
+  void correct_clock(const detail::S3Failure& f);
 
   // ---- the main loop and batches (coordinator.cpp) -----------------------------------------
   void tick();
@@ -227,6 +236,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // ---- state -------------------------------------------------------------------------------
   net::io_context& ioc_;
   UploaderConfig cfg_;
+  detail::BucketLayout layout_;
   Buffer& buffer_;
   Port port_;
   detail::CredentialResolver creds_;
@@ -234,8 +244,12 @@ class Engine : public std::enable_shared_from_this<Engine> {
   Shaper shaper_;
   net::steady_timer wake_;
   std::vector<std::unique_ptr<detail::S3Client>> clients_;
-  std::vector<std::weak_ptr<net::steady_timer>> retry_timers_;
-  std::mt19937_64 rng_;
+  detail::ExponentialBackoff retry_policy_;
+  detail::RequestSender sender_;
+  // Heartbeats (heartbeat.cpp): one attempt, their own connection, not counted as uploads.
+  detail::ExponentialBackoff hb_policy_;
+  detail::RequestSender hb_sender_;
+  std::unique_ptr<detail::S3Client> hb_client_;
   MetricsRegistry* metrics_ = nullptr;
 
   std::unique_ptr<Batch> batch_;

@@ -4,33 +4,24 @@
 // state table ("uploader/manifest/<key>", synced) before the records are acked, so a crash
 // leaves the manifest to be written by the next run (pending_manifests_, written before any new
 // batch). The manifest is named after the batch's smallest record id (manifest_key_for).
-#include <cstdio>
-
 #include <nlohmann/json.hpp>
 
-#include "common/utc_time.hpp"
 #include "uploader/engine.hpp"
 #include "fleetpipe/sigv4.hpp"
 #include "fleetpipe/version.hpp"
 
 namespace fleetpipe::uploader_internal {
 
-using detail::utc_compact_ms;
-using detail::utc_format;
 using nlohmann::json;
 
-std::string manifest_key_for(const Batch& b, const UploaderConfig& cfg) {
+std::string manifest_key_for(const Batch& b, const detail::BucketLayout& layout) {
   if (b.objects.empty()) return std::string();
   const auto& recs = b.lease.records();
   std::size_t first_index = b.objects.front().segs.front().index;
   for (const auto& p : b.objects)
     if (p.segs.front().id < recs[first_index].id) first_index = p.segs.front().index;
   const auto& first = recs[first_index];
-  char seq[32];
-  std::snprintf(seq, sizeof seq, "%016llu", static_cast<unsigned long long>(first.id));
-  return (cfg.prefix.empty() ? "" : cfg.prefix + "/") + "_manifests/device=" +
-         key_segment(b.objects.front().device) + "/date=" + utc_format(first.meta.start_ns, "%Y-%m-%d") +
-         "/" + utc_compact_ms(first.meta.start_ns) + "-" + seq + ".jsonl";
+  return layout.manifest_key(b.objects.front().device, first.meta.start_ns, first.id);
 }
 
 void Engine::record_manifest_line(Batch& b, const ObjectPlan& p, const std::string& etag, bool multipart,

@@ -212,7 +212,7 @@ void Engine::dispatch_part(ObjectPlan& p, std::uint32_t n, std::size_t ci) {
     log(LogLevel::debug, "stored part " + std::to_string(n) + "/" + std::to_string(mpu_.part_count()) +
                              " of multipart upload " + mpu_.upload_id + " (" + p.key + ")");
     next_part(p);
-  }, 1, ci);
+  }, ci);
 }
 
 void Engine::complete_multipart(ObjectPlan& p) {

@@ -70,10 +70,10 @@ void Engine::abort_next_abandoned() {
   });
 }
 
-std::string Engine::scan_prefix() const { return cfg_.prefix + "/"; }
+std::string Engine::scan_prefix() const { return layout_.uploads_scan_prefix(); }
 
-// An empty prefix would claim the whole bucket: no scan then.
-bool Engine::scan_due() const { return !cfg_.prefix.empty() && port_.clock->monotonic() >= next_scan_; }
+// An empty prefix would claim the whole bucket: no scan then (uploads_scan_prefix is "").
+bool Engine::scan_due() const { return !scan_prefix().empty() && port_.clock->monotonic() >= next_scan_; }
 
 void Engine::start_scan() {
   scan_active_ = true;

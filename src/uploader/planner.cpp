@@ -2,7 +2,6 @@
 #include "uploader/planner.hpp"
 
 #include <algorithm>
-#include <cstdio>
 #include <limits>
 #include <map>
 #include <set>
@@ -12,41 +11,9 @@
 
 namespace fleetpipe::uploader_internal {
 
-using detail::utc_compact_ms;
 using detail::utc_format;
 
-const std::vector<std::string> kTemplateFields = {
-    "prefix", "stream", "YYYY-MM-DD", "YYYY", "MM", "DD", "HH",
-    "device", "start_time", "seq", "ext", "event_id"};
-
-// Printable ASCII except '/' and '\\', no ".." (so no segment can climb), at most 200 bytes,
-// never empty.
-std::string key_segment(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (out.size() >= 200) break;
-    bool ok = c > 0x20 && c < 0x7f && c != '/' && c != '\\';
-    char ch = ok ? static_cast<char>(c) : '_';
-    if (ch == '.' && !out.empty() && out.back() == '.') ch = '_';
-    out.push_back(ch);
-  }
-  if (out.empty() || out == ".") out = "_";
-  return out;
-}
-
-namespace {
-
-std::string ext_for(const std::string& content_type) {
-  if (content_type == "application/vnd.fleetpipe.event") return "fpev";
-  if (content_type == "application/json") return "json";
-  if (content_type == "application/x-ndjson" || content_type == "application/jsonl") return "jsonl";
-  if (content_type == "text/plain") return "txt";
-  return "bin";
-}
-
-}  // namespace
-
-void plan_objects(Batch& b, const UploaderConfig& cfg) {
+void plan_objects(Batch& b, const UploaderConfig& cfg, const detail::BucketLayout& layout) {
   const auto& recs = b.lease.records();
   std::map<std::tuple<std::string, std::string, std::string>, ObjectPlan> open;
   auto device_of = [&](const LeasedRecord& r) {
@@ -101,46 +68,19 @@ void plan_objects(Batch& b, const UploaderConfig& cfg) {
     }
     p.size = off;
     p.content_type = types.size() == 1 && !types.begin()->empty() ? *types.begin() : "application/octet-stream";
-    p.key = render_key(cfg, p, recs[p.segs.front().index]);
+    p.key = render_key(layout, p, recs[p.segs.front().index]);
   }
 }
 
-std::string render_key(const UploaderConfig& cfg, const ObjectPlan& p, const LeasedRecord& first) {
-  char seq[32];
-  std::snprintf(seq, sizeof seq, "%016llu", static_cast<unsigned long long>(first.id));
-  std::map<std::string, std::string> v = {
-      {"prefix", cfg.prefix},
-      {"stream", p.stream.empty() ? "default" : key_segment(p.stream)},
-      {"YYYY-MM-DD", utc_format(first.meta.start_ns, "%Y-%m-%d")},
-      {"YYYY", utc_format(first.meta.start_ns, "%Y")},
-      {"MM", utc_format(first.meta.start_ns, "%m")},
-      {"DD", utc_format(first.meta.start_ns, "%d")},
-      {"HH", utc_format(first.meta.start_ns, "%H")},
-      {"device", key_segment(p.device)},
-      {"start_time", utc_compact_ms(first.meta.start_ns)},
-      {"seq", seq},
-      {"ext", ext_for(p.content_type)},
-      {"event_id", first.meta.event_id.empty() ? std::string(seq) : key_segment(first.meta.event_id)},
-  };
-  std::string out;
-  const std::string& t = cfg.key_template;
-  for (std::size_t i = 0; i < t.size(); ++i) {
-    if (t[i] == '{') {
-      auto e = t.find('}', i);
-      out += v[t.substr(i + 1, e - i - 1)];
-      i = e;
-    } else {
-      out.push_back(t[i]);
-    }
-  }
-  // An empty prefix must not leave a leading or doubled '/'.
-  std::string clean;
-  for (char c : out) {
-    if (c == '/' && (clean.empty() || clean.back() == '/')) continue;
-    clean.push_back(c);
-  }
-  if (clean.size() > 1024) clean.resize(1024);  // S3's key limit (bytes)
-  return clean;
+std::string render_key(const detail::BucketLayout& layout, const ObjectPlan& p, const LeasedRecord& first) {
+  detail::DataKeyFields f;
+  f.stream = p.stream;
+  f.device = p.device;
+  f.start_ns = first.meta.start_ns;
+  f.seq = first.id;
+  f.ext = detail::BucketLayout::extension_for(p.content_type);
+  f.event_id = first.meta.event_id;
+  return layout.data_key(f);
 }
 
 }  // namespace fleetpipe::uploader_internal

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "s3/bucket_layout.hpp"
 #include "fleetpipe/buffer.hpp"
 #include "fleetpipe/uploader.hpp"
 
@@ -43,18 +44,12 @@ struct Batch {
   std::uint64_t gen = 0;
 };
 
-/// The key template's placeholders (checked by the config parser).
-extern const std::vector<std::string> kTemplateFields;
-
 /// Fills b.objects from b.lease: records of one (stream, UTC date, device) packed up to
 /// target_object_bytes, large records alone; records by id inside an object, each object keyed
 /// after its first record (render_key). Objects keep the lease's order (priority first).
-void plan_objects(Batch& b, const UploaderConfig& cfg);
+void plan_objects(Batch& b, const UploaderConfig& cfg, const detail::BucketLayout& layout);
 
-/// The object key of `p` from cfg.key_template, `first` being its smallest record.
-std::string render_key(const UploaderConfig& cfg, const ObjectPlan& p, const LeasedRecord& first);
-
-/// A value from record data (stream, device, event id) as one key path segment.
-std::string key_segment(std::string_view s);
+/// The object key of `p` (the layout's key template), `first` being its smallest record.
+std::string render_key(const detail::BucketLayout& layout, const ObjectPlan& p, const LeasedRecord& first);
 
 }  // namespace fleetpipe::uploader_internal

@@ -5,7 +5,6 @@
 #include <boost/asio/io_context.hpp>
 
 #include "uploader/engine.hpp"
-#include "uploader/uploader_shared.hpp"
 #include "fleetpipe/asio.hpp"
 
 namespace fleetpipe {
@@ -27,7 +26,6 @@ struct Uploader::Impl {
 };
 
 struct UploaderFactory {
-  static uploader_internal::Engine& engine(const Uploader& u) { return *u.impl_->engine; }
   static Result<std::unique_ptr<Uploader>> make(std::unique_ptr<net::io_context> own,
                                                 net::io_context& ioc, const UploaderConfig& config,
                                                 Buffer& buffer, const Port& port,
@@ -48,12 +46,6 @@ struct UploaderFactory {
     return std::unique_ptr<Uploader>(new Uploader(std::move(impl)));
   }
 };
-
-namespace detail {
-TokenBucket* uploader_token_bucket(Uploader& u) noexcept { return UploaderFactory::engine(u).shaping_bucket(); }
-WallTime uploader_signing_wall(const Uploader& u) { return UploaderFactory::engine(u).signing_wall(); }
-bool uploader_paused(const Uploader& u) noexcept { return UploaderFactory::engine(u).uploads_paused(); }
-}  // namespace detail
 
 Uploader::Uploader(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 Uploader::~Uploader() = default;
@@ -90,6 +82,10 @@ void Uploader::flush() { impl_->engine->flush(); }
 void Uploader::shutdown() {
   impl_->engine->shutdown();
   if (impl_->own_ioc) impl_->own_ioc->stop();
+}
+void Uploader::send_heartbeat(std::string_view device, const std::function<Result<std::string>()>& build,
+                              std::function<void(const HeartbeatOutcome&)> done) {
+  impl_->engine->send_heartbeat(device, build, std::move(done));
 }
 bool Uploader::idle() const { return impl_->engine->idle(); }
 UploaderStatus Uploader::status() const { return impl_->engine->status(); }

@@ -1,15 +1,13 @@
 // Uploader config: "/uploader" in the JSON configuration, checked key by key.
-#include <algorithm>
 #include <cstdio>
 
 #include "common/config_parsers.hpp"
-#include "uploader/planner.hpp"
+#include "s3/bucket_layout.hpp"
 
 namespace fleetpipe {
 
 namespace {
 constexpr std::uint64_t kMinPart = 5ull << 20;
-using uploader_internal::kTemplateFields;
 }  // namespace
 
 namespace detail {
@@ -76,19 +74,9 @@ UploaderConfig parse_uploader_config(JsonReader& r) {
     c.prefix = o.string("prefix", c.prefix);
     while (!c.prefix.empty() && c.prefix.back() == '/') c.prefix.pop_back();
     c.key_template = o.string("key_template", c.key_template);
-    std::string t = c.key_template;
-    if (t.find("{seq}") == std::string::npos) {
-      o.fail("key_template", "must contain {seq} (keys must be unique and deterministic)");
+    if (auto why = detail::BucketLayout::check_template(c.key_template); !why.empty()) {
+      o.fail("key_template", why);
     }
-    for (std::size_t p = t.find('{'); p != std::string::npos; p = t.find('{', p + 1)) {
-      auto e = t.find('}', p);
-      if (e == std::string::npos) o.fail("key_template", "unbalanced '{'");
-      std::string f = t.substr(p + 1, e - p - 1);
-      if (std::find(kTemplateFields.begin(), kTemplateFields.end(), f) == kTemplateFields.end()) {
-        o.fail("key_template", "unknown placeholder {" + f + "}");
-      }
-    }
-    if (!t.empty() && t[0] == '/') o.fail("key_template", "must not start with '/'");
     c.target_object_bytes = o.bytes("target_size", c.target_object_bytes, 1, 5ull << 30);
     c.max_object_age_s = o.seconds("max_age", c.max_object_age_s, 0, 7 * 86400.0);
     c.large_record_bytes = o.bytes("large_record_size", c.large_record_bytes, 1);
