@@ -409,9 +409,7 @@ bool Pipeline::Impl::pending() const {
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<Pipeline>> Pipeline::create(Config config, const Port& host_port) {
-  if (config.device_id.empty()) {
-    return Error(errc::invalid_config, "/device_id: required", "/device_id");
-  }
+  if (auto v = validate_config(config); !v) return std::move(v).error();
   auto impl = std::make_unique<Impl>();
   Impl& m = *impl;
   config.uploader.device_id = config.device_id;
