@@ -1,5 +1,5 @@
-// Config validation: one validate_config() per component config, the same checks and messages for a
-// parsed JSON document and a config built in C++.
+// Config validation: one validate_config() per component config, the same checks and messages
+// for a parsed JSON document and a config built in C++.
 #include <cctype>
 #include <cmath>
 #include <limits>
@@ -30,9 +30,10 @@ class Checker {
  public:
   explicit Checker(std::string base) : base_(std::move(base)) {}
 
-  void fail(const std::string& key, const std::string& reason) { fail_at(base_ + "/" + key, reason); }
+  void fail(const std::string& key, const std::string& reason) {
+    fail_at(base_ + "/" + key, reason);
+  }
   void fail_here(const std::string& reason) { fail_at(base_, reason); }
-  bool failed() const noexcept { return err_.has_value(); }
 
   // JsonReader::integer / bytes.
   template <class I>
