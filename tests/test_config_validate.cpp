@@ -1,5 +1,5 @@
-// One validate_config() per component config: every value the JSON path rejects is rejected from C++
-// too, with the same message and pointer; device labels.
+// One validate_config() per component config: every value the JSON path rejects is rejected
+// from C++ too, with the same message and pointer; device labels.
 #include "fleetpipe/config.hpp"
 
 #include <catch2/catch.hpp>

@@ -309,7 +309,9 @@ TEST_CASE("Log lines below the sink's level are neither built nor written", "[ca
   run_script(**c);
   (*c)->flush();
   std::uint64_t fires = 0;
-  for (const char* t : {"fast", "snap", "beat"}) fires += (*c)->trigger_stats((*c)->trigger(t)).fires;
+  for (const char* t : {"fast", "snap", "beat"}) {
+    fires += (*c)->trigger_stats((*c)->trigger(t)).fires;
+  }
   CHECK(fires >= 4);
   CHECK(std::uint64_t(everything.fired) == fires);
 }
