@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <string>
 #include <vector>
 
 #include "support/test_paths.hpp"
@@ -80,4 +81,48 @@ TEST_CASE("port: log levels round-trip", "[port]") {
     CHECK(*parsed == l);
   }
   CHECK_FALSE(parse_log_level("verbose").ok());
+}
+
+TEST_CASE("port: a sink says which levels it wants, and log() asks before writing", "[port]") {
+  StderrLogSink stderr_sink(LogLevel::warning);
+  CHECK_FALSE(stderr_sink.enabled(LogLevel::debug));
+  CHECK(stderr_sink.enabled(LogLevel::warning));
+  CHECK(stderr_sink.enabled(LogLevel::error));
+  CHECK_FALSE(stderr_sink.enabled(LogLevel::off));
+  stderr_sink.set_min_level(LogLevel::trace);
+  CHECK(stderr_sink.enabled(LogLevel::trace));
+
+  std::vector<std::string> got;
+  CallbackLogSink cb([&](LogLevel, std::string_view, std::string_view m) { got.emplace_back(m); },
+                     LogLevel::info);
+  CHECK_FALSE(cb.enabled(LogLevel::debug));
+  CHECK(cb.enabled(LogLevel::info));
+  CHECK_FALSE(CallbackLogSink(nullptr).enabled(LogLevel::error));  // nowhere to write
+
+  // A sink that keeps the default enabled() gets every line (today's behaviour); one that says
+  // no is not called at all.
+  struct Counting final : LogSink {
+    void write(LogLevel, std::string_view, std::string_view) noexcept override { ++writes; }
+    int writes = 0;
+  } all;
+  struct Refusing final : LogSink {
+    void write(LogLevel, std::string_view, std::string_view) noexcept override { ++writes; }
+    bool enabled(LogLevel) const noexcept override { return false; }
+    int writes = 0;
+  } none;
+  Port port;
+  port.log = &all;
+  CHECK(log_enabled(port, LogLevel::trace));
+  log(port, LogLevel::trace, "test", "line");
+  CHECK(all.writes == 1);
+  port.log = &none;
+  CHECK_FALSE(log_enabled(port, LogLevel::error));
+  log(port, LogLevel::error, "test", "line");
+  CHECK(none.writes == 0);
+  port.log = &cb;
+  log(port, LogLevel::debug, "test", "filtered");
+  log(port, LogLevel::warning, "test", "kept");
+  CHECK(got == std::vector<std::string>{"kept"});
+  port.log = nullptr;
+  CHECK_FALSE(log_enabled(port, LogLevel::error));
 }

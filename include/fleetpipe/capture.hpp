@@ -17,6 +17,13 @@
 // finishing an event (metadata strings, JSON index, optional zstd) does allocate. Handle-based
 // calls cost no lookup; the name-based overloads do a map lookup per call (documented on each).
 //
+// Out of memory: push, push_blob, tick, fire and flush never let std::bad_alloc escape (and never
+// terminate). An allocation failing while an event is opened, recorded or encoded drops that
+// event, counted in fleetpipe_capture_events_dropped_total{reason="out_of_memory"} and logged at
+// error level without allocating; the rings are preallocated, so samples and triggers go on.
+// The name-based calls return errc::out_of_memory. A sink that throws is handled the same way
+// (reason "exception").
+//
 // Edge cases (never UB):
 //   - a sample older than the previous sample of the same stream (time went backwards) is
 //     dropped: not recorded, not evaluated; counted in
@@ -118,6 +125,9 @@ struct CaptureStats {
   std::uint64_t events = 0;             ///< finished events handed to the sink
   std::uint64_t event_bytes = 0;        ///< their encoded payload bytes
   std::uint64_t events_rejected = 0;    ///< refused by the sink
+  /// lost before the sink: out of memory while recording or encoding, or a sink that threw
+  /// (fleetpipe_capture_events_dropped_total{reason="out_of_memory"|"exception"})
+  std::uint64_t events_dropped = 0;
   std::uint64_t merged_fires = 0;       ///< fires that joined an already open event
   std::uint64_t time_backwards = 0;     ///< samples dropped: time went backwards
   std::uint64_t ring_overflow = 0;      ///< blobs too big for the ring + rows evicted early

@@ -4,6 +4,10 @@
 // `std::error_code` (category "fleetpipe", values of `fleetpipe::errc`) and a human message.
 // No exception crosses the library boundary unless the host calls `Result::value()` on an error,
 // which throws `fleetpipe::Exception` (an explicit opt-in).
+//
+// Hosts built without exceptions (-fno-exceptions): every public header compiles; `value()` is
+// then not callable (using it is a compile error naming the alternative), so nothing in these
+// headers throws or aborts. Check `ok()` and use `*` / `->`, or `value_or(fallback)`.
 #pragma once
 
 #include <stdexcept>
@@ -41,6 +45,7 @@ enum class errc {
   unsupported = 21,       ///< the feature is not available in this build or on this server
   insecure_refused = 22,  ///< plain HTTP without `allow_insecure_http`
   internal = 23,          ///< a bug in fleetpipe: please report it
+  out_of_memory = 24,     ///< an allocation failed; the work was dropped and counted
 };
 
 }  // namespace fleetpipe
@@ -50,7 +55,18 @@ template <>
 struct is_error_code_enum<fleetpipe::errc> : true_type {};
 }  // namespace std
 
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+#define FLEETPIPE_HAS_EXCEPTIONS 1
+#else
+#define FLEETPIPE_HAS_EXCEPTIONS 0
+#endif
+
 namespace fleetpipe {
+
+namespace detail {
+template <class>
+inline constexpr bool kAlwaysFalse = false;
+}  // namespace detail
 
 /// The category of `errc`; name() is "fleetpipe".
 const std::error_category& error_category() noexcept;
@@ -75,7 +91,8 @@ struct Error {
   bool is(errc e) const noexcept { return code == make_error_code(e); }
 };
 
-/// Thrown only by `Result::value()` on an error, and by language bindings.
+/// Thrown only by `Result::value()` on an error, and by language bindings. Declared in
+/// -fno-exceptions builds too (harmless: nothing there throws it).
 class Exception : public std::runtime_error {
  public:
   explicit Exception(Error e) : std::runtime_error(e.message), error_(std::move(e)) {}
@@ -102,6 +119,13 @@ class [[nodiscard]] Result {
   T* operator->() noexcept { return std::get_if<0>(&v_); }
   const T* operator->() const noexcept { return std::get_if<0>(&v_); }
 
+  /// A copy of the value, or `fallback` when this holds an error. Never throws (beyond T's copy).
+  template <class U>
+  T value_or(U&& fallback) const& {
+    return ok() ? **this : static_cast<T>(std::forward<U>(fallback));
+  }
+
+#if FLEETPIPE_HAS_EXCEPTIONS
   /// Checked access: throws fleetpipe::Exception when this holds an error.
   T& value() & {
     if (!ok()) throw Exception(error());
@@ -115,6 +139,16 @@ class [[nodiscard]] Result {
     if (!ok()) throw Exception(error());
     return std::move(**this);
   }
+#else
+  /// Without exceptions there is no checked access: test ok() and use `*`, or value_or().
+  template <class U = T>
+  U& value() {
+    static_assert(detail::kAlwaysFalse<U>,
+                  "fleetpipe::Result::value() throws; built with -fno-exceptions, test ok() "
+                  "and use operator* or value_or()");
+    return **this;
+  }
+#endif
 
   /// Precondition: !ok().
   const Error& error() const& noexcept { return *std::get_if<1>(&v_); }
@@ -134,9 +168,19 @@ class [[nodiscard]] Result<void> {
 
   bool ok() const noexcept { return ok_; }
   explicit operator bool() const noexcept { return ok_; }
+#if FLEETPIPE_HAS_EXCEPTIONS
+  /// Throws fleetpipe::Exception when this holds an error.
   void value() const {
     if (!ok_) throw Exception(error_);
   }
+#else
+  /// Without exceptions there is no checked access: test ok().
+  template <class U = void>
+  void value() const {
+    static_assert(detail::kAlwaysFalse<U>,
+                  "fleetpipe::Result<void>::value() throws; built with -fno-exceptions, test ok()");
+  }
+#endif
   const Error& error() const& noexcept { return error_; }
   Error&& error() && noexcept { return std::move(error_); }
 

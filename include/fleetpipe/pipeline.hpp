@@ -136,6 +136,8 @@ class Pipeline {
   /// One bounded slice of background work (see the top of this file). Returns true when work is
   /// pending (records queued for upload, a request or heartbeat in flight), false when idle.
   /// Never blocks on the network. Uses the config's `poll_budget` when called without argument.
+  /// Out of memory inside the slice ends it early (counted in
+  /// fleetpipe_pipeline_poll_out_of_memory_total, logged) and returns true; it never throws.
   bool poll(std::chrono::microseconds budget);
   bool poll();
   /// Like poll() but waits for network I/O for up to `d` (for hosts with nothing else to do,

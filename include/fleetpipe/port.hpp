@@ -138,6 +138,13 @@ class LogSink {
   virtual ~LogSink() = default;
   virtual void write(LogLevel level, std::string_view component,
                      std::string_view message) noexcept = 0;
+  /// Whether a line at `level` would be written (like spdlog's should_log). fleetpipe asks
+  /// before it builds a message, so a filtered level costs no formatting and no allocation.
+  /// The default says yes to everything, leaving the filtering to write().
+  virtual bool enabled(LogLevel level) const noexcept {
+    (void)level;
+    return true;
+  }
 };
 
 /// "fleetpipe[buffer] warning: …" lines on stderr, at or above `min_level` (default warning).
@@ -146,6 +153,9 @@ class StderrLogSink final : public LogSink {
   explicit StderrLogSink(LogLevel min_level = LogLevel::warning) : min_level_(min_level) {}
   void write(LogLevel level, std::string_view component,
              std::string_view message) noexcept override;
+  bool enabled(LogLevel level) const noexcept override {
+    return level >= min_level_ && level != LogLevel::off;
+  }
   void set_min_level(LogLevel l) noexcept { min_level_ = l; }
 
  private:
@@ -160,6 +170,9 @@ class CallbackLogSink final : public LogSink {
       : cb_(std::move(cb)), min_level_(min_level) {}
   void write(LogLevel level, std::string_view component,
              std::string_view message) noexcept override;
+  bool enabled(LogLevel level) const noexcept override {
+    return level >= min_level_ && level != LogLevel::off && cb_;
+  }
 
  private:
   Callback cb_;
@@ -205,5 +218,9 @@ struct Port {
 
 /// Writes a log line through `port.log` (no-op when unset). The sink filters by level.
 void log(const Port& port, LogLevel level, std::string_view component, std::string_view message);
+/// True when `port.log` is set and enabled at `level`: test it before building a message.
+inline bool log_enabled(const Port& port, LogLevel level) noexcept {
+  return port.log && port.log->enabled(level);
+}
 
 }  // namespace fleetpipe

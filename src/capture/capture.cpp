@@ -6,10 +6,10 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
-
-#include <nlohmann/json.hpp>
+#include <new>
 
 #include "common/config_parsers.hpp"
+#include "common/guard_oom.hpp"
 #include "capture/event_format.hpp"
 #include "trigger/trigger_engine.hpp"
 #include "fleetpipe/config.hpp"
@@ -72,6 +72,7 @@ struct Capture::Impl {
   std::vector<std::uint32_t> primary_of;  // per trigger
   double next_deadline = std::numeric_limits<double>::infinity();
   std::uint64_t seq = 0;
+  std::uint32_t opening = kNone;  // the event on_fire is opening or joining
   std::string payload, scratch;
   CaptureStats st;
   std::uint64_t invalid_handle = 0;
@@ -80,10 +81,20 @@ struct Capture::Impl {
   Counter* m_event_bytes = nullptr;
   Counter* m_rejected = nullptr;
   Counter* m_merged = nullptr;
+  Counter* m_dropped_oom = nullptr;
+  Counter* m_dropped_exception = nullptr;
   Gauge* m_open = nullptr;
 
-  static void on_fire_thunk(void* ctx, std::uint32_t trigger, double t) {
-    static_cast<Impl*>(ctx)->on_fire(trigger, t);
+  // The engine calls this from its noexcept paths: an allocation failing while an event is
+  // opened or joined drops that event (counted) instead of reaching std::terminate.
+  static void on_fire_thunk(void* ctx, std::uint32_t trigger, double t) noexcept {
+    Impl& m = *static_cast<Impl*>(ctx);
+    try {
+      m.on_fire(trigger, t);
+    } catch (const std::bad_alloc&) {
+      m.drop_event(m.opening, "out_of_memory");
+    }
+    m.opening = kNone;
   }
 
   // ---- hot path helpers -----------------------------------------------------------------------
@@ -100,7 +111,8 @@ struct Capture::Impl {
     ++s.backwards;
     ++st.time_backwards;
     s.m_backwards->inc();
-    if ((s.backwards & (s.backwards - 1)) == 0) {  // first and every power of two
+    if ((s.backwards & (s.backwards - 1)) == 0 &&  // first and every power of two
+        log_enabled(port, LogLevel::warning)) {
       char msg[200];
       std::snprintf(msg, sizeof msg,
                     "stream %s: sample at t=%.6f is older than the previous one (t=%.6f): "
@@ -117,22 +129,36 @@ struct Capture::Impl {
     st.ring_overflow += n;
     if (!s.overflow_logged) {
       s.overflow_logged = true;
-      log(port, LogLevel::warning, "capture",
-          "stream " + s.cfg->name + ": " + what +
-              " (ring_overflow; counted, logged once per stream)");
+      if (log_enabled(port, LogLevel::warning)) {
+        char msg[320];
+        std::snprintf(msg, sizeof msg, "stream %s: %s (ring_overflow; counted, logged once per "
+                      "stream)", s.cfg->name.c_str(), what);
+        log(port, LogLevel::warning, "capture", msg);
+      }
     }
   }
 
-  void append_section(StreamState& s, const char* p, std::size_t n, double t) noexcept {
+  // Throws std::bad_alloc when the section cannot grow (callers on the hot path use record()).
+  void append_section(StreamState& s, const char* p, std::size_t n, double t) {
     s.ev_data.append(p, n);
     if (s.ev_count == 0) s.ev_t_first = t;
     s.ev_t_last = t;
     ++s.ev_count;
   }
 
-  void after_append(StreamState& s, std::size_t n) noexcept {
+  // A sample joins the open event of its stream: `hdr` (blob record header, may be empty) then
+  // the bytes. Out of memory drops the event (counted) rather than recording a hole.
+  void record(StreamState& s, std::string_view hdr, const char* p, std::size_t n,
+              double t) noexcept {
+    try {
+      s.ev_data.append(hdr.data(), hdr.size());
+      append_section(s, p, n, t);
+    } catch (const std::bad_alloc&) {
+      drop_event(s.event, "out_of_memory");
+      return;
+    }
     OpenEvent& e = events[s.event];
-    e.post_bytes += n;
+    e.post_bytes += hdr.size() + n;
     if (e.max_bytes && e.post_bytes >= e.max_bytes) close_event(s.event, "max_bytes");
   }
 
@@ -153,6 +179,7 @@ struct Capture::Impl {
 
   void add_stream(std::uint32_t ev, std::uint32_t si, double t, double pre_s) {
     StreamState& s = streams[si];
+    events[ev].streams.push_back(si);  // reserved: listed first so a drop releases it
     s.event = ev;
     s.ev_data.clear();
     s.ev_count = 0;
@@ -178,7 +205,6 @@ struct Capture::Impl {
         append_section(s, r.data.data() + en.off, en.size, en.t);
       }
     }
-    events[ev].streams.push_back(si);
   }
 
   void merge(std::uint32_t into, std::uint32_t from) {
@@ -224,6 +250,7 @@ struct Capture::Impl {
         }
       }
       if (target == kNone) return;  // cannot happen: one slot per stream
+      opening = target;
       OpenEvent& e = events[target];
       e.used = true;
       e.seq = ++seq;
@@ -236,6 +263,7 @@ struct Capture::Impl {
       e.post_bytes = 0;
       e.max_bytes = cap.max_bytes;
     } else {
+      opening = target;
       ++st.merged_fires;
       m_merged->inc();
       OpenEvent& e = events[target];
@@ -254,9 +282,53 @@ struct Capture::Impl {
     recompute_deadline();
   }
 
+  // Frees event `i` and its streams' sections (keeping their capacity for the next event).
+  void release(std::uint32_t i) noexcept {
+    OpenEvent& e = events[i];
+    for (auto si : e.streams) {
+      streams[si].event = kNone;
+      streams[si].ev_data.clear();
+      streams[si].ev_count = 0;
+    }
+    e.used = false;
+    e.triggers.clear();
+    e.streams.clear();
+  }
+
+  // An event that cannot be finished (out of memory, a throwing sink): counted by reason,
+  // logged without allocating, its slot freed. Never throws.
+  void drop_event(std::uint32_t i, const char* why) noexcept {
+    if (i >= events.size() || !events[i].used) return;
+    ++st.events_dropped;
+    (std::strcmp(why, "out_of_memory") == 0 ? m_dropped_oom : m_dropped_exception)->inc();
+    if (log_enabled(port, LogLevel::error)) {
+      char msg[160];
+      std::snprintf(msg, sizeof msg, "event #%llu dropped (%s; counted in "
+                    "fleetpipe_capture_events_dropped_total)",
+                    static_cast<unsigned long long>(events[i].seq), why);
+      log(port, LogLevel::error, "capture", msg);
+    }
+    release(i);
+    recompute_deadline();
+  }
+
   void close_event(std::uint32_t i, const char* reason) noexcept {
     OpenEvent& e = events[i];
     if (!e.used) return;
+    try {
+      finish_event(e, reason);
+    } catch (const std::bad_alloc&) {
+      drop_event(i, "out_of_memory");
+    } catch (...) {  // the sink is host code: its exception must not end the host
+      drop_event(i, "exception");
+    }
+    release(i);
+    publish();
+  }
+
+  // Encodes event `e` and hands it to the sink. Throws std::bad_alloc (and whatever the sink
+  // throws); close_event turns that into a counted drop.
+  void finish_event(OpenEvent& e, const char* reason) {
     detail::EventIn in;
     char idbuf[64];
     std::int64_t wall_fire = e.wall_offset_ns + std::llround(e.t_fire * 1e9);
@@ -271,7 +343,9 @@ struct Capture::Impl {
     in.closed = reason;
     double t0 = std::numeric_limits<double>::infinity(), t1 = -t0;
     std::vector<detail::SectionIn> secs;
-    nlohmann::json counts = nlohmann::json::object();
+    // {"imu":512,"cam":40}: stream names are [A-Za-z0-9_.-] (validated), nothing to escape.
+    // Written by hand, not through a JSON object tree, whose destructor allocates.
+    std::string counts = "{";
     std::vector<std::uint32_t> order = e.streams;
     std::sort(order.begin(), order.end());
     for (auto si : order) {
@@ -286,9 +360,14 @@ struct Capture::Impl {
         t0 = std::min(t0, s.ev_t_first);
         t1 = std::max(t1, s.ev_t_last);
       }
-      counts[s.cfg->name] = s.ev_count;
+      if (counts.size() > 1) counts += ',';
+      counts += '"';
+      counts += s.cfg->name;
+      counts += "\":";
+      counts += std::to_string(s.ev_count);
       secs.push_back(sec);
     }
+    counts += '}';
     if (!(t0 <= t1)) t0 = t1 = e.t_fire;
     in.t_start = t0;
     in.t_end = t1;
@@ -296,8 +375,10 @@ struct Capture::Impl {
     in.wall_end_ns = e.wall_offset_ns + std::llround(t1 * 1e9);
     auto enc = detail::encode_event(in, secs, payload, scratch);
     if (!enc) {
-      log(port, LogLevel::error, "capture", "event " + in.event_id +
-                                                " could not be encoded: " + enc.error().message);
+      if (log_enabled(port, LogLevel::error)) {
+        log(port, LogLevel::error, "capture",
+            "event " + in.event_id + " could not be encoded: " + enc.error().message);
+      }
       ++st.events_rejected;
       m_rejected->inc();
     } else {
@@ -310,7 +391,7 @@ struct Capture::Impl {
       meta.end_ns = in.wall_end_ns;
       meta.content_type = kEventContentType;
       meta.metadata["device"] = device_id;
-      meta.metadata["sample_counts"] = counts.dump();
+      meta.metadata["sample_counts"] = std::move(counts);
       AppendOutcome out = sink->deliver(meta, payload);
       ++st.events;
       st.event_bytes += payload.size();
@@ -319,21 +400,17 @@ struct Capture::Impl {
       if (!out.accepted) {
         ++st.events_rejected;
         m_rejected->inc();
-        log(port, LogLevel::warning, "capture",
-            "event " + in.event_id + " (" + std::to_string(payload.size()) +
-                " bytes) rejected by the sink: " + out.message);
+        if (log_enabled(port, LogLevel::warning)) {
+          try {
+            log(port, LogLevel::warning, "capture",
+                "event " + in.event_id + " (" + std::to_string(payload.size()) +
+                    " bytes) rejected by the sink: " + out.message);
+          } catch (const std::bad_alloc&) {  // the line is lost; the rejection is counted
+          }
+        }
       }
       for (auto tr : e.triggers) engine.charge_event(tr, payload.size(), t1);
     }
-    for (auto si : e.streams) {
-      streams[si].event = kNone;
-      streams[si].ev_data.clear();
-      streams[si].ev_count = 0;
-    }
-    e.used = false;
-    e.triggers.clear();
-    e.streams.clear();
-    publish();
   }
 
   void publish() noexcept {
@@ -429,6 +506,11 @@ Result<std::unique_ptr<Capture>> Capture::create(std::string device_id,
   impl->m_merged = &metrics.counter("fleetpipe_capture_merged_fires_total",
                                     "Fires that joined an already open event");
   impl->m_open = &metrics.gauge("fleetpipe_capture_open_events", "Events being recorded");
+  const char* dropped_help = "Events lost before the sink, by reason (out_of_memory, exception)";
+  impl->m_dropped_oom = &metrics.counter("fleetpipe_capture_events_dropped_total", dropped_help,
+                                         {{"reason", "out_of_memory"}});
+  impl->m_dropped_exception = &metrics.counter("fleetpipe_capture_events_dropped_total",
+                                               dropped_help, {{"reason", "exception"}});
   impl->engine.bind(&Impl::on_fire_thunk, impl.get(), std::move(rings));
   return std::unique_ptr<Capture>(new Capture(std::move(impl)));
 }
@@ -481,8 +563,7 @@ void Capture::push(StreamHandle h, double t, const double* values, std::size_t n
   ++s.samples;
   if (early) m.note_overflow(s, 1, "ring_bytes evicted rows younger than ring_seconds");
   if (s.event != kNone) {
-    m.append_section(s, reinterpret_cast<const char*>(row), s.nring.row_bytes(), t);
-    m.after_append(s, s.nring.row_bytes());
+    m.record(s, {}, reinterpret_cast<const char*>(row), s.nring.row_bytes(), t);
   }
   m.engine.observe(h.index, t, row + 1, 0);
 }
@@ -512,60 +593,63 @@ void Capture::push_blob(StreamHandle h, double t, std::string_view bytes) noexce
     const std::uint64_t size = bytes.size();
     std::memcpy(hdr, &t, 8);
     std::memcpy(hdr + 8, &size, 8);
-    s.ev_data.append(hdr, sizeof hdr);
-    m.append_section(s, bytes.data(), bytes.size(), t);
-    m.after_append(s, sizeof hdr + bytes.size());
+    m.record(s, std::string_view(hdr, sizeof hdr), bytes.data(), bytes.size(), t);
   }
   m.engine.observe(h.index, t, nullptr, bytes.size());
 }
 
 Result<void> Capture::push(std::string_view stream_name, double t,
                            std::initializer_list<std::pair<std::string_view, double>> values) {
-  StreamHandle h = stream(stream_name);
-  if (!h.valid()) {
-    return Error(errc::invalid_argument, "unknown stream \"" + std::string(stream_name) + "\"");
-  }
-  const auto& cfg = impl_->stream_cfgs[h.index];
-  if (cfg.kind != StreamKind::numeric) {
-    return Error(errc::invalid_argument,
-                 "stream \"" + cfg.name + "\" is a blob stream: use push_blob");
-  }
-  double stack[64];
-  std::vector<double> heap;
-  double* row = stack;
-  if (cfg.channels.size() > 64) {
-    heap.resize(cfg.channels.size());
-    row = heap.data();
-  }
-  std::fill(row, row + cfg.channels.size(), std::numeric_limits<double>::quiet_NaN());
-  for (const auto& [name, v] : values) {
-    int c = channel(h, name);
-    if (c < 0) {
-      return Error(errc::invalid_argument, "stream \"" + cfg.name + "\" has no channel \"" +
-                                               std::string(name) + "\"");
+  return detail::guard_oom([&]() -> Result<void> {
+    StreamHandle h = stream(stream_name);
+    if (!h.valid()) {
+      return Error(errc::invalid_argument, "unknown stream \"" + std::string(stream_name) + "\"");
     }
-    row[c] = v;
-  }
-  push(h, t, row, cfg.channels.size());
-  return {};
+    const auto& cfg = impl_->stream_cfgs[h.index];
+    if (cfg.kind != StreamKind::numeric) {
+      return Error(errc::invalid_argument,
+                   "stream \"" + cfg.name + "\" is a blob stream: use push_blob");
+    }
+    double stack[64];
+    std::vector<double> heap;
+    double* row = stack;
+    if (cfg.channels.size() > 64) {
+      heap.resize(cfg.channels.size());
+      row = heap.data();
+    }
+    std::fill(row, row + cfg.channels.size(), std::numeric_limits<double>::quiet_NaN());
+    for (const auto& [name, v] : values) {
+      int c = channel(h, name);
+      if (c < 0) {
+        return Error(errc::invalid_argument, "stream \"" + cfg.name + "\" has no channel \"" +
+                                                 std::string(name) + "\"");
+      }
+      row[c] = v;
+    }
+    push(h, t, row, cfg.channels.size());
+    return {};
+  });
 }
 
 Result<void> Capture::push_blob(std::string_view stream_name, double t, std::string_view bytes) {
-  StreamHandle h = stream(stream_name);
-  if (!h.valid()) {
-    return Error(errc::invalid_argument, "unknown stream \"" + std::string(stream_name) + "\"");
-  }
-  if (impl_->stream_cfgs[h.index].kind != StreamKind::blob) {
-    return Error(errc::invalid_argument, "stream \"" + std::string(stream_name) +
-                                             "\" is a numeric stream: use push");
-  }
-  push_blob(h, t, bytes);
-  return {};
+  return detail::guard_oom([&]() -> Result<void> {
+    StreamHandle h = stream(stream_name);
+    if (!h.valid()) {
+      return Error(errc::invalid_argument, "unknown stream \"" + std::string(stream_name) + "\"");
+    }
+    if (impl_->stream_cfgs[h.index].kind != StreamKind::blob) {
+      return Error(errc::invalid_argument, "stream \"" + std::string(stream_name) +
+                                               "\" is a numeric stream: use push");
+    }
+    push_blob(h, t, bytes);
+    return {};
+  });
 }
 
 Result<bool> Capture::fire(TriggerHandle h, double t) {
   if (h.index >= impl_->trigger_cfgs.size()) {
-    return Error(errc::invalid_argument, "invalid trigger handle");
+    return detail::guard_oom(
+        []() -> Result<bool> { return Error(errc::invalid_argument, "invalid trigger handle"); });
   }
   if (t > impl_->next_deadline) impl_->close_due(t);
   return impl_->engine.fire_manual(h.index, t);
@@ -574,7 +658,9 @@ Result<bool> Capture::fire(TriggerHandle h, double t) {
 Result<bool> Capture::fire(std::string_view name, double t) {
   TriggerHandle h = trigger(name);
   if (!h.valid()) {
-    return Error(errc::invalid_argument, "unknown trigger \"" + std::string(name) + "\"");
+    return detail::guard_oom([&]() -> Result<bool> {
+      return Error(errc::invalid_argument, "unknown trigger \"" + std::string(name) + "\"");
+    });
   }
   return fire(h, t);
 }
@@ -661,12 +747,7 @@ void parse_capture_sections(JsonReader& root, Config& out) {
     for (auto& ch : c.children) fill(ch);
   };
   for (auto& c : check) fill(c);
-  auto v = validate_capture_config(out.streams, check);
-  if (!v) {
-    const auto& e = v.error();
-    std::string reason = e.message.substr(std::min(e.message.size(), e.json_pointer.size() + 2));
-    throw ConfigError(e.json_pointer, reason);
-  }
+  throw_if_invalid(validate_capture_config(out.streams, check));
 }
 
 }  // namespace fleetpipe::detail

@@ -1,7 +1,11 @@
 // The event payload format: see src/capture/event_format.hpp and docs/event-format.md.
 #include "capture/event_format.hpp"
 
+#include <charconv>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 #include <zstd.h>
@@ -25,64 +29,143 @@ T get_le(const char* p) {
 
 const char* kind_name(StreamKind k) { return k == StreamKind::numeric ? "numeric" : "blob"; }
 
+// Writes the JSON index straight into a string. A JSON library's object tree would do too, but
+// its destructor allocates (it flattens children onto a heap stack), so out of memory while an
+// event is finished would end in std::terminate; here a failed allocation simply throws
+// std::bad_alloc to Capture, which drops and counts the event.
+class IndexWriter {
+ public:
+  explicit IndexWriter(std::string& out) : out_(out) {}
+  // `first`: opens an object ('{') instead of continuing one (',').
+  IndexWriter& key(const char* k, bool first = false) {
+    out_ += first ? '{' : ',';
+    string(k);
+    out_ += ':';
+    return *this;
+  }
+  IndexWriter& string(std::string_view s) {
+    out_ += '"';
+    for (unsigned char c : s) {
+      switch (c) {
+        case '"': out_ += "\\\""; break;
+        case '\\': out_ += "\\\\"; break;
+        case '\b': out_ += "\\b"; break;
+        case '\f': out_ += "\\f"; break;
+        case '\n': out_ += "\\n"; break;
+        case '\r': out_ += "\\r"; break;
+        case '\t': out_ += "\\t"; break;
+        default:
+          if (c < 0x20) {
+            char u[8];
+            std::snprintf(u, sizeof u, "\\u%04x", c);
+            out_ += u;
+          } else {
+            out_ += static_cast<char>(c);
+          }
+      }
+    }
+    out_ += '"';
+    return *this;
+  }
+  IndexWriter& strings(const std::vector<std::string>& v) {
+    out_ += '[';
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (i) out_ += ',';
+      string(v[i]);
+    }
+    out_ += ']';
+    return *this;
+  }
+  IndexWriter& number(std::uint64_t v) { return integer(v); }
+  IndexWriter& number(std::int64_t v) { return integer(v); }
+  // Shortest round-trip digits; integral values keep a ".0" (a double stays a double), and
+  // non-finite ones are null, as JSON has no NaN.
+  IndexWriter& number(double v) {
+    if (!std::isfinite(v)) {
+      out_ += "null";
+      return *this;
+    }
+    char b[64];
+    auto r = std::to_chars(b, b + sizeof b, v);
+    std::string_view text(b, static_cast<std::size_t>(r.ptr - b));
+    out_ += text;
+    if (text.find_first_of(".e") == std::string_view::npos) out_ += ".0";
+    return *this;
+  }
+
+ private:
+  template <class I>
+  IndexWriter& integer(I v) {
+    char b[24];
+    auto r = std::to_chars(b, b + sizeof b, v);
+    out_.append(b, static_cast<std::size_t>(r.ptr - b));
+    return *this;
+  }
+  std::string& out_;
+};
+
 }  // namespace
 
 Result<void> encode_event(const EventIn& ev, const std::vector<SectionIn>& sections,
                           std::string& out, std::string& scratch) {
-  nlohmann::json index;
-  index["format"] = "fleetpipe.event";
-  index["version"] = kEventVersion;
-  index["event_id"] = ev.event_id;
-  index["device"] = ev.device;
-  index["triggers"] = ev.triggers;
-  index["priority"] = ev.priority;
-  index["t_fire"] = ev.t_fire;
-  index["t_start"] = ev.t_start;
-  index["t_end"] = ev.t_end;
-  index["wall_start_ns"] = ev.wall_start_ns;
-  index["wall_end_ns"] = ev.wall_end_ns;
-  index["closed"] = ev.closed;
-  auto& secs = index["sections"] = nlohmann::json::array();
-
   // Data first into `scratch` so the index can carry offsets; then header + index + data.
+  // Keys are written in sorted order (what a JSON object library would print).
   scratch.clear();
-  for (const auto& s : sections) {
-    nlohmann::json j;
-    j["stream"] = s.stream->name;
-    j["kind"] = kind_name(s.stream->kind);
-    if (s.stream->kind == StreamKind::numeric) {
-      j["channels"] = s.stream->channels;
-      j["encoding"] = "f64le-rows";
-    } else {
-      j["encoding"] = "blob-records";
-      if (!s.stream->content_type.empty()) j["content_type"] = s.stream->content_type;
-    }
-    j["count"] = s.count;
-    j["t_first"] = s.t_first;
-    j["t_last"] = s.t_last;
-    j["offset"] = scratch.size();
-    j["raw_length"] = s.data.size();
+  std::string idx;
+  IndexWriter w(idx);
+  w.key("closed", true).string(ev.closed);
+  w.key("device").string(ev.device);
+  w.key("event_id").string(ev.event_id);
+  w.key("format").string("fleetpipe.event");
+  w.key("priority").number(std::uint64_t{ev.priority});
+  w.key("sections");
+  idx += '[';
+  for (std::size_t i = 0; i < sections.size(); ++i) {
+    const SectionIn& s = sections[i];
+    if (i) idx += ',';
+    const bool numeric = s.stream->kind == StreamKind::numeric;
+    const std::uint64_t offset = scratch.size();
+    const char* compression = "none";
     if (s.stream->compression == Compression::zstd && !s.data.empty()) {
       std::size_t bound = ZSTD_compressBound(s.data.size());
-      std::size_t at = scratch.size();
-      scratch.resize(at + bound);
-      std::size_t n = ZSTD_compress(scratch.data() + at, bound, s.data.data(), s.data.size(),
+      scratch.resize(offset + bound);
+      std::size_t n = ZSTD_compress(scratch.data() + offset, bound, s.data.data(), s.data.size(),
                                     s.stream->zstd_level);
       if (ZSTD_isError(n)) {
         return Error(errc::internal, std::string("zstd compression failed: ") +
                                          ZSTD_getErrorName(n));
       }
-      scratch.resize(at + n);
-      j["compression"] = "zstd";
-      j["length"] = n;
+      scratch.resize(offset + n);
+      compression = "zstd";
     } else {
       scratch.append(s.data.data(), s.data.size());
-      j["compression"] = "none";
-      j["length"] = s.data.size();
     }
-    secs.push_back(std::move(j));
+    if (numeric) w.key("channels", true).strings(s.stream->channels);
+    w.key("compression", !numeric).string(compression);
+    if (!numeric && !s.stream->content_type.empty()) {
+      w.key("content_type").string(s.stream->content_type);
+    }
+    w.key("count").number(s.count);
+    w.key("encoding").string(numeric ? "f64le-rows" : "blob-records");
+    w.key("kind").string(kind_name(s.stream->kind));
+    w.key("length").number(std::uint64_t{scratch.size() - offset});
+    w.key("offset").number(offset);
+    w.key("raw_length").number(std::uint64_t{s.data.size()});
+    w.key("stream").string(s.stream->name);
+    w.key("t_first").number(s.t_first);
+    w.key("t_last").number(s.t_last);
+    idx += '}';
   }
-  std::string idx = index.dump();
+  idx += ']';
+  w.key("t_end").number(ev.t_end);
+  w.key("t_fire").number(ev.t_fire);
+  w.key("t_start").number(ev.t_start);
+  w.key("triggers").strings(ev.triggers);
+  w.key("version").number(std::uint64_t{kEventVersion});
+  w.key("wall_end_ns").number(ev.wall_end_ns);
+  w.key("wall_start_ns").number(ev.wall_start_ns);
+  idx += '}';
+
   out.clear();
   out.reserve(kEventHeaderSize + idx.size() + scratch.size());
   out.append("FPEV", 4);

@@ -1,12 +1,13 @@
+// Config: the JSON document walked section by section, each checked by its validate_config().
 #include "fleetpipe/config.hpp"
 
-#include <cctype>
 #include <fstream>
 #include <sstream>
 
 #include "common/config_parsers.hpp"
 
 namespace fleetpipe {
+using detail::throw_if_invalid;
 
 Result<Config> parse_config(std::string_view json_text) {
   nlohmann::json doc;
@@ -21,13 +22,9 @@ Result<Config> parse_config(std::string_view json_text) {
     detail::JsonReader root(doc, "");
     Config c;
     c.device_id = root.required_string("device_id");
-    if (c.device_id.size() > 128) root.fail("device_id", "must be at most 128 characters");
-    for (unsigned char ch : c.device_id) {
-      if (!(std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.')) {
-        root.fail("device_id", "may contain only letters, digits, '-', '_' and '.', got \"" +
-                                   c.device_id + "\"");
-      }
-    }
+    throw_if_invalid(validate_device_id(c.device_id));
+    c.labels = root.string_map("labels");
+    throw_if_invalid(validate_labels(c.labels));
     auto level = parse_log_level(root.one_of(
         "log_level", "warning", {"trace", "debug", "info", "warning", "error", "off"}));
     c.log_level = *level;
@@ -35,14 +32,17 @@ Result<Config> parse_config(std::string_view json_text) {
     {
       auto section = root.object("buffer");
       c.buffer = detail::parse_buffer_config(section);
+      throw_if_invalid(validate_config(c.buffer));
     }
     {
       auto section = root.object("uploader");
       c.uploader = detail::parse_uploader_config(section);
+      throw_if_invalid(validate_config(c.uploader));
     }
     {
       auto section = root.object("pipeline");
       c.pipeline = detail::parse_pipeline_options(section);
+      throw_if_invalid(validate_config(c.pipeline));
     }
     root.finish();
     return c;

@@ -31,6 +31,7 @@ class Category final : public std::error_category {
       case errc::unsupported: return "unsupported";
       case errc::insecure_refused: return "plain HTTP refused (allow_insecure_http is off)";
       case errc::internal: return "internal error";
+      case errc::out_of_memory: return "out of memory";
     }
     return "unknown fleetpipe error";
   }

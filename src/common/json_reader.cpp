@@ -14,6 +14,8 @@ const nlohmann::json& empty_object() {
   return kEmpty;
 }
 
+}  // namespace
+
 std::string escape_pointer_token(std::string_view key) {
   std::string out;
   for (char c : key) {
@@ -27,6 +29,8 @@ std::string escape_pointer_token(std::string_view key) {
   }
   return out;
 }
+
+namespace {
 
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
@@ -163,14 +167,19 @@ bool JsonReader::boolean(std::string_view key, bool def) {
   return v->get<bool>();
 }
 
-namespace {
-std::string fmt_bound(double b) {
+void throw_if_invalid(const Result<void>& checked) {
+  if (checked) return;
+  const Error& e = checked.error();
+  throw ConfigError(e.json_pointer,
+                    e.message.substr(std::min(e.message.size(), e.json_pointer.size() + 2)));
+}
+
+std::string format_bound(double b) {
   std::ostringstream os;
   os.precision(15);
   os << b;
   return os.str();
 }
-}  // namespace
 
 double JsonReader::number(std::string_view key, double def, double min, double max,
                           bool min_exclusive) {
@@ -189,10 +198,10 @@ double JsonReader::required_number(std::string_view key, double min, double max,
   double d = v->get<double>();
   if (!std::isfinite(d)) fail(key, "must be finite, got " + show(*v));
   if (min_exclusive ? !(d > min) : !(d >= min)) {
-    fail(key, std::string("must be ") + (min_exclusive ? "> " : ">= ") + fmt_bound(min) +
+    fail(key, std::string("must be ") + (min_exclusive ? "> " : ">= ") + format_bound(min) +
                   ", got " + show(*v));
   }
-  if (d > max) fail(key, "must be <= " + fmt_bound(max) + ", got " + show(*v));
+  if (d > max) fail(key, "must be <= " + format_bound(max) + ", got " + show(*v));
   return d;
 }
 
@@ -259,10 +268,10 @@ double JsonReader::seconds(std::string_view key, double def, double min, double 
     fail(key, "must be a duration like 2.5 (seconds) or \"500ms\", got " + show(*v));
   }
   if (min_exclusive ? !(s > min) : !(s >= min)) {
-    fail(key, std::string("must be ") + (min_exclusive ? "> " : ">= ") + fmt_bound(min) +
+    fail(key, std::string("must be ") + (min_exclusive ? "> " : ">= ") + format_bound(min) +
                   " s, got " + show(*v));
   }
-  if (s > max) fail(key, "must be <= " + fmt_bound(max) + " s, got " + show(*v));
+  if (s > max) fail(key, "must be <= " + format_bound(max) + " s, got " + show(*v));
   return s;
 }
 

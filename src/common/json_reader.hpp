@@ -18,6 +18,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "fleetpipe/error.hpp"
+
 namespace fleetpipe::detail {
 
 /// Thrown by JsonReader; caught at the config boundary.
@@ -30,6 +32,15 @@ class ConfigError : public std::runtime_error {
  private:
   std::string pointer_;
 };
+
+/// Throws the ConfigError of a failed validate() (its pointer and reason); no-op when ok, so a
+/// parser reports the first error of the document whichever check finds it.
+void throw_if_invalid(const Result<void>& checked);
+
+/// A bound as the range messages print it ("0.001", "86400").
+std::string format_bound(double bound);
+/// One JSON pointer token: '~' -> "~0", '/' -> "~1".
+std::string escape_pointer_token(std::string_view key);
 
 /// Parses "64MiB", "1.5GB", "512 KiB", "100" into bytes. nullopt when malformed.
 std::optional<std::uint64_t> parse_byte_size(std::string_view text);

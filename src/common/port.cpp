@@ -54,7 +54,7 @@ Result<LogLevel> parse_log_level(std::string_view s) {
 
 void StderrLogSink::write(LogLevel level, std::string_view component,
                           std::string_view message) noexcept {
-  if (level < min_level_ || level == LogLevel::off) return;
+  if (!enabled(level)) return;
   // One fprintf per line so concurrent writers do not interleave within a line.
   std::fprintf(stderr, "fleetpipe[%.*s] %.*s: %.*s\n", static_cast<int>(component.size()),
                component.data(), static_cast<int>(to_string(level).size()),
@@ -63,7 +63,7 @@ void StderrLogSink::write(LogLevel level, std::string_view component,
 
 void CallbackLogSink::write(LogLevel level, std::string_view component,
                             std::string_view message) noexcept {
-  if (level < min_level_ || level == LogLevel::off || !cb_) return;
+  if (!enabled(level)) return;
   try {
     cb_(level, component, message);
   } catch (...) {
@@ -86,7 +86,7 @@ Port Port::with_defaults() const {
 
 void log(const Port& port, LogLevel level, std::string_view component,
          std::string_view message) {
-  if (port.log) port.log->write(level, component, message);
+  if (log_enabled(port, level)) port.log->write(level, component, message);
 }
 
 }  // namespace fleetpipe

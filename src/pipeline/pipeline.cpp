@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <new>
 
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
@@ -44,6 +45,10 @@ class TrackingLogSink final : public LogSink {
       }
     }
     if (inner_) inner_->write(level, component, message);
+  }
+  // Errors are always taken (they feed status() and the heartbeat); the rest as the host says.
+  bool enabled(LogLevel level) const noexcept override {
+    return level >= LogLevel::error || (inner_ && inner_->enabled(level));
   }
   const std::string& last_error() const noexcept { return last_; }
   void set_last_error(std::string s) { last_ = std::move(s); }
@@ -102,6 +107,7 @@ struct Pipeline::Impl {
   // Metrics owned by the pipeline.
   Counter* polls = nullptr;
   Counter* poll_overruns = nullptr;
+  Counter* poll_out_of_memory = nullptr;
   Counter* hb_ok = nullptr;
   Counter* hb_fail = nullptr;
   Counter* hb_skip = nullptr;
@@ -132,6 +138,9 @@ struct Pipeline::Impl {
 
 void Pipeline::Impl::register_metrics() {
   polls = &metrics.counter("fleetpipe_pipeline_polls_total", "Pipeline::poll calls");
+  poll_out_of_memory = &metrics.counter(
+      "fleetpipe_pipeline_poll_out_of_memory_total",
+      "poll calls cut short by a failed allocation (the work is picked up by a later poll)");
   poll_overruns = &metrics.counter("fleetpipe_pipeline_poll_overruns_total",
                                    "poll calls that returned after their budget");
   const char* hb_help = "heartbeat objects by result (ok, failed, skipped_offline, skipped_paused)";
@@ -368,9 +377,7 @@ bool Pipeline::Impl::pending() const {
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<Pipeline>> Pipeline::create(Config config, const Port& host_port) {
-  if (config.device_id.empty()) {
-    return Error(errc::invalid_config, "/device_id: required", "/device_id");
-  }
+  if (auto v = validate_config(config); !v) return std::move(v).error();
   auto impl = std::make_unique<Impl>();
   Impl& m = *impl;
   config.uploader.device_id = config.device_id;
@@ -510,12 +517,18 @@ bool Pipeline::poll(std::chrono::microseconds budget) {
   const auto start = SteadyClock::now();
   const auto deadline = start + budget;
   m.polls->inc();
-  MonoTime now = m.port.clock->monotonic();
-  m.auto_tick(now);
-  if (auto r = m.buffer->poll(); !r) m.note_error("buffer", r.error().message);
-  if (now - m.last_refresh >= std::chrono::milliseconds(250)) m.refresh_gauges(now);
-  m.maybe_start_heartbeat(now);
-  m.run_ready(deadline);
+  try {
+    MonoTime now = m.port.clock->monotonic();
+    m.auto_tick(now);
+    if (auto r = m.buffer->poll(); !r) m.note_error("buffer", r.error().message);
+    if (now - m.last_refresh >= std::chrono::milliseconds(250)) m.refresh_gauges(now);
+    m.maybe_start_heartbeat(now);
+    m.run_ready(deadline);
+  } catch (const std::bad_alloc&) {  // must not reach the host's loop; counted, logged as-is
+    m.poll_out_of_memory->inc();
+    log(m.port, LogLevel::error, "pipeline", "poll: out of memory (counted; retried next poll)");
+    return true;
+  }
   if (SteadyClock::now() > deadline) m.poll_overruns->inc();
   return m.pending();
 }

@@ -777,7 +777,7 @@ bool TriggerEngine::attempt(std::uint32_t trigger, double t) noexcept {
   if (p.cooldown > 0 && t - p.last_fire < p.cooldown) {
     ++p.stats.suppressed_cooldown;
     p.cooldown_hits->inc();
-    log(*port_, LogLevel::debug, "trigger", names_[trigger] + ": fire suppressed by cooldown");
+    note(LogLevel::debug, trigger, "fire suppressed by cooldown");
     return false;
   }
   if (p.probability < 1.0) {
@@ -785,7 +785,7 @@ bool TriggerEngine::attempt(std::uint32_t trigger, double t) noexcept {
     if (!(u < p.probability)) {
       ++p.stats.sampled_out;
       p.sampled_out->inc();
-      log(*port_, LogLevel::debug, "trigger", names_[trigger] + ": fire sampled out");
+      note(LogLevel::debug, trigger, "fire sampled out");
       return false;
     }
   }
@@ -816,9 +816,14 @@ bool TriggerEngine::attempt(std::uint32_t trigger, double t) noexcept {
     p.budget_hits->inc();
     if (!*logged) {
       *logged = true;
-      log(*port_, LogLevel::warning, "trigger",
-          names_[trigger] + ": budget " + which + " reached; fires refused until the window "
-                            "resets (further refusals are counted, not logged)");
+      if (log_enabled(*port_, LogLevel::warning)) {
+        char msg[200];
+        std::snprintf(msg, sizeof msg,
+                      "budget %s reached; fires refused until the window resets (further "
+                      "refusals are counted, not logged)",
+                      which);
+        note(LogLevel::warning, trigger, msg);
+      }
     }
     return false;
   }
@@ -827,9 +832,18 @@ bool TriggerEngine::attempt(std::uint32_t trigger, double t) noexcept {
   p.last_fire = t;
   ++p.stats.fires;
   p.fires->inc();
-  log(*port_, LogLevel::debug, "trigger", names_[trigger] + ": fired");
+  note(LogLevel::debug, trigger, "fired");
   on_fire_(ctx_, trigger, t);
   return true;
+}
+
+// Formats into a stack buffer (names are at most 64 characters): no allocation, so nothing
+// here can throw out of the noexcept evaluation path, and nothing is built when filtered.
+void TriggerEngine::note(LogLevel level, std::uint32_t trigger, const char* what) const noexcept {
+  if (!log_enabled(*port_, level)) return;
+  char line[320];
+  std::snprintf(line, sizeof line, "%s: %s", names_[trigger].c_str(), what);
+  port_->log->write(level, "trigger", line);
 }
 
 void TriggerEngine::charge_event(std::uint32_t trigger, std::uint64_t bytes, double t) noexcept {

@@ -206,6 +206,7 @@ class TriggerEngine {
   void note_nan() noexcept;
   void eval_composites(const std::vector<std::uint32_t>& list, double t) noexcept;
   bool attempt(std::uint32_t trigger, double t) noexcept;
+  void note(LogLevel level, std::uint32_t trigger, const char* what) const noexcept;
 
   std::vector<Node> nodes_;
   std::vector<Policy> policy_;

@@ -13,6 +13,7 @@ Seconds = Union[float, datetime.timedelta]
 
 class Config:
     device_id: str
+    labels: Dict[str, str]
     buffer_path: str
     @property
     def log_level(self) -> str: ...

@@ -98,6 +98,13 @@ void bind_core(pybind11::module_& m) {
       "constructor of Pipeline, Buffer, Uploader, Capture and BucketReader also accepts the dict,\n"
       "JSON text or path directly.")
       .def_readwrite("device_id", &Config::device_id, "the device name (keys, metrics)")
+      .def_property("labels", [](const Config& c) { return c.labels; },
+                    [](Config& c, const DeviceLabels& labels) {
+                      unwrap(validate_labels(labels));
+                      c.labels = labels;
+                    },
+                    "device labels (dict str -> str, at most 16; names and values of\n"
+                    "[A-Za-z0-9._-]); setting validates them like the JSON \"labels\" key")
       .def_property_readonly("log_level", [](const Config& c) { return std::string(to_string(c.log_level)); })
       .def_property_readonly("streams", [](const Config& c) {
             std::vector<std::string> n;

@@ -26,6 +26,14 @@ struct PyUploader {
       buffer_obj = pybind11::object();
     }
   }
+  // A stopped uploader is of no further use, and its Buffer must be closable after it.
+  void shutdown() {
+    if (up) {
+      pybind11::gil_scoped_release nogil;
+      up->shutdown();
+    }
+    close();
+  }
   Uploader& get() {
     if (!up) raise(Error(errc::invalid_argument, "the Uploader is closed"));
     return *up;
@@ -139,11 +147,15 @@ void bind_uploader(pybind11::module_& m) {
       .def("pause", [](PyUploader& u) { u.get().pause(); }, "Host pause (aborts the request in flight).")
       .def("resume", [](PyUploader& u) { u.get().resume(); })
       .def("flush", [](PyUploader& u) { u.get().flush(); }, "Upload what is queued without waiting for size/age.")
-      .def("shutdown", [](PyUploader& u) { u.get().shutdown(); })
+      .def("shutdown", &PyUploader::shutdown,
+           "Cancels the request in flight, stops and releases the Buffer (which can then be\n"
+           "closed); the Uploader is closed afterwards. Calling it again does nothing.")
       .def("idle", [](PyUploader& u) { return u.get().idle(); }, "No batch leased, nothing in flight.")
       .def("status", [](PyUploader& u) { return status_dict(u.get().status()); },
            "dict: paused*, busy, rate_bytes_per_s, objects_uploaded, records_acked, bytes_sent, ...")
-      .def("close", &PyUploader::close, "Cancels the request in flight; leased records go back.")
+      .def("close", &PyUploader::close,
+           "Cancels the request in flight; leased records go back; releases the Buffer.")
+      .def_property_readonly("closed", [](PyUploader& u) { return !u.up; })
       .def("__enter__", [](pybind11::object self) { return self; })
       .def("__exit__", [](PyUploader& u, pybind11::args) { u.close(); });
 }
