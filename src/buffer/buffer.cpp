@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "buffer/impl.hpp"
+#include "fleetpipe/config.hpp"
 
 namespace fleetpipe {
 
@@ -109,6 +110,7 @@ Result<std::unique_ptr<Buffer>> Buffer::open(const BufferConfig& config, const P
                                              MetricsRegistry& metrics) {
   std::string bad = validate(config);
   if (!bad.empty()) return Error(errc::invalid_config, "/buffer/" + bad, "/buffer");
+  if (auto v = validate_config(config); !v) return std::move(v).error();
   auto impl = std::make_unique<Impl>(config, port, metrics);
   if (auto locked = impl->lock_dir(); !locked) return std::move(locked).error();
   impl->map_cap = std::max<std::uint64_t>(config.max_bytes * 2 + (8u << 20), config.initial_map_bytes);

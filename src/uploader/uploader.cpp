@@ -6,6 +6,7 @@
 
 #include "uploader/engine.hpp"
 #include "fleetpipe/asio.hpp"
+#include "fleetpipe/config.hpp"
 
 namespace fleetpipe {
 
@@ -37,6 +38,7 @@ struct UploaderFactory {
       return Error(errc::invalid_config, "/uploader/objects/part_size: must be >= 5 MiB",
                    "/uploader/objects/part_size");
     }
+    if (auto v = validate_config(config); !v) return std::move(v).error();
     auto impl = std::make_unique<Uploader::Impl>();
     impl->own_ioc = std::move(own);
     impl->ioc = &ioc;
