@@ -68,6 +68,8 @@ Engine::Engine(net::io_context& ioc, const UploaderConfig& cfg, Buffer& buffer, 
                               "Responses whose ETag did not match the MD5 sent");
   clock_offset_gauge_ = &m.gauge("fleetpipe_uploader_clock_offset_seconds",
                                  "Clock correction learned from RequestTimeTooSkewed");
+  destination_fault_gauge_ = &m.gauge("fleetpipe_uploader_destination_fault",
+                                      "1 while a destination or credentials fault holds uploads");
   metrics_ = &m;
 }
 
@@ -257,7 +259,7 @@ void Engine::start_batch() {
   batch_->lease = std::move(*lease);
   batch_->gen = ++batch_gen_;
   plan_objects(*batch_, cfg_);
-  batch_->manifest_key = manifest_key_for(*batch_, cfg_);
+  batch_->manifest_key = manifest_key_for(*batch_, cfg_, rng_());
   update_status();
   next_object();
 }
@@ -277,6 +279,7 @@ void Engine::object_done(ObjectPlan& p, const std::string& etag, bool multipart,
   p.etag = etag;
   p.parts = parts;
   uploads_ok_->inc();
+  clear_destination_fault();
   record_manifest_line(b, p, etag, multipart, parts);
   auto ids = p.ids();
   auto ack = buffer_.ack(ids);
