@@ -7,12 +7,14 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <set>
 #include <thread>
 
 #include "fleetpipe/config.hpp"
+#include "support/shell.hpp"
 #include "support/test_paths.hpp"
 
 using namespace fleetpipe;
@@ -183,6 +185,114 @@ TEST_CASE("parked records are kept and counted but not leased again") {
   CHECK(b->stats().records == 2);
   CHECK(e.metrics.value("fleetpipe_buffer_parked_total", {{"reason", "access_denied"}}) == 1);
   CHECK(e.logged("parked 1 record"));
+}
+
+TEST_CASE("unpark returns parked records to the queue, all or by reason, counted and logged") {
+  Env e("buf-unpark");
+  auto b = e.open();
+  std::vector<RecordId> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(b->append(meta(static_cast<std::uint8_t>(i % 3)), "p").id);
+  REQUIRE(b->park({ids[0], ids[1], ids[2]}, "NoSuchBucket").ok());
+  REQUIRE(b->park({ids[3]}, "too_large").ok());
+  REQUIRE(b->park({ids[4]}, "").ok());  // no reason given: "unspecified"
+  REQUIRE(b->stats().parked == 5);
+  REQUIRE(lease_ids(*b) == std::vector<RecordId>{ids[5]});
+
+  auto none = b->unpark("AccessDenied");  // nothing parked for that reason
+  REQUIRE(none.ok());
+  CHECK(*none == 0);
+  auto some = b->unpark("NoSuchBucket");
+  REQUIRE(some.ok());
+  CHECK(*some == 3);
+  CHECK(b->stats().parked == 2);
+  auto back = lease_ids(*b);
+  std::sort(back.begin(), back.end());
+  CHECK(back == std::vector<RecordId>{ids[0], ids[1], ids[2], ids[5]});
+  CHECK(e.metrics.value("fleetpipe_buffer_unparked_total", {{"reason", "NoSuchBucket"}}) == 3);
+  CHECK(e.logged("returned 3 parked record(s) to the upload queue (3 NoSuchBucket)"));
+
+  auto rest = b->unpark();
+  REQUIRE(rest.ok());
+  CHECK(*rest == 2);
+  CHECK(b->stats().parked == 0);
+  CHECK(lease_ids(*b).size() == 6);
+  CHECK(e.metrics.value("fleetpipe_buffer_unparked_total", {{"reason", "too_large"}}) == 1);
+  CHECK(e.metrics.value("fleetpipe_buffer_unparked_total", {{"reason", "unspecified"}}) == 1);
+  auto again = b->unpark();
+  REQUIRE(again.ok());
+  CHECK(*again == 0);
+
+  // The uploader may park a record again: it is counted again, and unparked again.
+  REQUIRE(b->park({ids[3]}, "too_large").ok());
+  CHECK(b->stats().parked == 1);
+  CHECK(e.metrics.value("fleetpipe_buffer_parked_total", {{"reason", "too_large"}}) == 2);
+  // An acked parked record leaves nothing behind to unpark.
+  REQUIRE(b->ack({ids[3]}).ok());
+  CHECK(b->stats().parked == 0);
+  auto after_ack = b->unpark();
+  REQUIRE(after_ack.ok());
+  CHECK(*after_ack == 0);
+}
+
+TEST_CASE("parked records are retried after a restart, once per open, unless unpark_on_open is off") {
+  Env e("buf-unpark-open");
+  std::vector<RecordId> ids;
+  {
+    auto b = e.open();
+    for (int i = 0; i < 4; ++i) ids.push_back(b->append(meta(3), "x").id);
+    REQUIRE(b->park({ids[1], ids[2]}, "InvalidAccessKeyId").ok());
+    REQUIRE(b->stats().parked == 2);
+  }
+  {
+    e.cfg.unpark_on_open = false;
+    auto b = e.open();
+    CHECK(b->stats().parked == 2);
+    CHECK(lease_ids(*b).size() == 2);
+    CHECK(inspect_buffer(e.cfg.path)->usage.at(0).parked == 2);
+  }
+  {
+    e.cfg.unpark_on_open = true;
+    auto b = e.open();
+    CHECK(b->stats().parked == 0);
+    CHECK(lease_ids(*b) == ids);  // back in upload order
+    CHECK(e.metrics.value("fleetpipe_buffer_unparked_total", {{"reason", "InvalidAccessKeyId"}}) == 2);
+    CHECK(e.logged("at open: returned 2 parked record(s)"));
+    REQUIRE(b->park({ids[2]}, "too_large").ok());  // parked again for its own fault
+  }
+  auto b = e.open();  // the next open retries it once more
+  CHECK(b->stats().parked == 0);
+  CHECK(lease_ids(*b).size() == 4);
+}
+
+TEST_CASE("fleetpipe unpark --db returns parked records by reason, refused while the device runs") {
+  const std::string cli = std::string(FLEETPIPE_BINARY_DIR) + "/fleetpipe";
+  if (!fs::exists(cli)) {
+    WARN("the fleetpipe command is not built (FLEETPIPE_BUILD_CLI=OFF): skipped");
+    return;
+  }
+  Env e("buf-unpark-cli");
+  auto exit_status = [&](const std::string& args) {
+    int rc = std::system((cli + " unpark " + args + " >/dev/null 2>&1").c_str());
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  };
+  std::vector<RecordId> ids;
+  {
+    auto b = e.open();
+    for (int i = 0; i < 3; ++i) ids.push_back(b->append(meta(2), "x").id);
+    REQUIRE(b->park({ids[0], ids[1]}, "NoSuchBucket").ok());
+    REQUIRE(b->park({ids[2]}, "too_large").ok());
+    CHECK(exit_status("--db " + e.cfg.path) == 1);  // the writer holds the store
+  }
+  CHECK(exit_status("--db " + (fs::path(e.cfg.path).parent_path() / "none").string()) == 3);
+  std::string out = test::run(cli + " unpark --db " + e.cfg.path + " --reason NoSuchBucket");
+  CHECK(out.find("unparked 2 record(s) parked with reason NoSuchBucket; 1 still parked") != std::string::npos);
+  e.cfg.unpark_on_open = false;
+  auto b = e.open();
+  CHECK(b->stats().parked == 1);
+  CHECK(lease_ids(*b) == std::vector<RecordId>{ids[0], ids[1]});
+  auto report = inspect_buffer(e.cfg.path);
+  REQUIRE(report.ok());
+  CHECK(report->max_bytes == e.cfg.max_bytes);  // the CLI kept the device's quotas
 }
 
 TEST_CASE("records leased but not acked come back after a restart, ids are never reused") {
@@ -508,6 +618,71 @@ TEST_CASE("filesystem headroom: min_free_bytes and min_free_inodes cap growth (f
   CHECK(b->stats().records == records);  // no net growth
   CHECK(e.metrics.value("fleetpipe_buffer_evicted_total",
                         {{"reason", "min_free_inodes"}, {"priority", "1"}, {"stream", "imu"}}) >= 1);
+}
+
+namespace {
+/// A Port::filesystem that fails while `failing`, counting its calls.
+struct FailingFsStats final : FilesystemStats {
+  bool failing = false;
+  mutable std::uint64_t failed_calls = 0;
+  FsStats value{1ull << 40, 1ull << 40, 1ull << 20, 1ull << 20};
+  Result<FsStats> stats(const std::string&) const override {
+    if (!failing) return value;
+    ++failed_calls;
+    return Error(errc::io_error, "statvfs: injected failure");
+  }
+};
+}  // namespace
+
+TEST_CASE("failing filesystem stats count as a full filesystem: refused, nothing lost, warned once a minute, recovers") {
+  for (FullPolicy policy : {FullPolicy::evict, FullPolicy::reject}) {
+    Env e(policy == FullPolicy::evict ? "buf-fsfail-evict" : "buf-fsfail-reject");
+    e.cfg.policy = policy;
+    FailingFsStats fsstats;
+    Port port = e.port();
+    port.filesystem = &fsstats;
+    auto opened = Buffer::open(e.cfg, port, e.metrics);
+    REQUIRE(opened.ok());
+    Buffer& b = **opened;
+    std::string p(2000, 'x');
+    for (int i = 0; i < 5; ++i) REQUIRE(b.append(meta(1), p).accepted);
+    const auto before = lease_ids(b);
+    auto warnings = [&] {
+      return std::count_if(e.lines.begin(), e.lines.end(), [](const std::string& l) {
+        return l.rfind("filesystem stats unavailable (", 0) == 0;  // not the rejections' lines
+      });
+    };
+
+    fsstats.failing = true;
+    for (int i = 0; i < 20; ++i) {
+      auto o = b.append(meta(7, "alarm"), p);  // a higher priority would evict on a full disk
+      CHECK(!o.accepted);
+      CHECK(o.reason == errc::storage_full);
+      CHECK(o.message.find("fs_stats") != std::string::npos);
+      CHECK(o.evicted == 0);
+    }
+    CHECK(lease_ids(b) == before);  // nothing accepted is lost
+    CHECK(b.stats().evicted_total == 0);
+    CHECK(e.metrics.value("fleetpipe_buffer_rejected_total",
+                          {{"reason", "fs_stats"}, {"priority", "7"}, {"stream", "alarm"}}) == 20);
+    CHECK(fsstats.failed_calls >= 20);
+    CHECK(e.metrics.value("fleetpipe_buffer_fs_stats_errors_total") == static_cast<double>(fsstats.failed_calls));
+    CHECK(warnings() == 1);  // not one per append
+    REQUIRE(b.ack({before[0]}).ok());  // acks go on: they free space
+    REQUIRE(b.put_state("k", "v").ok());  // so do state writes
+
+    e.clock.advance(std::chrono::seconds(61));
+    CHECK(!b.append(meta(7, "alarm"), p).accepted);
+    CHECK(warnings() == 2);  // the next minute's warning counts what it did not log
+    CHECK(e.logged("failed queries since the last warning"));
+
+    fsstats.failing = false;
+    auto ok = b.append(meta(7, "alarm"), p);
+    CHECK(ok.accepted);
+    CHECK(e.logged("filesystem stats available again"));
+    CHECK(b.stats().records == 5);
+    CHECK(warnings() == 2);
+  }
 }
 
 TEST_CASE("map grows on MDB_MAP_FULL up to the quota without failing appends") {
@@ -1014,7 +1189,7 @@ TEST_CASE("buffer config: every key parses, errors name the pointer") {
     "reserved_share":{"7":0.1,"6":0.2},"min_free_bytes":"128MiB","min_free_inodes":100,
     "max_bytes_written_per_day":"2GiB","wear_exempt_priority":5,"max_payload_bytes":"32MiB",
     "chunk_bytes":"512KiB","compress_min_bytes":8192,"compression_level":3,
-    "initial_map_bytes":"32MiB","max_quarantined":3}})");
+    "initial_map_bytes":"32MiB","max_quarantined":3,"unpark_on_open":false}})");
   REQUIRE(c.ok());
   const BufferConfig& b = c->buffer;
   CHECK(b.path == "/data/fp");
@@ -1036,6 +1211,7 @@ TEST_CASE("buffer config: every key parses, errors name the pointer") {
   CHECK(b.compression_level == 3);
   CHECK(b.initial_map_bytes == (32ull << 20));
   CHECK(b.max_quarantined == 3);
+  CHECK(!b.unpark_on_open);
 
   auto bad = parse_config(R"({"device_id":"d","buffer":{"max_bytes":0}})");
   REQUIRE(!bad.ok());

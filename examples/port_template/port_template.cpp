@@ -38,7 +38,11 @@ class Clock final : public fleetpipe::Clock {
 // ---- Filesystem statistics --------------------------------------------------------------------
 // stats(path): size and free space/inodes of the filesystem holding the buffer directory. The
 //   buffer never grows past min_free_bytes / min_free_inodes of headroom. Return io_error when the
-//   filesystem cannot be queried (the buffer then treats it as full: safe side).
+//   filesystem cannot be queried: the buffer then treats it as full (safe side). Appends that would
+//   grow the store are refused (storage_full, reason fs_stats) and nothing is evicted for it; acks
+//   and the uploader's state writes go on; each failure is counted
+//   (fleetpipe_buffer_fs_stats_errors_total) and a warning logged at most once a minute.
+//   Never report made-up free space instead of an error.
 class FilesystemStats final : public fleetpipe::FilesystemStats {
  public:
   fleetpipe::Result<fleetpipe::FsStats> stats(const std::string& path) const override {

@@ -17,6 +17,11 @@
 //    "storage full" per policy). Keep leases short (lease, upload, ack).
 //  - A Lease must not outlive the Buffer that issued it.
 //  - Lease state is in memory: records leased but not acked before a restart come back.
+//  - When `Port::filesystem` cannot answer, the filesystem is treated as full: appends that
+//    would grow data.mdb are refused (`storage_full`, reason `fs_stats`) and nothing is evicted
+//    for it; acks and state writes go on. Logged at most once a minute.
+//  - Parked records are not stuck: every open returns them to the upload queue once
+//    (`unpark_on_open`), and `unpark()` does it on demand.
 #pragma once
 
 #include <array>
@@ -76,7 +81,10 @@ struct BufferConfig {
   /// records of priority >= p do not fill it. Sum must be <= 1. Default: no reservation.
   std::array<double, 8> reserved_share{};
   /// Filesystem headroom (statvfs through Port::filesystem): the buffer never grows past the
-  /// point where fewer bytes / inodes than these remain free.
+  /// point where fewer bytes / inodes than these remain free. When the stats query fails, the
+  /// filesystem counts as full (only space free inside data.mdb is used; nothing is evicted for
+  /// it); failures are counted in `fleetpipe_buffer_fs_stats_errors_total` and logged at most
+  /// once a minute of the port's monotonic clock.
   std::uint64_t min_free_bytes = 64ull << 20;
   std::uint64_t min_free_inodes = 64;
 
@@ -104,6 +112,10 @@ struct BufferConfig {
   std::uint64_t initial_map_bytes = 0;
   /// Quarantined stores kept in `path/quarantine/` (oldest deleted first); 0 keeps none.
   std::uint32_t max_quarantined = 2;
+  /// open() returns every parked record to the upload queue, once per open (as unpark() does):
+  /// a restart retries what a fault of the destination or the credentials parked. A record
+  /// parked for its own fault is parked again by the uploader after its next attempt.
+  bool unpark_on_open = true;
 };
 
 using RecordId = std::uint64_t;  ///< monotonically increasing, never reused in one DB
@@ -253,9 +265,17 @@ class Buffer {
   Result<void> ack(const std::vector<RecordId>& ids);
   /// Returns leased records to the queue with attempts+1. Unknown ids are ignored.
   Result<void> nack(const std::vector<RecordId>& ids);
-  /// Permanent failure: the records are kept (count toward quotas, evictable) but never leased
-  /// again; counted in `fleetpipe_buffer_parked_total{reason}` and logged.
+  /// Permanent failure: the records are kept (count toward quotas, evictable) but not leased
+  /// again until unparked (unpark(), or the next open with `unpark_on_open`); counted in
+  /// `fleetpipe_buffer_parked_total{reason}` and logged. The reason is stored with the record.
   Result<void> park(const std::vector<RecordId>& ids, std::string_view reason);
+  /// Returns parked records to the upload queue: all of them, or (non-empty `reason`) those
+  /// parked with exactly that reason. Returns how many; they keep their place in upload order
+  /// and their attempt count, and the uploader may park them again. Call it when what made the
+  /// uploader park them has changed (credentials, bucket, config). One write transaction; it
+  /// walks the upload order (O(records)) only when something is parked. Counted in
+  /// `fleetpipe_buffer_unparked_total{reason}` and logged. Errors: io_error (nothing unparked).
+  Result<std::uint64_t> unpark(std::string_view reason = {});
 
   /// Copies payload bytes [offset, offset + n) of record `id` into `out` (decompressing as
   /// needed); returns the number of bytes copied (0 when offset >= payload size).

@@ -4,6 +4,8 @@
 // lexicographic key order is numeric order.
 #pragma once
 
+#include <boost/endian/conversion.hpp>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -22,6 +24,7 @@ inline constexpr const char* kDbOrder = "order";      // (7-priority u8, id be64
 inline constexpr const char* kDbChunks = "chunks";    // (id be64, index be32) -> kind u8 + data
 inline constexpr const char* kDbState = "state";      // uploader resume state, key -> value
 inline constexpr const char* kDbMeta = "meta";        // "format", "quota", "staging"
+inline constexpr const char* kDbParked = "parked";    // id(be64) -> reason, for parked records
 // The counters live in the main DB, beside the named databases' records: every commit rewrites
 // that page anyway (the trees' roots), so they cost no page of their own. Stores written before
 // kept them in meta/"counters" (read, then moved, at open).
@@ -32,21 +35,34 @@ enum RecordFlags : std::uint8_t { kCompressed = 1, kChunked = 2 };
 enum OrderFlags : std::uint8_t { kParked = 1 };
 enum ChunkKind : std::uint8_t { kChunkRaw = 0, kChunkZstd = 1 };
 
+/// `n` (4 or 8) bytes of `v`, little-endian, appended to `s`.
 inline void put_le(std::string& s, std::uint64_t v, int n) {
-  for (int i = 0; i < n; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  unsigned char b[8];
+  if (n == 4) {
+    boost::endian::store_little_u32(b, static_cast<std::uint32_t>(v));
+  } else {
+    boost::endian::store_little_u64(b, v);
+  }
+  s.append(reinterpret_cast<const char*>(b), static_cast<std::size_t>(n));
 }
+/// The little-endian integer of `n` (4 or 8) bytes at `p`.
 inline std::uint64_t get_le(const char* p, int n) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < n; ++i) v |= std::uint64_t(static_cast<unsigned char>(p[i])) << (8 * i);
-  return v;
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return n == 4 ? boost::endian::load_little_u32(u) : boost::endian::load_little_u64(u);
 }
+/// `n` (4 or 8) bytes of `v`, big-endian, at `p` (keys: byte order = numeric order).
 inline void put_be(char* p, std::uint64_t v, int n) {
-  for (int i = 0; i < n; ++i) p[i] = static_cast<char>((v >> (8 * (n - 1 - i))) & 0xff);
+  auto* u = reinterpret_cast<unsigned char*>(p);
+  if (n == 4) {
+    boost::endian::store_big_u32(u, static_cast<std::uint32_t>(v));
+  } else {
+    boost::endian::store_big_u64(u, v);
+  }
 }
+/// The big-endian integer of `n` (4 or 8) bytes at `p`.
 inline std::uint64_t get_be(const char* p, int n) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < n; ++i) v = (v << 8) | static_cast<unsigned char>(p[i]);
-  return v;
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return n == 4 ? boost::endian::load_big_u32(u) : boost::endian::load_big_u64(u);
 }
 
 /// Fixed 32-byte prefix of a record value.
@@ -91,9 +107,10 @@ struct OrderValue {
   std::uint32_t attempts = 0;
   std::uint64_t stored_bytes = 0;
   void encode(char* p) const {
-    p[0] = static_cast<char>(flags);
-    for (int i = 0; i < 4; ++i) p[1 + i] = static_cast<char>((attempts >> (8 * i)) & 0xff);
-    for (int i = 0; i < 8; ++i) p[5 + i] = static_cast<char>((stored_bytes >> (8 * i)) & 0xff);
+    auto* u = reinterpret_cast<unsigned char*>(p);
+    u[0] = flags;
+    boost::endian::store_little_u32(u + 1, attempts);
+    boost::endian::store_little_u64(u + 5, stored_bytes);
   }
   static std::optional<OrderValue> decode(std::string_view v) {
     if (v.size() != kSize) return std::nullopt;

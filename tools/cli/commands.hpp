@@ -12,6 +12,7 @@ void register_inspect(CLI::App& app);  // inspect.cpp — buffer contents, quota
 void register_replay(CLI::App& app);   // replay.cpp — dry-run triggers over recorded samples
 void register_query(CLI::App& app);    // query.cpp — find events in the bucket
 void register_status(CLI::App& app);   // status.cpp — fleet health from heartbeats
+void register_unpark(CLI::App& app);   // unpark.cpp — return parked records to the queue
 
 void set_exit_code(int code);
 int exit_code();

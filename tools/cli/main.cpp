@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   fleetpipe::cli::register_replay(app);
   fleetpipe::cli::register_query(app);
   fleetpipe::cli::register_status(app);
+  fleetpipe::cli::register_unpark(app);
   CLI11_PARSE(app, argc, argv);
   return fleetpipe::cli::exit_code();
 }

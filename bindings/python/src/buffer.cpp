@@ -260,7 +260,12 @@ void bind_buffer(pybind11::module_& m) {
       .def("park", [](PyBuffer& b, const std::vector<RecordId>& ids, const std::string& reason) {
              unwrap(b.get().park(ids, reason));
            }, pybind11::arg("ids"), pybind11::arg("reason"),
-           "Permanent failure: kept, never leased again, counted by reason.")
+           "Permanent failure: kept, not leased again until unparked, counted by reason.")
+      .def("unpark", [](PyBuffer& b, std::optional<std::string> reason) {
+             return unwrap(b.get().unpark(reason ? std::string_view(*reason) : std::string_view()));
+           }, pybind11::arg("reason") = pybind11::none(),
+           "Returns parked records (all, or those parked with `reason`) to the upload queue;\n"
+           "returns how many. Opening a Buffer does the same for all (unpark_on_open).")
       .def("read_payload",
            [](PyBuffer& b, RecordId id, std::uint64_t offset, std::size_t n) {
              std::string out(n, '\0');

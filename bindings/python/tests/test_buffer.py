@@ -115,3 +115,24 @@ def test_inspect_buffer_summarises_without_the_writer(tmp_path):
     with pytest.raises(fleetpipe.Error) as info:
         fleetpipe.inspect_buffer(str(tmp_path / "nothing-here"))
     assert info.value.reason == "not found"
+
+
+def test_unpark_returns_parked_records_to_the_queue(tmp_path):
+    with open_buffer(tmp_path) as buf:
+        ids = [buf.append("imu", b"p%d" % i, priority=2)["id"] for i in range(3)]
+        buf.park(ids[:2], "NoSuchBucket")
+        buf.park(ids[2:], "too_large")
+        assert buf.stats()["parked"] == 3
+        assert buf.unpark("AccessDenied") == 0
+        assert buf.unpark("NoSuchBucket") == 2
+        with buf.lease(1 << 20) as lease:
+            assert [r["id"] for r in lease.records] == ids[:2]
+        assert buf.unpark() == 1
+        assert buf.stats()["parked"] == 0
+        assert buf.metrics.sum("fleetpipe_buffer_unparked_total") == 3
+        buf.park(ids[:1], "NoSuchBucket")
+    # a restart retries what was parked
+    with open_buffer(tmp_path) as buf:
+        assert buf.stats()["parked"] == 0
+        with buf.lease(1 << 20) as lease:
+            assert len(lease.records) == 3
