@@ -79,7 +79,9 @@ Result<void> Engine::init() {
   h.credentials = [w]() -> Result<Credentials> {
     auto s = w.lock();
     if (!s) return Error(errc::cancelled, "uploader gone");
-    return s->creds_.get();
+    auto c = s->creds_.get();
+    if (c) s->note_credentials(*c);
+    return c;
   };
   h.wall = [w]() {
     auto s = w.lock();
@@ -149,6 +151,25 @@ void Engine::new_generation() {
   if (batch_) batch_->gen = ++batch_gen_;
 }
 
+// New keys from the provider (a rotation, a fix): what the old ones got parked may go now. Only
+// a fingerprint is kept, never the secret.
+void Engine::note_credentials(const Credentials& c) {
+  std::size_t f = std::hash<std::string>{}(c.access_key_id + '\n' + c.secret_access_key + '\n' + c.session_token);
+  if (credentials_fingerprint_ != 0 && f != credentials_fingerprint_) credentials_changed_ = true;
+  credentials_fingerprint_ = f;
+}
+
+void Engine::unpark_after_credentials_change() {
+  credentials_changed_ = false;
+  auto n = buffer_.unpark();
+  if (!n) {
+    log(LogLevel::error, "unpark after a credentials change failed: " + n.error().message);
+  } else if (*n > 0) {
+    log(LogLevel::warning, "credentials changed: " + std::to_string(*n) + " parked records back in the upload queue");
+  }
+  poke();
+}
+
 void Engine::poke() {
   net::post(ioc_, weak([this]() { tick(); }));
 }
@@ -203,6 +224,7 @@ void Engine::tick() {
   if (any_busy() || waiting_ || batch_) return;
   if (port_.clock->monotonic() < backoff_until_) return;
   if (startup_pending_) return startup();
+  if (credentials_changed_) return unpark_after_credentials_change();
   if (!pending_manifests_.empty()) return write_pending_manifest();
   if (!abandoned_.empty()) return abort_next_abandoned();
   // A scan step always has a request in flight or a retry timer (waiting_); if a handler was

@@ -127,6 +127,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void log(LogLevel l, const std::string& msg) { fleetpipe::log(port_, l, kComponent, msg); }
   void set_last_error(const std::string& e);
   void update_status();
+  void note_credentials(const Credentials& c);
+  void unpark_after_credentials_change();
   template <class F>
   void with_status(F f) {
     std::lock_guard<std::mutex> g(status_mu_);
@@ -256,6 +258,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   std::optional<MonoTime> first_seen_;
   MonoTime backoff_until_{};
   std::uint64_t fault_probes_ = 0;  // consecutive destination/credentials faults (failure.cpp)
+  std::size_t credentials_fingerprint_ = 0;  // hash of the keys last signed with
+  bool credentials_changed_ = false;
   std::string fault_code_;
   double clock_offset_s_ = 0;
   std::uint64_t bytes_sent_total_ = 0;

@@ -120,6 +120,11 @@ void wrote_iov(int fd, std::uint64_t off, const struct iovec* iov, int cnt, ssiz
   }
 }
 
+int synced(int fd, int r) {
+  if (r == 0 && watched(fd) >= 0) emit(Op::sync, watched(fd), 0, nullptr, 0);
+  return r;
+}
+
 }  // namespace
 
 namespace fleetpipe::powercut {
@@ -146,20 +151,6 @@ extern "C" {
 
 int open(const char* path, int flags, ...) {
   static auto o = real<int (*)(const char*, int, ...)>("open");
-  mode_t mode = 0;
-  if (flags & (O_CREAT | O_TMPFILE)) {
-    va_list ap;
-    va_start(ap, flags);
-    mode = static_cast<mode_t>(va_arg(ap, int));
-    va_end(ap);
-  }
-  int fd = o(path, flags, mode);
-  opened(fd, path, flags);
-  return fd;
-}
-
-int open64(const char* path, int flags, ...) {
-  static auto o = real<int (*)(const char*, int, ...)>("open64");
   mode_t mode = 0;
   if (flags & (O_CREAT | O_TMPFILE)) {
     va_list ap;
@@ -200,32 +191,14 @@ ssize_t pwrite(int fd, const void* p, size_t n, off_t off) {
   return r;
 }
 
-ssize_t pwrite64(int fd, const void* p, size_t n, off_t off) {
-  static auto w = real<ssize_t (*)(int, const void*, size_t, off_t)>("pwrite64");
-  ssize_t r = w(fd, p, n, off);
-  wrote(fd, static_cast<std::uint64_t>(off), p, r);
-  return r;
-}
-
-ssize_t pwritev(int fd, const struct iovec* iov, int cnt, off_t off) {
-  static auto w = real<ssize_t (*)(int, const struct iovec*, int, off_t)>("pwritev");
-  ssize_t r = w(fd, iov, cnt, off);
-  wrote_iov(fd, static_cast<std::uint64_t>(off), iov, cnt, r);
-  return r;
-}
-
 int fsync(int fd) {
   static auto s = real<int (*)(int)>("fsync");
-  int r = s(fd);
-  if (r == 0 && watched(fd) >= 0) emit(Op::sync, watched(fd), 0, nullptr, 0);
-  return r;
+  return synced(fd, s(fd));
 }
 
 int fdatasync(int fd) {
   static auto s = real<int (*)(int)>("fdatasync");
-  int r = s(fd);
-  if (r == 0 && watched(fd) >= 0) emit(Op::sync, watched(fd), 0, nullptr, 0);
-  return r;
+  return synced(fd, s(fd));
 }
 
 int ftruncate(int fd, off_t len) {

@@ -6,7 +6,8 @@
 // what the run had accepted, and it drains to its own prefix. At the end one boto3 read-back
 // compares every data key a recovery uploaded with the same key of the original run.
 //
-// States per durability: $FLEETPIPE_POWERCUT_STATES, default 100 (30 in sanitizer builds); every
+// Not built with sanitizers (tests/CMakeLists.txt). States per durability:
+// $FLEETPIPE_POWERCUT_STATES, default 100; every
 // $FLEETPIPE_POWERCUT_UPLOAD_EVERY-th state (default 5) also drains to the server.
 // scripts/reliability runs the full matrix (1,000 states per durability).
 #include "powercut/trace.hpp"
@@ -32,6 +33,7 @@
 #include "fleetpipe/metrics.hpp"
 #include "fleetpipe/trigger.hpp"
 #include "fleetpipe/uploader.hpp"
+#include "support/crash_uploader.hpp"
 #include "support/readback.hpp"
 #include "support/s3_env.hpp"
 #include "support/shell.hpp"
@@ -45,17 +47,7 @@ namespace pc = fleetpipe::powercut;
 
 namespace {
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr int kDefaultStates = 30;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr int kDefaultStates = 30;
-#else
 constexpr int kDefaultStates = 100;
-#endif
-#else
-constexpr int kDefaultStates = 100;
-#endif
 
 constexpr std::uint32_t kSyncIntervalMs = 50;
 
@@ -71,22 +63,9 @@ BufferConfig buffer_config(const fs::path& db, Durability d) {
 
 UploaderConfig uploader_config(const test::S3Env& env, const std::string& bucket,
                                const std::string& prefix) {
-  UploaderConfig c;
-  c.endpoint = env.endpoint_https;
-  c.ca_file = env.ca_file;
-  c.region = env.region;
-  c.bucket = bucket;
-  c.prefix = prefix;
-  c.credentials.source = CredentialsSource::static_keys;
-  c.credentials.access_key_id = env.access_key;
-  c.credentials.secret_access_key = env.secret_key;
-  c.device_id = "pc-dev";
+  auto c = test::crash_uploader_config(env, bucket, prefix, "pc-dev");
   c.target_object_bytes = 48 << 10;
   c.large_record_bytes = 96 << 10;
-  c.max_object_age_s = 0.05;
-  c.retry_base_delay_s = 0.02;
-  c.retry_max_delay_s = 0.2;
-  c.idle_poll_interval_s = 0.01;
   return c;
 }
 

@@ -32,6 +32,7 @@
 #include "fleetpipe/metrics.hpp"
 #include "fleetpipe/trigger.hpp"
 #include "fleetpipe/uploader.hpp"
+#include "support/crash_uploader.hpp"
 #include "support/index_check.hpp"
 #include "support/readback.hpp"
 #include "support/s3_env.hpp"
@@ -70,21 +71,8 @@ BufferConfig buffer_config(const fs::path& dir) {
 
 UploaderConfig uploader_config(const test::S3Env& env, const std::string& bucket,
                                const std::string& prefix) {
-  UploaderConfig c;
-  c.endpoint = env.endpoint_https;
-  c.ca_file = env.ca_file;
-  c.region = env.region;
-  c.bucket = bucket;
-  c.prefix = prefix;
-  c.credentials.source = CredentialsSource::static_keys;
-  c.credentials.access_key_id = env.access_key;
-  c.credentials.secret_access_key = env.secret_key;
-  c.device_id = "crash-dev";
+  auto c = test::crash_uploader_config(env, bucket, prefix, "crash-dev");
   c.target_object_bytes = 64 << 10;
-  c.max_object_age_s = 0.05;
-  c.retry_base_delay_s = 0.02;
-  c.retry_max_delay_s = 0.2;
-  c.idle_poll_interval_s = 0.01;
   // Mixed sizes: records >= 256 KiB are objects of their own, >= 5 MiB multipart uploads whose
   // parts go out in parallel, so a batch holds several objects and a kill often falls between
   // them (or between parts).
