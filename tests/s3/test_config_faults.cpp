@@ -214,6 +214,17 @@ TEST_CASE("pipelines holding a wrong secret or key id keep every event and deliv
       }
       capture_and_run(ps, 2.0);
       check_held(ps, codes);
+      // A record parked while the keys were wrong (as an older version did) comes back once the
+      // provider's keys change.
+      {
+        auto lease = ps[0]->buffer().lease(~0ull, 1);
+        REQUIRE(lease.ok());
+        REQUIRE(lease->records().size() == 1);
+        auto id = lease->records()[0].id;
+        lease->release();
+        REQUIRE(ps[0]->buffer().park({id}, "SignatureDoesNotMatch").ok());
+        REQUIRE(ps[0]->status().buffer.parked == 1);
+      }
       for (auto& pr : providers) pr->set(Credentials{env.access_key, env.secret_key, ""});
       check_delivered(ps, env, bucket, pfx);
     }
