@@ -120,6 +120,10 @@ struct UploaderConfig {
   std::uint32_t max_attempts = 6;    ///< per request, then the batch is nacked and retried later
   double retry_base_delay_s = 0.2;
   double retry_max_delay_s = 30;
+  /// Destination and credentials faults (NoSuchBucket, AccessDenied, InvalidAccessKeyId,
+  /// SignatureDoesNotMatch, ExpiredToken, ...) keep the records queued; the uploader re-probes
+  /// after a backoff doubling from retry_max_delay_s up to this cap (docs/uploader.md "Faults").
+  double fault_max_delay_s = 900;
   // --- shaping ---------------------------------------------------------------------------
   double bytes_per_second = 0;       ///< 0 = unlimited
   std::uint64_t burst_bytes = 0;     ///< 0 = max(4 KiB, rate / 50): 20 ms of traffic
@@ -146,6 +150,10 @@ struct UploaderStatus {
   std::uint64_t multipart_resumed = 0;
   double clock_offset_s = 0;        ///< correction learned from RequestTimeTooSkewed
   std::string last_error;           ///< last failure, for people ("" if none)
+  /// The S3 code (or class) of the destination/credentials fault holding uploads, "" if none;
+  /// how many probes in a row it refused.
+  std::string destination_fault;
+  std::uint64_t destination_fault_probes = 0;
 };
 
 /// How one heartbeat went (Uploader::send_heartbeat).

@@ -285,6 +285,8 @@ nlohmann::json Pipeline::Impl::heartbeat_doc() const {
                     {"multipart_resumed", us.multipart_resumed},
                     {"pauses", metrics.sum("fleetpipe_uploader_pauses_total")},
                     {"paused_seconds", metrics.sum("fleetpipe_uploader_paused_seconds")},
+                    {"destination_fault", us.destination_fault},
+                    {"destination_fault_probes", us.destination_fault_probes},
                     {"last_error", us.last_error}};
     if (last_error.empty()) last_error = us.last_error;
   } else {

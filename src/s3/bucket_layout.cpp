@@ -45,15 +45,26 @@ std::string fill(std::string_view t, const std::map<std::string, std::string>& v
   return out;
 }
 
-// The file name "<start_time>-<seq>.<ext>" of manifests (and of default data keys).
+// The file name "<start_time>-<seq>[-<writer>].<ext>" of manifests (and of default data keys).
 void parse_time_seq_name(std::string_view name, ParsedKey& k) {
   auto dash = name.find('-');
   auto dot = name.find('.', dash == std::string_view::npos ? 0 : dash);
   if (dash == std::string_view::npos || dot == std::string_view::npos) return;
   k.time = parse_utc_compact(name.substr(0, dash));
-  std::string_view seq = name.substr(dash + 1, dot - dash - 1);
+  std::string_view rest = name.substr(dash + 1, dot - dash - 1);
+  std::string_view seq = rest.substr(0, rest.find('-'));
   if (seq.size() == 16 && std::all_of(seq.begin(), seq.end(), [](char c) { return c >= '0' && c <= '9'; })) {
     k.seq = std::stoull(std::string(seq));
+  }
+  if (seq.size() < rest.size()) {
+    std::string_view writer = rest.substr(seq.size() + 1);
+    if (writer.size() == 16 && std::all_of(writer.begin(), writer.end(), [](char c) {
+          return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+        })) {
+      k.writer = std::stoull(std::string(writer), nullptr, 16);
+    } else {
+      k.seq.reset();  // not a name this layout writes
+    }
   }
 }
 
@@ -146,9 +157,16 @@ std::string BucketLayout::data_key(const DataKeyFields& f) const {
 }
 
 std::string BucketLayout::manifest_key(std::string_view device, std::int64_t start_ns,
-                                       std::uint64_t first_id) const {
+                                       std::uint64_t first_id,
+                                       std::optional<std::uint64_t> writer) const {
+  std::string tag;
+  if (writer) {
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(*writer));
+    tag = std::string("-") + hex;
+  }
   return manifests_prefix() + "device=" + key_segment(device) + "/date=" + utc_format(start_ns, "%Y-%m-%d") +
-         "/" + utc_compact_ms(start_ns) + "-" + seq16(first_id) + ".jsonl";
+         "/" + utc_compact_ms(start_ns) + "-" + seq16(first_id) + tag + ".jsonl";
 }
 
 std::string BucketLayout::heartbeat_key(std::string_view device, WallTime t) const {

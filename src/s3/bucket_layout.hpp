@@ -1,7 +1,7 @@
 // Internal: the bucket layout — every key fleetpipe writes, rendered and parsed in one place.
 //
 //   {prefix}/stream=S/date=YYYY-MM-DD/device=D/{start_time}-{seq}.{ext}   data (key_template)
-//   {prefix}/_manifests/device=D/date=YYYY-MM-DD/{start_time}-{seq}.jsonl one per upload batch
+//   {prefix}/_manifests/device=D/date=YYYY-MM-DD/{start_time}-{seq}-{writer}.jsonl one per upload batch
 //   {prefix}/_heartbeat/device=D/{YYYYMMDDTHHMMSSZ}.json                  heartbeats
 //   {prefix}/_campaigns/...                                               campaigns (reserved)
 //
@@ -47,6 +47,7 @@ struct ParsedKey {
   std::string stream, device, date;  ///< partition values ("" when the kind has none)
   std::optional<WallTime> time;      ///< heartbeat time; data/manifest: the start time
   std::optional<std::uint64_t> seq;  ///< data/manifest: the smallest record id
+  std::optional<std::uint64_t> writer;  ///< manifest: the writer tag that makes its key unique
 };
 
 class BucketLayout {
@@ -68,7 +69,10 @@ class BucketLayout {
 
   // ---- rendering ---------------------------------------------------------------------------
   std::string data_key(const DataKeyFields& f) const;
-  std::string manifest_key(std::string_view device, std::int64_t start_ns, std::uint64_t first_id) const;
+  /// `writer`: a random tag per batch, so that a later batch starting with the same record (its
+  /// object not acked before a crash) never replaces this manifest (docs/bucket-layout.md).
+  std::string manifest_key(std::string_view device, std::int64_t start_ns, std::uint64_t first_id,
+                           std::optional<std::uint64_t> writer = std::nullopt) const;
   std::string heartbeat_key(std::string_view device, WallTime t) const;
   // Campaign keys ({prefix}/_campaigns/...) are rendered and parsed here too, with the
   // campaigns issue: campaigns_prefix() is their root.

@@ -71,6 +71,8 @@ Engine::Engine(net::io_context& ioc, const UploaderConfig& cfg, Buffer& buffer, 
                               "Responses whose ETag did not match the MD5 sent");
   clock_offset_gauge_ = &m.gauge("fleetpipe_uploader_clock_offset_seconds",
                                  "Clock correction learned from RequestTimeTooSkewed");
+  destination_fault_gauge_ = &m.gauge("fleetpipe_uploader_destination_fault",
+                                      "1 while a destination or credentials fault holds uploads");
   metrics_ = &m;
 }
 
@@ -83,7 +85,9 @@ detail::S3Client::Hooks Engine::client_hooks(bool count_bytes) {
   h.credentials = [w]() -> Result<Credentials> {
     auto s = w.lock();
     if (!s) return Error(errc::cancelled, "uploader gone");
-    return s->creds_.get();
+    auto c = s->creds_.get();
+    if (c) s->note_credentials(*c);
+    return c;
   };
   h.wall = [w]() {
     auto s = w.lock();
@@ -159,6 +163,25 @@ void Engine::new_generation() {
   if (batch_) batch_->gen = ++batch_gen_;
 }
 
+// New keys from the provider (a rotation, a fix): what the old ones got parked may go now. Only
+// a fingerprint is kept, never the secret.
+void Engine::note_credentials(const Credentials& c) {
+  std::size_t f = std::hash<std::string>{}(c.access_key_id + '\n' + c.secret_access_key + '\n' + c.session_token);
+  if (credentials_fingerprint_ != 0 && f != credentials_fingerprint_) credentials_changed_ = true;
+  credentials_fingerprint_ = f;
+}
+
+void Engine::unpark_after_credentials_change() {
+  credentials_changed_ = false;
+  auto n = buffer_.unpark();
+  if (!n) {
+    log(LogLevel::error, "unpark after a credentials change failed: " + n.error().message);
+  } else if (*n > 0) {
+    log(LogLevel::warning, "credentials changed: " + std::to_string(*n) + " parked records back in the upload queue");
+  }
+  poke();
+}
+
 void Engine::poke() {
   net::post(ioc_, weak([this]() { tick(); }));
 }
@@ -213,6 +236,7 @@ void Engine::tick() {
   if (any_busy() || waiting_ || batch_) return;
   if (port_.clock->monotonic() < backoff_until_) return;
   if (startup_pending_) return startup();
+  if (credentials_changed_) return unpark_after_credentials_change();
   if (!pending_manifests_.empty()) return write_pending_manifest();
   if (!abandoned_.empty()) return abort_next_abandoned();
   // A scan step always has a request in flight or a retry timer (waiting_); if a handler was
@@ -269,7 +293,7 @@ void Engine::start_batch() {
   batch_->lease = std::move(*lease);
   batch_->gen = ++batch_gen_;
   plan_objects(*batch_, cfg_, layout_);
-  batch_->manifest_key = manifest_key_for(*batch_, layout_);
+  batch_->manifest_key = manifest_key_for(*batch_, layout_, rng_());
   update_status();
   next_object();
 }
@@ -289,6 +313,7 @@ void Engine::object_done(ObjectPlan& p, const std::string& etag, bool multipart,
   p.etag = etag;
   p.parts = parts;
   uploads_ok_->inc();
+  clear_destination_fault();
   record_manifest_line(b, p, etag, multipart, parts);
   auto ids = p.ids();
   auto ack = buffer_.ack(ids);

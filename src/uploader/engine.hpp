@@ -66,8 +66,13 @@ std::string header_safe(std::string_view s, std::size_t max = 512);
 /// An ETag without its surrounding quotes (put_object.cpp).
 std::string strip_quotes(std::string s);
 
-/// The manifest key of a planned batch: named after its smallest record id (manifest.cpp).
-std::string manifest_key_for(const Batch& b, const detail::BucketLayout& layout);
+/// Destination and credentials faults (no bucket, access denied, rejected or expired keys):
+/// every object would fail alike, so they hold the uploader, not the records (failure.cpp).
+bool is_destination_fault(const detail::S3Failure& f);
+
+/// The manifest key of a planned batch: named after its smallest record id and `writer`, a
+/// random tag that makes each batch's key its own (manifest.cpp).
+std::string manifest_key_for(const Batch& b, const detail::BucketLayout& layout, std::uint64_t writer);
 
 struct Digests {
   std::string md5_raw;
@@ -128,6 +133,8 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void log(LogLevel l, const std::string& msg) { fleetpipe::log(port_, l, kComponent, msg); }
   void set_last_error(const std::string& e);
   void update_status();
+  void note_credentials(const Credentials& c);
+  void unpark_after_credentials_change();
   template <class F>
   void with_status(F f) {
     std::lock_guard<std::mutex> g(status_mu_);
@@ -154,12 +161,16 @@ class Engine : public std::enable_shared_from_this<Engine> {
   void object_unreadable(ObjectPlan& p, const Error& e);
   void object_failed_permanently(ObjectPlan& p, const detail::S3Failure& f);
   void batch_failed(const detail::S3Failure& f, bool nack);
+  void note_destination_fault(const detail::S3Failure& f);
+  void clear_destination_fault();
 
   // ---- manifests (manifest.cpp) ------------------------------------------------------------
   void record_manifest_line(Batch& b, const ObjectPlan& p, const std::string& etag, bool multipart,
                             std::uint32_t parts);
   void write_pending_manifest();
   void put_manifest(const std::string& key, const std::string& body, std::function<void(bool)> done);
+  void manifest_backoff();
+  void adopt_pending_manifests();
 
   // ---- abandoned multipart uploads (orphan_scan.cpp) ---------------------------------------
   void startup();
@@ -260,6 +271,10 @@ class Engine : public std::enable_shared_from_this<Engine> {
   bool startup_pending_ = false;
   std::optional<MonoTime> first_seen_;
   MonoTime backoff_until_{};
+  std::uint64_t fault_probes_ = 0;  // consecutive destination/credentials faults (failure.cpp)
+  std::size_t credentials_fingerprint_ = 0;  // hash of the keys last signed with
+  bool credentials_changed_ = false;
+  std::string fault_code_;
   double clock_offset_s_ = 0;
   std::uint64_t bytes_sent_total_ = 0;
   std::atomic<bool> flush_requested_{false};
@@ -305,6 +320,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   Counter *resumed_, *aborted_own_, *aborted_orphan_, *scans_ok_, *scans_failed_;
   Counter *manifests_ok_, *manifests_failed_, *etag_mismatch_;
   Gauge* clock_offset_gauge_;
+  Gauge* destination_fault_gauge_;
 };
 
 }  // namespace fleetpipe::uploader_internal

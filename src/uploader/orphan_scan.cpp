@@ -24,10 +24,7 @@ namespace fleetpipe::uploader_internal {
 // At start: pending manifests and abandoned multipart uploads from an earlier run.
 void Engine::startup() {
   startup_pending_ = false;
-  auto ms = buffer_.list_state(kManifestPrefix);
-  if (ms) {
-    for (auto& [k, v] : *ms) pending_manifests_.emplace_back(k.substr(std::strlen(kManifestPrefix)), v);
-  }
+  adopt_pending_manifests();
   auto mp = buffer_.list_state(kMpuPrefix);
   if (mp) {
     auto now = std::chrono::duration_cast<std::chrono::seconds>(port_.clock->wall().time_since_epoch()).count();

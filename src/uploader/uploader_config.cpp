@@ -108,6 +108,7 @@ UploaderConfig parse_uploader_config(JsonReader& r) {
     c.retry_base_delay_s = s.seconds("base_delay", c.retry_base_delay_s, 0, 3600, true);
     c.retry_max_delay_s = s.seconds("max_delay", c.retry_max_delay_s, 0, 86400, true);
     if (c.retry_max_delay_s < c.retry_base_delay_s) s.fail("max_delay", "must be >= base_delay");
+    c.fault_max_delay_s = s.seconds("fault_max_delay", c.fault_max_delay_s, 0, 86400, true);
     s.finish();
   }
   {

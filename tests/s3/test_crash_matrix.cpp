@@ -1,8 +1,9 @@
-// Crash matrix (issue #9): a forked child runs capture + buffer + upload (Capture -> Buffer ->
-// Uploader to the real S3 server) and is killed with SIGKILL at a random point, again and again;
-// after each kill the DB must open. Then a drain uploads the rest, and an independent boto3
-// read-back (tests/s3/uploader_readback.py) plus the C++ event decoder check that every event the
-// Buffer accepted is in the bucket exactly once.
+// Crash matrix (issues #9, #24): a forked child runs capture + buffer + upload (Capture and
+// mixed-size records of random priority -> Buffer -> Uploader to the real S3 server) and is
+// killed with SIGKILL at a random point, again and again; after each kill the DB must open. Then
+// a drain uploads the rest, and an independent boto3 read-back (tests/s3/uploader_readback.py)
+// checks the bucket and its index: every accepted record is in exactly one data object and in a
+// manifest line with the right key, offset, size and event id; no line names a missing object.
 //
 // Kill count: $FLEETPIPE_CRASH_KILLS, default 100 (20 in sanitizer builds, which run ~5x slower).
 #include "fleetpipe/capture.hpp"
@@ -14,8 +15,11 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -28,6 +32,8 @@
 #include "fleetpipe/metrics.hpp"
 #include "fleetpipe/trigger.hpp"
 #include "fleetpipe/uploader.hpp"
+#include "support/crash_uploader.hpp"
+#include "support/index_check.hpp"
 #include "support/readback.hpp"
 #include "support/s3_env.hpp"
 #include "support/shell.hpp"
@@ -65,22 +71,36 @@ BufferConfig buffer_config(const fs::path& dir) {
 
 UploaderConfig uploader_config(const test::S3Env& env, const std::string& bucket,
                                const std::string& prefix) {
-  UploaderConfig c;
-  c.endpoint = env.endpoint_https;
-  c.ca_file = env.ca_file;
-  c.region = env.region;
-  c.bucket = bucket;
-  c.prefix = prefix;
-  c.credentials.source = CredentialsSource::static_keys;
-  c.credentials.access_key_id = env.access_key;
-  c.credentials.secret_access_key = env.secret_key;
-  c.device_id = "crash-dev";
+  auto c = test::crash_uploader_config(env, bucket, prefix, "crash-dev");
   c.target_object_bytes = 64 << 10;
-  c.max_object_age_s = 0.05;
-  c.retry_base_delay_s = 0.02;
-  c.retry_max_delay_s = 0.2;
-  c.idle_poll_interval_s = 0.01;
+  // Mixed sizes: records >= 256 KiB are objects of their own, >= 5 MiB multipart uploads whose
+  // parts go out in parallel, so a batch holds several objects and a kill often falls between
+  // them (or between parts).
+  c.large_record_bytes = 256 << 10;
+  c.multipart_threshold_bytes = 5ull << 20;
+  c.part_bytes = 5ull << 20;
+  c.max_concurrent_requests = 4;
   return c;
+}
+
+// A blob record's payload, a function of its event id (the parent checks the bytes).
+std::string blob_payload(const std::string& event_id, std::size_t size) {
+  std::uint64_t x = std::hash<std::string>{}(event_id);
+  std::string out(size, '\0');
+  for (std::size_t i = 0; i < size; i += 8) {
+    x += 0x9e3779b97f4a7c15ull;  // splitmix64
+    std::uint64_t z = x;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    std::memcpy(&out[i], &z, std::min<std::size_t>(8, size - i));
+  }
+  return out;
+}
+
+// "blob-<run>-<n>-<size>": the size travels in the id, so the parent can rebuild the payload.
+std::size_t blob_size_of(const std::string& event_id) {
+  return static_cast<std::size_t>(std::stoull(event_id.substr(event_id.rfind('-') + 1)));
 }
 
 // Appends each finished event to the Buffer; logs its id once the Buffer has accepted it.
@@ -99,7 +119,7 @@ struct LoggingSink final : EventSink {
 
 // The child: capture + buffer + upload until killed.
 [[noreturn]] void child_main(const fs::path& dir, const test::S3Env& env, const std::string& bucket,
-                             const std::string& prefix, std::uint64_t seed) {
+                             const std::string& prefix, std::uint64_t seed, int run) {
   StderrLogSink quiet(LogLevel::off);
   Port port;
   port.log = &quiet;
@@ -124,11 +144,25 @@ struct LoggingSink final : EventSink {
   auto imu = (*cap)->stream("imu");
   auto m = (*cap)->trigger("m");
   std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> log_size(std::log(10.0), std::log(7.0 * 1024 * 1024));
   double t = 0;
+  int blobs = 0;
   for (std::uint64_t i = 0;; ++i) {
     t += 0.01;
     (*cap)->push(imu, t, {static_cast<double>(rng() % 1000)});
     if (i % 20 == 0) (void)(*cap)->fire(m, t);
+    if (i % 40 == 10 && blobs < 2) {  // 10 B .. 7 MiB, log-uniform, priority 0..7
+      auto size = static_cast<std::size_t>(std::exp(log_size(rng)));
+      RecordMeta meta;
+      meta.stream = "blob";
+      meta.event_id = "blob-" + std::to_string(run) + "-" + std::to_string(blobs++) + "-" +
+                      std::to_string(size);
+      meta.priority = static_cast<std::uint8_t>(rng() % 8);
+      meta.start_ns = meta.end_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+          std::chrono::system_clock::now().time_since_epoch()).count();
+      meta.content_type = "application/octet-stream";
+      (void)sink.deliver(meta, blob_payload(meta.event_id, size));
+    }
     (*cap)->tick(t);
     (*up)->poll();
     if (i % 5 == 0) (*up)->run_for(1ms);
@@ -137,8 +171,8 @@ struct LoggingSink final : EventSink {
 
 }  // namespace
 
-TEST_CASE("kill -9 of capture+buffer+upload at random points: the DB opens every time and every "
-          "accepted event is in the bucket exactly once",
+TEST_CASE("kill -9 of capture+buffer+upload at random points: the DB opens every time, every "
+          "accepted record is in the bucket exactly once and in a manifest line that names it right",
           "[crash][s3]") {
   auto env = test::load_s3_env();
   int kills = kDefaultKills;
@@ -152,11 +186,11 @@ TEST_CASE("kill -9 of capture+buffer+upload at random points: the DB opens every
   Port port;
   port.log = &quiet;
 
-  int killed = 0;
+  int killed = 0, mid_batch = 0, mid_multipart = 0, orphans_aborted = 0;
   for (int i = 0; i < kills; ++i) {
     pid_t pid = fork();
     REQUIRE(pid >= 0);
-    if (pid == 0) child_main(dir, env, bucket, prefix, rng());
+    if (pid == 0) child_main(dir, env, bucket, prefix, rng(), i);
     std::this_thread::sleep_for(std::chrono::milliseconds(20 + rng() % 300));
     REQUIRE(kill(pid, SIGKILL) == 0);
     int status = 0;
@@ -169,6 +203,14 @@ TEST_CASE("kill -9 of capture+buffer+upload at random points: the DB opens every
     auto buf = Buffer::open(buffer_config(dir), port, metrics);  // the DB opens every time
     REQUIRE(buf.ok());
     CHECK(metrics.sum("fleetpipe_buffer_quarantined_total") == 0);
+    // A batch partly delivered (manifest lines kept for it) or a multipart upload under way: the
+    // kill fell while more than one object, or part, of a batch was in flight.
+    auto manifests = (*buf)->list_state("uploader/manifest/");
+    auto mpus = (*buf)->list_state("uploader/mpu/");
+    REQUIRE(manifests.ok());
+    REQUIRE(mpus.ok());
+    if (!manifests->empty()) ++mid_batch;
+    if (!mpus->empty()) ++mid_multipart;
   }
   CHECK(killed == kills);
 
@@ -180,15 +222,21 @@ TEST_CASE("kill -9 of capture+buffer+upload at random points: the DB opens every
     dport.log = &drain_log;
     auto buf = Buffer::open(buffer_config(dir), dport, metrics);
     REQUIRE(buf.ok());
-    auto up = Uploader::create(uploader_config(env, bucket, prefix), **buf, dport, metrics);
+    // A kill between CreateMultipartUpload's reply and its saved state leaves an upload no state
+    // names: the drain's bucket scan aborts those older than 1 s (a scan every second).
+    auto cfg = uploader_config(env, bucket, prefix);
+    cfg.abandon_multipart_after_s = 1;
+    auto up = Uploader::create(cfg, **buf, dport, metrics);
     REQUIRE(up.ok());
-    auto end = std::chrono::steady_clock::now() + 120s;
+    auto end = std::chrono::steady_clock::now() + 300s;
     while (std::chrono::steady_clock::now() < end &&
            ((*buf)->stats().records > 0 || !(*up)->idle())) {
       (*up)->flush();
       (*up)->run_for(20ms);
     }
-    (*up)->run_for(500ms);  // pending manifests
+    auto settle = std::chrono::steady_clock::now() + 2500ms;  // pending manifests, two scans
+    while (std::chrono::steady_clock::now() < settle) (*up)->run_for(50ms);
+    orphans_aborted = static_cast<int>(metrics.sum("fleetpipe_uploader_multipart_aborted_total"));
     INFO("last error: " << (*up)->status().last_error << "; records " << (*buf)->stats().records
                          << ", acked " << metrics.value("fleetpipe_uploader_records_acked_total"));
     REQUIRE((*buf)->stats().records == 0);
@@ -202,27 +250,25 @@ TEST_CASE("kill -9 of capture+buffer+upload at random points: the DB opens every
     while (std::getline(in, id))
       if (!id.empty()) accepted.insert(id);
   }
-  INFO(accepted.size() << " events accepted over " << kills << " kills");
+  INFO(accepted.size() << " records accepted over " << kills << " kills");
   REQUIRE(accepted.size() >= static_cast<std::size_t>(kills) / 2);
 
   auto rb = readback(env, "dump " + bucket + " " + prefix + "/ '" + (dir / "rb").string() + "'");
   CHECK(rb["uploads"].get<int>() == 0);
-  std::map<std::string, int> seen;
-  for (const auto& o : rb["objects"]) {
-    auto key = o["key"].get<std::string>();
-    if (key.find("/_manifests/") != std::string::npos) continue;
-    auto events = detail::decode_events(slurp(o["file"].get<std::string>()));
-    INFO(key);
-    REQUIRE(events.ok());  // every object is whole, byte-exact FPEV
-    for (const auto& e : *events) ++seen[e.event_id];
-  }
-  int missing = 0, duplicated = 0;
-  for (const auto& id : accepted)
-    if (seen.find(id) == seen.end()) ++missing;
-  for (const auto& [id, n] : seen)
-    if (n != 1) ++duplicated;
-  CHECK(missing == 0);
-  CHECK(duplicated == 0);
-  std::printf("crash matrix: %d kills, %zu events accepted, %zu in the bucket, %d missing, %d "
-              "duplicated\n", kills, accepted.size(), seen.size(), missing, duplicated);
+  auto report = test::check_index(rb, accepted, [](const std::string& id, std::string_view bytes) {
+    return id.rfind("blob-", 0) == 0 && bytes == blob_payload(id, blob_size_of(id));
+  });
+  INFO(report.summary());
+  CHECK(report.undecodable_objects == 0);
+  CHECK(report.missing == 0);
+  CHECK(report.duplicated == 0);
+  CHECK(report.bad_lines == 0);
+  CHECK(report.unlisted_objects == 0);
+  CHECK(report.unindexed == 0);
+  // The matrix must have hit what it is for: kills between the objects of a batch.
+  CHECK(mid_batch >= std::max(1, kills / 25));
+  std::printf("crash matrix: %d kills (%d with a batch partly delivered, %d during a multipart "
+              "upload, %d orphaned multipart uploads aborted by the drain); %s\n", kills, mid_batch,
+              mid_multipart, orphans_aborted, report.summary().c_str());
+  if (report.problems.empty()) fs::remove_all(dir);
 }

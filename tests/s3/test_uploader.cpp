@@ -274,7 +274,8 @@ TEST_CASE("a PutObject larger than the I/O chunk is hashed in slices and reads b
   CHECK(metrics.value("fleetpipe_uploader_uploads_total", {{"result", "ok"}}) >= 1);
 }
 
-TEST_CASE("a wrong secret is a permanent error: counted, records parked, nothing lost",
+TEST_CASE("a wrong secret holds the uploader, not the records: counted, reported, nothing parked "
+          "or lost",
           "[uploader][s3]") {
   auto env = test::load_s3_env();
   auto bucket = unique_bucket("auth");
@@ -292,11 +293,14 @@ TEST_CASE("a wrong secret is a permanent error: counted, records parked, nothing
   auto up = Uploader::create(cfg, **buf, port, metrics);
   REQUIRE(up.ok());
   (*up)->flush();
-  REQUIRE(run_until(**up, [&] { return (*buf)->stats().parked == 3 && (*up)->idle(); }));
+  REQUIRE(run_until(**up, [&] { return (*up)->status().destination_fault == "SignatureDoesNotMatch" && (*up)->idle(); }));
   CHECK((*buf)->stats().records == 3);  // kept, not lost
+  CHECK((*buf)->stats().parked == 0);   // the uploader's fault, not the records'
   CHECK(metrics.value("fleetpipe_uploader_request_failures_total", {{"class", "auth"}}) >= 1);
-  CHECK(metrics.sum("fleetpipe_uploader_records_parked_total") == 3);
-  CHECK((*up)->status().records_parked == 3);
+  CHECK(metrics.value("fleetpipe_uploader_destination_faults_total", {{"code", "SignatureDoesNotMatch"}}) >= 1);
+  CHECK(metrics.value("fleetpipe_uploader_destination_fault") == 1);
+  CHECK(metrics.sum("fleetpipe_uploader_records_parked_total") == 0);
+  CHECK((*up)->status().records_parked == 0);
   CHECK(readback(env, "list " + bucket).empty());
   // The secret never reaches the logs or the status.
   CHECK_FALSE(logs.contains("definitely-wrong-secret"));
