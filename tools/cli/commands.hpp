@@ -13,6 +13,8 @@ void register_replay(CLI::App& app);   // replay.cpp — dry-run triggers over r
 void register_query(CLI::App& app);    // query.cpp — find events in the bucket
 void register_status(CLI::App& app);   // status.cpp — fleet health from heartbeats
 void register_campaign(CLI::App& app); // campaign.cpp — keygen, sign, validate campaigns
+void register_campaign_bucket(CLI::App& campaign);  // campaign_publish.cpp — publish, rollout,
+                                                    // suspend, resume
 
 void set_exit_code(int code);
 int exit_code();
