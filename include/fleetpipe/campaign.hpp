@@ -322,7 +322,8 @@ struct CampaignAgentConfig {
 /// (the version in force, 0 for local triggers).
 class CampaignAgent {
  public:
-  /// `port.clock` and `metrics` must outlive the agent. Errors: invalid_config (settings:
+  /// `port.clock` and `metrics` must outlive the agent; `device.limits` is taken from
+  /// `config.settings.limits`. Errors: invalid_config (settings:
   /// a malformed trusted key, an empty follow list, a bad interval), invalid_argument (a hook
   /// missing).
   static Result<std::unique_ptr<CampaignAgent>> create(CampaignAgentConfig config,
