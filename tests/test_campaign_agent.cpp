@@ -236,6 +236,14 @@ TEST_CASE("rejected documents are counted by reason and the campaign in force st
     CHECK(dev.agent->in_force()->campaign_version == 5);
   }
   CHECK(dev.applied == std::vector<std::string>{"fleet@5"});
+  const json beat = json::parse(campaign_status_json(dev.agent->status()));
+  REQUIRE(beat.size() == 1);
+  CHECK(beat[0]["id"] == "fleet");
+  CHECK(beat[0]["version"] == 5);
+  CHECK(beat[0]["state"] == "active");
+  CHECK(beat[0]["in_force"] == true);
+  CHECK(beat[0]["last_rejection"] == "oversize");
+  CHECK(beat[0]["last_rejection_at"] == format_campaign_time(dev.status().last_rejection_at));
   for (const auto& line : dev.logs) CHECK(line.find("PRIVATE KEY") == std::string::npos);
   // A rejected object is not downloaded again: its ETag is sent, the server answers 304.
   const double unchanged = dev.updates("unchanged");
@@ -266,6 +274,7 @@ TEST_CASE("a campaign is pending until its start and falls back to local trigger
   bucket.put(kKey, signed_envelope(doc));
   dev.run_for(minutes(2));
   CHECK(dev.status().state == CampaignState::pending);
+  CHECK(json::parse(campaign_status_json(dev.agent->status()))[0].count("last_rejection") == 0);
   CHECK(dev.applied.empty());
   CHECK(dev.agent->in_force() == nullptr);
   dev.run_for(minutes(29));

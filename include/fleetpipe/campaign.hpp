@@ -284,6 +284,11 @@ struct CampaignStatus {
   WallTime last_rejection_at{};
 };
 
+/// The heartbeat's "campaigns" value: [{"id", "version", "state", "since", "in_force",
+/// "last_rejection", "last_rejection_at"}] (the last two only after a rejection; times UTC
+/// "YYYY-MM-DDTHH:MM:SSZ"). The rejection message stays in the device log.
+std::string campaign_status_json(const std::vector<CampaignStatus>& statuses);
+
 /// A conditional GET's reply: 200 with a body, 304 (not modified), 404 (no such campaign).
 struct CampaignFetchReply {
   int status = 0;
