@@ -459,3 +459,25 @@ TEST_CASE("the agent refuses missing hooks and bad settings", "[campaign]") {
   REQUIRE_FALSE(no_follow);
   CHECK(no_follow.error().json_pointer == "/campaigns/follow");
 }
+
+TEST_CASE("a later-starting version keeps the running one in force until its start", "[campaign]") {
+  FakeBucket bucket;
+  Device dev(bucket);
+  dev.boot();
+  const WallTime now = dev.clock.wall();
+  bucket.put(kKey, signed_envelope(campaign_doc("fleet", 1, now)));
+  dev.run_for(minutes(2));
+  json next = campaign_doc("fleet", 2, now);
+  next["start"] = format_campaign_time(now + minutes(40));
+  bucket.put(kKey, signed_envelope(next));
+  dev.next_fetch();
+  CHECK(dev.status().state == CampaignState::pending);
+  CHECK(dev.status().version == 2);
+  CHECK(dev.status().in_force);
+  REQUIRE(dev.agent->in_force());
+  CHECK(dev.agent->in_force()->campaign_version == 1);
+  CHECK(dev.applied == std::vector<std::string>{"fleet@1"});
+  dev.run_for(minutes(30));
+  CHECK(dev.applied == std::vector<std::string>{"fleet@1", "fleet@2"});
+  CHECK(dev.status().state == CampaignState::active);
+}
