@@ -123,12 +123,12 @@ struct CampaignAgent::Impl {
       s.bridge_doc.reset();
       s.bridge_app.reset();
     }
+    s.status.version = doc.version;
     s.accepted_digest = detail::campaign_sha256(opened.payload);
     s.accepted = std::move(opened);
     s.accepted_envelope = std::move(envelope);
     s.targeted = targeted;
     s.app = std::move(app);
-    s.status.version = doc.version;
     return {};
   }
 
