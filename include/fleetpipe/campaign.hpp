@@ -164,7 +164,7 @@ struct CampaignTrustedKey {
 
 /// The "campaigns" section of the local config (docs/campaigns.md).
 struct CampaignSettings {
-  bool enabled = false;
+  bool enabled = false;  ///< the owner creates a CampaignAgent only when true
   std::vector<std::string> follow{"fleet"};  ///< campaign ids this device polls
   double poll_interval_s = 600;              ///< per id; jittered by +-`poll_jitter` per device
   double poll_jitter = 0.1;                  ///< 0..0.5, a share of the interval
