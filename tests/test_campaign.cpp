@@ -400,6 +400,7 @@ TEST_CASE("campaign settings are parsed strictly with pointers", "[campaign]") {
   CHECK(pointer(R"({"follow": []})") == "/campaigns/follow");
   CHECK(pointer(R"({"follow": ["a/b"]})") == "/campaigns/follow/0");
   CHECK(pointer(R"({"poll_interval": "1s"})") == "/campaigns/poll_interval");
+  CHECK(pointer(R"({"poll_interval": "30d"})") == "/campaigns/poll_interval");
   CHECK(pointer(R"({"limits": {"max_prio": 1}})") == "/campaigns/limits/max_prio");
   CHECK(campaign_object_key("fleetpipe", "speed") == "fleetpipe/_campaigns/speed.json");
   CHECK(campaign_object_key("", "speed") == "_campaigns/speed.json");
