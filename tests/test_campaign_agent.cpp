@@ -41,6 +41,8 @@ struct FakeBucket {
   }
 };
 
+const std::string kKey = "fleetpipe/_campaigns/fleet.json";
+
 // One device: clock, state table, metrics, and what the pipeline was asked to apply.
 struct Device {
   FakeClock clock;
@@ -105,6 +107,15 @@ struct Device {
       clock.advance(seconds(1));
     }
   }
+  // Boots, then runs until version 1 of campaign "fleet" (published now) is in force.
+  WallTime boot_on_v1() {
+    boot();
+    const WallTime now = clock.wall();
+    bucket->put(kKey, signed_envelope(campaign_doc("fleet", 1, now)));
+    run_for(minutes(2));
+    REQUIRE(applied == std::vector<std::string>{"fleet@1"});
+    return now;
+  }
   // Runs the loop until the agent has made one more request (at most 15 min).
   void next_fetch() {
     const auto n = bucket->requests.size();
@@ -119,8 +130,6 @@ struct Device {
   }
   CampaignStatus status(std::size_t i = 0) const { return agent->status().at(i); }
 };
-
-const std::string kKey = "fleetpipe/_campaigns/fleet.json";
 
 }  // namespace
 
@@ -293,10 +302,7 @@ TEST_CASE("a campaign is pending until its start and falls back to local trigger
 TEST_CASE("a signed suspension returns to local triggers and a later version resumes", "[campaign]") {
   FakeBucket bucket;
   Device dev(bucket);
-  dev.boot();
-  const WallTime now = dev.clock.wall();
-  bucket.put(kKey, signed_envelope(campaign_doc("fleet", 1, now)));
-  dev.run_for(minutes(2));
+  const WallTime now = dev.boot_on_v1();
   json suspended = campaign_doc("fleet", 2, now);
   suspended["suspended"] = true;
   bucket.put(kKey, signed_envelope(suspended));
@@ -428,10 +434,7 @@ TEST_CASE("of two followed campaigns the higher priority is in force", "[campaig
 TEST_CASE("a failed apply is counted, keeps what runs and is not retried", "[campaign]") {
   FakeBucket bucket;
   Device dev(bucket);
-  dev.boot();
-  const WallTime now = dev.clock.wall();
-  bucket.put(kKey, signed_envelope(campaign_doc("fleet", 1, now)));
-  dev.run_for(minutes(2));
+  const WallTime now = dev.boot_on_v1();
   dev.refuse_apply = true;
   bucket.put(kKey, signed_envelope(campaign_doc("fleet", 2, now)));
   dev.run_for(minutes(30));
@@ -463,10 +466,7 @@ TEST_CASE("the agent refuses missing hooks and bad settings", "[campaign]") {
 TEST_CASE("a later-starting version keeps the running one in force until its start", "[campaign]") {
   FakeBucket bucket;
   Device dev(bucket);
-  dev.boot();
-  const WallTime now = dev.clock.wall();
-  bucket.put(kKey, signed_envelope(campaign_doc("fleet", 1, now)));
-  dev.run_for(minutes(2));
+  const WallTime now = dev.boot_on_v1();
   json next = campaign_doc("fleet", 2, now);
   next["start"] = format_campaign_time(now + minutes(40));
   bucket.put(kKey, signed_envelope(next));
