@@ -77,6 +77,9 @@ TEST_CASE("campaign parsing is strict and names the JSON pointer", "[campaign]")
       {"id with a slash", [](json& d) { d["id"] = "a/b"; }, "/id"},
       {"local time", [](json& d) { d["start"] = "2026-12-03T10:00:00+01:00"; }, "/start"},
       {"30 February", [](json& d) { d["start"] = "2026-02-30T10:00:00Z"; }, "/start"},
+      {"year 1013 (out of WallTime's range, found by fuzzing)",
+       [](json& d) { d["expiry"] = "1013-01-01T00:00:00Z"; }, "/expiry"},
+      {"year 9999", [](json& d) { d["expiry"] = "9999-01-01T00:00:00Z"; }, "/expiry"},
       {"expiry before start",
        [](json& d) { d["expiry"] = format_campaign_time(kNow - std::chrono::hours(2)); }, "/expiry"},
       {"rollout over 100", [](json& d) { d["targeting"]["rollout_percent"] = 101; },
@@ -397,6 +400,7 @@ TEST_CASE("campaign settings are parsed strictly with pointers", "[campaign]") {
   CHECK(pointer(R"({"follow": []})") == "/campaigns/follow");
   CHECK(pointer(R"({"follow": ["a/b"]})") == "/campaigns/follow/0");
   CHECK(pointer(R"({"poll_interval": "1s"})") == "/campaigns/poll_interval");
+  CHECK(pointer(R"({"poll_interval": "30d"})") == "/campaigns/poll_interval");
   CHECK(pointer(R"({"limits": {"max_prio": 1}})") == "/campaigns/limits/max_prio");
   CHECK(campaign_object_key("fleetpipe", "speed") == "fleetpipe/_campaigns/speed.json");
   CHECK(campaign_object_key("", "speed") == "_campaigns/speed.json");

@@ -41,6 +41,8 @@ struct FakeBucket {
   }
 };
 
+const std::string kKey = "fleetpipe/_campaigns/fleet.json";
+
 // One device: clock, state table, metrics, and what the pipeline was asked to apply.
 struct Device {
   FakeClock clock;
@@ -105,6 +107,15 @@ struct Device {
       clock.advance(seconds(1));
     }
   }
+  // Boots, then runs until version 1 of campaign "fleet" (published now) is in force.
+  WallTime boot_on_v1() {
+    boot();
+    const WallTime now = clock.wall();
+    bucket->put(kKey, signed_envelope(campaign_doc("fleet", 1, now)));
+    run_for(minutes(2));
+    REQUIRE(applied == std::vector<std::string>{"fleet@1"});
+    return now;
+  }
   // Runs the loop until the agent has made one more request (at most 15 min).
   void next_fetch() {
     const auto n = bucket->requests.size();
@@ -119,8 +130,6 @@ struct Device {
   }
   CampaignStatus status(std::size_t i = 0) const { return agent->status().at(i); }
 };
-
-const std::string kKey = "fleetpipe/_campaigns/fleet.json";
 
 }  // namespace
 
@@ -236,6 +245,14 @@ TEST_CASE("rejected documents are counted by reason and the campaign in force st
     CHECK(dev.agent->in_force()->campaign_version == 5);
   }
   CHECK(dev.applied == std::vector<std::string>{"fleet@5"});
+  const json beat = json::parse(campaign_status_json(dev.agent->status()));
+  REQUIRE(beat.size() == 1);
+  CHECK(beat[0]["id"] == "fleet");
+  CHECK(beat[0]["version"] == 5);
+  CHECK(beat[0]["state"] == "active");
+  CHECK(beat[0]["in_force"] == true);
+  CHECK(beat[0]["last_rejection"] == "oversize");
+  CHECK(beat[0]["last_rejection_at"] == format_campaign_time(dev.status().last_rejection_at));
   for (const auto& line : dev.logs) CHECK(line.find("PRIVATE KEY") == std::string::npos);
   // A rejected object is not downloaded again: its ETag is sent, the server answers 304.
   const double unchanged = dev.updates("unchanged");
@@ -266,6 +283,7 @@ TEST_CASE("a campaign is pending until its start and falls back to local trigger
   bucket.put(kKey, signed_envelope(doc));
   dev.run_for(minutes(2));
   CHECK(dev.status().state == CampaignState::pending);
+  CHECK(json::parse(campaign_status_json(dev.agent->status()))[0].count("last_rejection") == 0);
   CHECK(dev.applied.empty());
   CHECK(dev.agent->in_force() == nullptr);
   dev.run_for(minutes(29));
@@ -284,10 +302,7 @@ TEST_CASE("a campaign is pending until its start and falls back to local trigger
 TEST_CASE("a signed suspension returns to local triggers and a later version resumes", "[campaign]") {
   FakeBucket bucket;
   Device dev(bucket);
-  dev.boot();
-  const WallTime now = dev.clock.wall();
-  bucket.put(kKey, signed_envelope(campaign_doc("fleet", 1, now)));
-  dev.run_for(minutes(2));
+  const WallTime now = dev.boot_on_v1();
   json suspended = campaign_doc("fleet", 2, now);
   suspended["suspended"] = true;
   bucket.put(kKey, signed_envelope(suspended));
@@ -419,10 +434,7 @@ TEST_CASE("of two followed campaigns the higher priority is in force", "[campaig
 TEST_CASE("a failed apply is counted, keeps what runs and is not retried", "[campaign]") {
   FakeBucket bucket;
   Device dev(bucket);
-  dev.boot();
-  const WallTime now = dev.clock.wall();
-  bucket.put(kKey, signed_envelope(campaign_doc("fleet", 1, now)));
-  dev.run_for(minutes(2));
+  const WallTime now = dev.boot_on_v1();
   dev.refuse_apply = true;
   bucket.put(kKey, signed_envelope(campaign_doc("fleet", 2, now)));
   dev.run_for(minutes(30));
@@ -449,4 +461,23 @@ TEST_CASE("the agent refuses missing hooks and bad settings", "[campaign]") {
   auto no_follow = CampaignAgent::create(cfg, campaign_device(), port, metrics, {});
   REQUIRE_FALSE(no_follow);
   CHECK(no_follow.error().json_pointer == "/campaigns/follow");
+}
+
+TEST_CASE("a later-starting version keeps the running one in force until its start", "[campaign]") {
+  FakeBucket bucket;
+  Device dev(bucket);
+  const WallTime now = dev.boot_on_v1();
+  json next = campaign_doc("fleet", 2, now);
+  next["start"] = format_campaign_time(now + minutes(40));
+  bucket.put(kKey, signed_envelope(next));
+  dev.next_fetch();
+  CHECK(dev.status().state == CampaignState::pending);
+  CHECK(dev.status().version == 2);
+  CHECK(dev.status().in_force);
+  REQUIRE(dev.agent->in_force());
+  CHECK(dev.agent->in_force()->campaign_version == 1);
+  CHECK(dev.applied == std::vector<std::string>{"fleet@1"});
+  dev.run_for(minutes(30));
+  CHECK(dev.applied == std::vector<std::string>{"fleet@1", "fleet@2"});
+  CHECK(dev.status().state == CampaignState::active);
 }

@@ -164,7 +164,7 @@ struct CampaignTrustedKey {
 
 /// The "campaigns" section of the local config (docs/campaigns.md).
 struct CampaignSettings {
-  bool enabled = false;
+  bool enabled = false;  ///< the owner creates a CampaignAgent only when true
   std::vector<std::string> follow{"fleet"};  ///< campaign ids this device polls
   double poll_interval_s = 600;              ///< per id; jittered by +-`poll_jitter` per device
   double poll_jitter = 0.1;                  ///< 0..0.5, a share of the interval
@@ -284,6 +284,11 @@ struct CampaignStatus {
   WallTime last_rejection_at{};
 };
 
+/// The heartbeat's "campaigns" value: [{"id", "version", "state", "since", "in_force",
+/// "last_rejection", "last_rejection_at"}] (the last two only after a rejection; times UTC
+/// "YYYY-MM-DDTHH:MM:SSZ"). The rejection message stays in the device log.
+std::string campaign_status_json(const std::vector<CampaignStatus>& statuses);
+
 /// A conditional GET's reply: 200 with a body, 304 (not modified), 404 (no such campaign).
 struct CampaignFetchReply {
   int status = 0;
@@ -322,7 +327,8 @@ struct CampaignAgentConfig {
 /// (the version in force, 0 for local triggers).
 class CampaignAgent {
  public:
-  /// `port.clock` and `metrics` must outlive the agent. Errors: invalid_config (settings:
+  /// `port.clock` and `metrics` must outlive the agent; `device.limits` is taken from
+  /// `config.settings.limits`. Errors: invalid_config (settings:
   /// a malformed trusted key, an empty follow list, a bad interval), invalid_argument (a hook
   /// missing).
   static Result<std::unique_ptr<CampaignAgent>> create(CampaignAgentConfig config,

@@ -64,6 +64,10 @@ struct CampaignAgent::Impl {
     CampaignStatus status;
     MonoTime next_fetch{};
     bool in_flight = false;
+    // The version that was active when a later-starting one was accepted: it stays in force
+    // until the new start (in memory only; after a reboot the new one waits alone).
+    std::optional<CampaignDocument> bridge_doc;
+    std::optional<CampaignApplication> bridge_app;
   };
 
   CampaignAgentConfig config;
@@ -111,12 +115,20 @@ struct CampaignAgent::Impl {
       if (!r) return std::move(r).error();
       app = std::move(*r);
     }
+    const WallTime now = port.clock->wall();
+    if (s.app && state_of(s, now) == CampaignState::active && !doc.suspended && now < doc.start) {
+      s.bridge_doc = s.accepted->document;
+      s.bridge_app = std::move(s.app);
+    } else if (!(now < doc.start)) {
+      s.bridge_doc.reset();
+      s.bridge_app.reset();
+    }
+    s.status.version = doc.version;
     s.accepted_digest = detail::campaign_sha256(opened.payload);
     s.accepted = std::move(opened);
     s.accepted_envelope = std::move(envelope);
     s.targeted = targeted;
     s.app = std::move(app);
-    s.status.version = doc.version;
     return {};
   }
 
@@ -209,6 +221,8 @@ struct CampaignAgent::Impl {
   void evaluate() {
     const WallTime now = port.clock->wall();
     Slot* best = nullptr;
+    const CampaignDocument* best_doc = nullptr;
+    const CampaignApplication* want = nullptr;
     for (auto& s : slots) {
       CampaignState st = state_of(s, now);
       if (st != s.status.state) {
@@ -216,19 +230,29 @@ struct CampaignAgent::Impl {
         s.status.since = now;
       }
       s.status.in_force = false;
-      if (st != CampaignState::active) continue;
-      if (!best) {
-        best = &s;
-        continue;
+      const CampaignDocument* doc = nullptr;
+      const CampaignApplication* app = nullptr;
+      if (st == CampaignState::active) {
+        doc = &s.accepted->document;
+        app = &*s.app;
+        if (s.bridge_doc) {
+          s.bridge_doc.reset();
+          s.bridge_app.reset();
+        }
+      } else if (st == CampaignState::pending && s.bridge_doc && now < s.bridge_doc->expiry) {
+        doc = &*s.bridge_doc;
+        app = &*s.bridge_app;
       }
-      const auto& a = s.accepted->document;
-      const auto& b = best->accepted->document;
-      if (a.priority > b.priority || (a.priority == b.priority && a.start > b.start) ||
-          (a.priority == b.priority && a.start == b.start && a.id < b.id)) {
+      if (!doc) continue;
+      if (!best || doc->priority > best_doc->priority ||
+          (doc->priority == best_doc->priority && doc->start > best_doc->start) ||
+          (doc->priority == best_doc->priority && doc->start == best_doc->start &&
+           doc->id < best_doc->id)) {
         best = &s;
+        best_doc = doc;
+        want = app;
       }
     }
-    const CampaignApplication* want = best ? &*best->app : nullptr;
     if (best) best->status.in_force = true;
     const bool same = want ? current && current->campaign_id == want->campaign_id &&
                                  current->campaign_version == want->campaign_version

@@ -22,8 +22,11 @@ std::optional<WallTime> parse_utc(const std::string& s) {
   for (std::size_t i : {0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18}) {
     if (!std::isdigit(static_cast<unsigned char>(s[i]))) return std::nullopt;
   }
+  // WallTime counts nanoseconds in 64 bits (years 1678-2262): keep well inside.
+  const int year = std::stoi(s.substr(0, 4));
+  if (year < 1970 || year > 2200) return std::nullopt;
   std::tm tm{};
-  tm.tm_year = std::stoi(s.substr(0, 4)) - 1900;
+  tm.tm_year = year - 1900;
   tm.tm_mon = std::stoi(s.substr(5, 2)) - 1;
   tm.tm_mday = std::stoi(s.substr(8, 2));
   tm.tm_hour = std::stoi(s.substr(11, 2));
@@ -42,7 +45,10 @@ std::optional<WallTime> parse_utc(const std::string& s) {
 WallTime required_time(detail::JsonReader& r, std::string_view key) {
   std::string text = r.required_string(key);
   auto t = parse_utc(text);
-  if (!t) r.fail(key, "must be a UTC time \"YYYY-MM-DDTHH:MM:SSZ\", got \"" + text + "\"");
+  if (!t) {
+    r.fail(key, "must be a UTC time \"YYYY-MM-DDTHH:MM:SSZ\" (years 1970-2200), got \"" + text +
+                    "\"");
+  }
   return *t;
 }
 

@@ -48,7 +48,9 @@ Result<OpenedCampaign> open_campaign_envelope(std::string_view body,
   for (auto it = env.begin(); it != env.end(); ++it) {
     if (it.key() != "format" && it.key() != "key_id" && it.key() != "payload" &&
         it.key() != "signature") {
-      return reject(campaign_errc::invalid, "/" + it.key() + ": unknown key", "/" + it.key());
+      std::string pointer = "/";
+      for (char c : it.key()) pointer += c == '~' ? "~0" : c == '/' ? "~1" : std::string(1, c);
+      return reject(campaign_errc::invalid, pointer + ": unknown key", pointer);
     }
   }
   const std::string* signature_b64 = member(env, "signature");

@@ -22,8 +22,9 @@ Result<void> validate_campaign_settings(const CampaignSettings& s) {
       return bad("/campaigns/follow/" + std::to_string(i), "duplicate id \"" + s.follow[i] + "\"");
     }
   }
-  if (!(s.poll_interval_s >= 10)) {
-    return bad("/campaigns/poll_interval", "must be >= 10 s, got " + std::to_string(s.poll_interval_s));
+  if (!(s.poll_interval_s >= 10 && s.poll_interval_s <= 7 * 86400)) {
+    return bad("/campaigns/poll_interval",
+               "must be within [10 s, 7 d], got " + std::to_string(s.poll_interval_s) + " s");
   }
   if (!(s.poll_jitter >= 0 && s.poll_jitter <= 0.5)) {
     return bad("/campaigns/poll_jitter", "must be within [0, 0.5], got " + std::to_string(s.poll_jitter));
@@ -58,7 +59,7 @@ CampaignSettings parse_campaign_settings(JsonReader& r) {
   CampaignSettings s;
   s.enabled = r.boolean("enabled", s.enabled);
   if (r.has("follow")) s.follow = r.string_array("follow");
-  s.poll_interval_s = r.seconds("poll_interval", s.poll_interval_s, 10);
+  s.poll_interval_s = r.seconds("poll_interval", s.poll_interval_s, 10, 7 * 86400);
   s.poll_jitter = r.number("poll_jitter", s.poll_jitter, 0, 0.5);
   for (auto& k : r.objects("trusted_keys")) {
     CampaignTrustedKey key;

@@ -1,4 +1,5 @@
-// `fleetpipe campaign`: keygen, sign and validate campaign documents (docs/campaigns.md).
+// `fleetpipe campaign`: keygen, sign and validate campaign documents (docs/campaigns.md);
+// the bucket subcommands are in campaign_publish.cpp.
 #include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <unistd.h>
@@ -218,7 +219,7 @@ int run_validate(const ValidateOptions& o) {
 }  // namespace
 
 void register_campaign(CLI::App& app) {
-  auto* cmd = app.add_subcommand("campaign", "signed collection campaigns: keygen, sign, validate");
+  auto* cmd = app.add_subcommand("campaign", "signed collection campaigns: keygen, sign, validate, publish, rollout, suspend, resume");
   cmd->require_subcommand(1);
 
   auto keygen = std::make_shared<KeygenOptions>();
@@ -243,6 +244,8 @@ void register_campaign(CLI::App& app) {
   vd->add_option("--now", val->now, "evaluate the time window as of this time");
   vd->add_flag("--json", val->json, "one JSON object");
   vd->callback([val] { set_exit_code(run_validate(*val)); });
+
+  register_campaign_bucket(*cmd);
 }
 
 }  // namespace fleetpipe::cli

@@ -16,6 +16,8 @@ void register_export(CLI::App& app);   // export.cpp — WebDataset shards (the 
 void register_campaign(CLI::App& app); // campaign.cpp — keygen, sign, validate campaigns
 void register_report(CLI::App& app);   // report.cpp — the HTML fleet report
 void register_unpark(CLI::App& app);   // unpark.cpp — return parked records to the queue
+void register_campaign_bucket(CLI::App& campaign);  // campaign_publish.cpp — publish, rollout,
+                                                    // suspend, resume
 
 void set_exit_code(int code);
 int exit_code();

@@ -1,0 +1,111 @@
+// The `fleetpipe campaign` command (keygen, sign, validate) run as a user would.
+#include "fleetpipe/campaign.hpp"
+
+#include <catch2/catch.hpp>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "support/campaign_docs.hpp"
+#include "support/shell.hpp"
+#include "support/test_paths.hpp"
+
+using namespace fleetpipe;
+using nlohmann::json;
+
+namespace {
+
+struct Ran {
+  int status = -1;
+  std::string out;  // stdout and stderr
+};
+
+Ran cli(const std::string& args) {
+  const std::string bin = std::string(FLEETPIPE_BINARY_DIR) + "/fleetpipe";
+  REQUIRE(std::filesystem::exists(bin));  // built with FLEETPIPE_BUILD_CLI (target fleetpipe_cli)
+  Ran r;
+  FILE* p = popen((bin + " " + args + " 2>&1").c_str(), "r");
+  REQUIRE(p);
+  char buf[4096];
+  std::size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int rc = pclose(p);
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  return r;
+}
+
+void write(const std::filesystem::path& p, const std::string& text) { std::ofstream(p) << text; }
+
+}  // namespace
+
+TEST_CASE("campaign keygen, sign and validate from the command line", "[campaign]") {
+  auto dir = fleetpipe::test::scratch_dir("campaign-cli");
+  const auto key = (dir / "ml.pem").string();
+  auto gen = cli("campaign keygen --out " + key + " --id ml-cli");
+  REQUIRE(gen.status == 0);
+  struct stat st {};
+  REQUIRE(::stat(key.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(gen.out.find("PRIVATE KEY") == std::string::npos);
+  const auto brace = gen.out.find("{\"ed25519\"");  // the stdout line, beside stderr's note
+  REQUIRE(brace != std::string::npos);
+  const json entry = json::parse(gen.out.substr(brace, gen.out.find('\n', brace) - brace));
+  CHECK(entry["id"] == "ml-cli");
+  const std::string before = fleetpipe::test::slurp(key);
+  auto again = cli("campaign keygen --out " + key + " --id other");
+  CHECK(again.status == 1);
+  CHECK(fleetpipe::test::slurp(key) == before);  // never overwritten
+
+  // A device config with labels and a "campaigns" section trusting that key.
+  const WallTime now = std::chrono::system_clock::now();
+  json device = {{"device_id", "cart-0001"},
+                 {"labels", {{"model", "cart-v3"}}},
+                 {"streams", {{{"name", "imu"}, {"channels", {"ax", "speed"}}}}},
+                 {"triggers", json::array()},
+                 {"uploader", {{"enabled", false}}},
+                 {"campaigns", {{"enabled", true}, {"trusted_keys", {entry}}}}};
+  write(dir / "device.json", device.dump());
+  json doc = fleetpipe::test::campaign_doc("fleet", 3, now);
+  doc["content"]["triggers"][0]["priority"] = 7;
+  write(dir / "doc.json", doc.dump());
+  json bad = doc;
+  bad["content"]["triggers"][0]["channel"] = "rpm";
+  write(dir / "bad.json", bad.dump());
+
+  auto ok = cli("campaign validate " + (dir / "doc.json").string() + " --device-config " +
+                (dir / "device.json").string() + " --json");
+  REQUIRE(ok.status == 0);
+  json report = json::parse(ok.out);
+  CHECK(report["targeted"] == true);
+  CHECK(report["version"] == 3);
+  CHECK(report["rollout_bucket"] == campaign_rollout_bucket("fleet", "cart-0001"));
+  CHECK(report["clamped"].size() == 2);  // priority 7 -> 5, bytes/day -> the share
+  auto refused = cli("campaign validate " + (dir / "bad.json").string() + " --device-config " +
+                     (dir / "device.json").string());
+  CHECK(refused.status == 1);
+  CHECK(refused.out.find("/content/triggers/0/channel") != std::string::npos);
+
+  const auto env_path = (dir / "fleet.json").string();
+  auto signed_ = cli("campaign sign " + (dir / "doc.json").string() + " --key " + key +
+                     " --key-id ml-cli --out " + env_path);
+  REQUIRE(signed_.status == 0);
+  auto opened = open_campaign_envelope(fleetpipe::test::slurp(env_path),
+                                       {{"ml-cli", entry["ed25519"].get<std::string>()}});
+  REQUIRE(opened);
+  CHECK(opened->payload == doc.dump());
+  auto checked = cli("campaign validate " + env_path + " --device-config " +
+                     (dir / "device.json").string());
+  CHECK(checked.status == 0);
+  CHECK(checked.out.find("(key ml-cli)") != std::string::npos);
+
+  // A key others can read is refused, and the refusal does not show it.
+  ::chmod(key.c_str(), 0640);
+  auto exposed = cli("campaign sign " + (dir / "doc.json").string() + " --key " + key +
+                     " --key-id ml-cli");
+  CHECK(exposed.status == 2);
+  CHECK(exposed.out.find("0640") != std::string::npos);
+  CHECK(exposed.out.find("PRIVATE") == std::string::npos);
+}
