@@ -46,6 +46,20 @@ void say(int fd, const std::string& line) {
   (void)n;
 }
 
+/// The real clock and filesystem, as on a device.
+struct SystemPort {
+  SystemClock clock;
+  PosixFilesystemStats fsstats;
+  Port port;
+  MetricsRegistry metrics;
+  SystemPort() {
+    port.clock = &clock;
+    port.filesystem = &fsstats;
+  }
+  SystemPort(const SystemPort&) = delete;
+  SystemPort& operator=(const SystemPort&) = delete;
+};
+
 /// Appends records seq .. seq + n - 1 in one batch.
 auto append_seq(Buffer& b, std::uint64_t seq, int n) {
   std::vector<std::string> payloads;
@@ -67,13 +81,8 @@ auto append_seq(Buffer& b, std::uint64_t seq, int n) {
 ///   "I <id>"        before ack (the ack may or may not commit before the kill)
 ///   "K <id>"        after ack returned ok
 [[noreturn]] void child_main(int fd, const BufferConfig& cfg, std::uint64_t seq, std::uint64_t seed) {
-  SystemClock clock;
-  PosixFilesystemStats fsstats;
-  Port port;
-  port.clock = &clock;
-  port.filesystem = &fsstats;
-  MetricsRegistry metrics;
-  auto b = Buffer::open(cfg, port, metrics);
+  SystemPort sys;
+  auto b = Buffer::open(cfg, sys.port, sys.metrics);
   if (!b) {
     say(fd, "E open failed\n");
     _exit(3);
@@ -162,14 +171,9 @@ TEST_CASE("kill -9 at random points: every accepted record survives exactly once
     // Run the append path once here: every forked child inherits it warm. Under emulation
     // (qemu-user translates code on first use) a cold child spent the whole kill delay on its
     // first batch, and the run tested nothing.
-    SystemClock clock;
-    PosixFilesystemStats fsstats;
-    Port port;
-    port.clock = &clock;
-    port.filesystem = &fsstats;
-    MetricsRegistry metrics;
+    SystemPort sys;
     auto warm = Buffer::open(crash_config((test::scratch_dir("buf-kill9-warm") / "db").string(),
-                                          Durability::sync), port, metrics);
+                                          Durability::sync), sys.port, sys.metrics);
     REQUIRE(warm);
     auto out = append_seq(**warm, 0, 20);
     REQUIRE(out.size() == 20);
