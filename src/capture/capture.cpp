@@ -11,7 +11,9 @@
 #include "common/config_parsers.hpp"
 #include "common/guard_oom.hpp"
 #include "capture/event_format.hpp"
-#include "trigger/trigger_engine.hpp"
+#include "trigger/engine.hpp"
+#include "trigger/parse.hpp"
+#include "trigger/validate.hpp"
 #include "fleetpipe/config.hpp"
 
 namespace fleetpipe {
