@@ -6,7 +6,7 @@
 #include "campaign/internal.hpp"
 #include "common/json_reader.hpp"
 #include "fleetpipe/campaign.hpp"
-#include "trigger/trigger_engine.hpp"
+#include "trigger/parse.hpp"
 
 namespace fleetpipe {
 namespace {

@@ -5,7 +5,7 @@
 #include <functional>
 
 #include "campaign/internal.hpp"
-#include "trigger/trigger_engine.hpp"
+#include "trigger/validate.hpp"
 
 namespace fleetpipe {
 namespace {

@@ -9,7 +9,7 @@
 
 #include "common/json_reader.hpp"
 #include "fleetpipe/config.hpp"
-#include "trigger/trigger_engine.hpp"
+#include "trigger/validate.hpp"
 
 namespace fleetpipe {
 namespace {

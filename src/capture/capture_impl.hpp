@@ -1,0 +1,150 @@
+// Capture internals: the state behind Capture, shared by its public methods and event windows.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <new>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "capture/rings.hpp"
+#include "fleetpipe/capture.hpp"
+#include "trigger/engine.hpp"
+
+namespace fleetpipe {
+
+namespace detail {
+
+struct StreamState {
+  const StreamConfig* cfg = nullptr;
+  bool numeric = true;
+  detail::NumericRing nring;
+  detail::BlobRing bring;
+  double last_t = -std::numeric_limits<double>::infinity();
+  // The section of the open event this stream belongs to (at most one at a time).
+  std::uint32_t event = kNone;
+  std::string ev_data;
+  std::uint64_t ev_count = 0;
+  double ev_t_first = 0, ev_t_last = 0;
+  // Counted on the hot path without atomics; published to the registry by publish().
+  std::uint64_t samples = 0, samples_published = 0;
+  std::uint64_t overflow = 0, overflow_published = 0;
+  std::uint64_t backwards = 0, invalid = 0;
+  bool overflow_logged = false;
+  Counter* m_samples = nullptr;
+  Counter* m_backwards = nullptr;
+  Counter* m_overflow = nullptr;
+  Counter* m_invalid = nullptr;
+};
+
+struct OpenEvent {
+  bool used = false;
+  std::uint64_t seq = 0;
+  double t_fire = 0, deadline = 0;
+  std::int64_t wall_offset_ns = 0;  // wall ns = offset + t * 1e9
+  std::uint8_t priority = 0;
+  std::uint32_t primary = 0;
+  std::uint64_t post_bytes = 0, max_bytes = 0;  // 0 = unlimited
+  std::vector<std::uint32_t> triggers;
+  std::vector<std::uint32_t> streams;
+};
+
+}  // namespace detail
+
+struct Capture::Impl {
+  std::string device_id;
+  std::vector<StreamConfig> stream_cfgs;
+  std::vector<TriggerConfig> trigger_cfgs;
+  EventSink* sink = nullptr;
+  Port port;
+  detail::TriggerEngine engine;
+  std::vector<detail::StreamState> streams;
+  std::vector<detail::OpenEvent> events;
+  std::vector<std::uint32_t> primary_of;  // per trigger
+  double next_deadline = std::numeric_limits<double>::infinity();
+  std::uint64_t seq = 0;
+  std::uint32_t opening = detail::kNone;  // the event on_fire is opening or joining
+  std::string payload, scratch;
+  CaptureStats st;
+  std::uint64_t invalid_handle = 0;
+  Counter* m_invalid_handle = nullptr;
+  Counter* m_events = nullptr;
+  Counter* m_event_bytes = nullptr;
+  Counter* m_rejected = nullptr;
+  Counter* m_merged = nullptr;
+  Counter* m_dropped_oom = nullptr;
+  Counter* m_dropped_exception = nullptr;
+  Gauge* m_open = nullptr;
+
+  // The engine calls this from its noexcept paths: an allocation failing while an event is
+  // opened or joined drops that event (counted) instead of reaching std::terminate.
+  static void on_fire_thunk(void* ctx, std::uint32_t trigger, double t) noexcept {
+    Impl& m = *static_cast<Impl*>(ctx);
+    try {
+      m.on_fire(trigger, t);
+    } catch (const std::bad_alloc&) {
+      m.drop_event(m.opening, "out_of_memory");
+    }
+    m.opening = detail::kNone;
+  }
+
+  // ---- hot path helpers -----------------------------------------------------------------------
+  bool admit(detail::StreamState& s, double t) noexcept {
+    if (t >= s.last_t) {
+      s.last_t = t;
+      return true;
+    }
+    if (t != t) {
+      ++s.invalid;
+      s.m_invalid->inc();
+      return false;
+    }
+    ++s.backwards;
+    ++st.time_backwards;
+    s.m_backwards->inc();
+    if ((s.backwards & (s.backwards - 1)) == 0 &&  // first and every power of two
+        log_enabled(port, LogLevel::warning)) {
+      char msg[200];
+      std::snprintf(msg, sizeof msg,
+                    "stream %s: sample at t=%.6f is older than the previous one (t=%.6f): "
+                    "dropped (%llu so far)",
+                    s.cfg->name.c_str(), t, s.last_t,
+                    static_cast<unsigned long long>(s.backwards));
+      log(port, LogLevel::warning, "capture", msg);
+    }
+    return false;
+  }
+
+  void note_overflow(detail::StreamState& s, std::uint64_t n, const char* what) noexcept {
+    s.overflow += n;
+    st.ring_overflow += n;
+    if (!s.overflow_logged) {
+      s.overflow_logged = true;
+      if (log_enabled(port, LogLevel::warning)) {
+        char msg[320];
+        std::snprintf(msg, sizeof msg, "stream %s: %s (ring_overflow; counted, logged once per "
+                      "stream)", s.cfg->name.c_str(), what);
+        log(port, LogLevel::warning, "capture", msg);
+      }
+    }
+  }
+
+  // ---- events (event_window.cpp) ----------------------------------------------------------
+  void append_section(detail::StreamState& s, const char* p, std::size_t n, double t);
+  void record(detail::StreamState& s, std::string_view hdr, const char* p, std::size_t n,
+              double t) noexcept;
+  void recompute_deadline() noexcept;
+  void close_due(double t) noexcept;
+  void add_stream(std::uint32_t ev, std::uint32_t si, double t, double pre_s);
+  void merge(std::uint32_t into, std::uint32_t from);
+  void on_fire(std::uint32_t trigger, double t);
+  void release(std::uint32_t i) noexcept;
+  void drop_event(std::uint32_t i, const char* why) noexcept;
+  void close_event(std::uint32_t i, const char* reason) noexcept;
+  void finish_event(detail::OpenEvent& e, const char* reason);
+  void publish() noexcept;
+};
+
+}  // namespace fleetpipe

@@ -1,0 +1,312 @@
+// Event windows: opening, merging, recording and closing events, and the hand-off to the sink.
+#include "capture/capture_impl.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "capture/event_format.hpp"
+
+namespace fleetpipe {
+
+using detail::kNone;
+using detail::OpenEvent;
+using detail::StreamState;
+
+namespace {
+
+std::int64_t to_ns(WallTime w) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(w.time_since_epoch()).count();
+}
+
+}  // namespace
+
+// Throws std::bad_alloc when the section cannot grow (callers on the hot path use record()).
+void Capture::Impl::append_section(StreamState& s, const char* p, std::size_t n, double t) {
+  s.ev_data.append(p, n);
+  if (s.ev_count == 0) s.ev_t_first = t;
+  s.ev_t_last = t;
+  ++s.ev_count;
+}
+
+// A sample joins the open event of its stream: `hdr` (blob record header, may be empty) then
+// the bytes. Out of memory drops the event (counted) rather than recording a hole.
+void Capture::Impl::record(StreamState& s, std::string_view hdr, const char* p, std::size_t n,
+                            double t) noexcept {
+  try {
+    s.ev_data.append(hdr.data(), hdr.size());
+    append_section(s, p, n, t);
+  } catch (const std::bad_alloc&) {
+    drop_event(s.event, "out_of_memory");
+    return;
+  }
+  OpenEvent& e = events[s.event];
+  e.post_bytes += hdr.size() + n;
+  if (e.max_bytes && e.post_bytes >= e.max_bytes) close_event(s.event, "max_bytes");
+}
+
+// ---- events -------------------------------------------------------------------------------
+void Capture::Impl::recompute_deadline() noexcept {
+  next_deadline = std::numeric_limits<double>::infinity();
+  for (const auto& e : events) {
+    if (e.used && e.deadline < next_deadline) next_deadline = e.deadline;
+  }
+}
+
+void Capture::Impl::close_due(double t) noexcept {
+  for (std::uint32_t i = 0; i < events.size(); ++i) {
+    if (events[i].used && events[i].deadline < t) close_event(i, "time");
+  }
+  recompute_deadline();
+}
+
+void Capture::Impl::add_stream(std::uint32_t ev, std::uint32_t si, double t, double pre_s) {
+  StreamState& s = streams[si];
+  events[ev].streams.push_back(si);  // reserved: listed first so a drop releases it
+  s.event = ev;
+  s.ev_data.clear();
+  s.ev_count = 0;
+  const double from = t - std::min(pre_s, s.cfg->ring_seconds);
+  if (s.numeric) {
+    const auto& r = s.nring;
+    std::uint64_t first = r.head;
+    while (first > r.oldest() && r.row(first - 1)[0] >= from) --first;
+    for (std::uint64_t q = first; q < r.head; ++q) {
+      const double* row = r.row(q);
+      append_section(s, reinterpret_cast<const char*>(row), r.row_bytes(), row[0]);
+    }
+  } else {
+    const auto& r = s.bring;
+    std::size_t first = r.count;
+    while (first > 0 && r.at(first - 1).t >= from) --first;
+    for (std::size_t i = first; i < r.count; ++i) {
+      const auto& en = r.at(i);
+      char hdr[detail::kBlobRecordHeader];
+      std::memcpy(hdr, &en.t, 8);
+      std::memcpy(hdr + 8, &en.size, 8);
+      s.ev_data.append(hdr, sizeof hdr);
+      append_section(s, r.data.data() + en.off, en.size, en.t);
+    }
+  }
+}
+
+void Capture::Impl::merge(std::uint32_t into, std::uint32_t from) {
+  OpenEvent& a = events[into];
+  OpenEvent& b = events[from];
+  for (auto tr : b.triggers) {
+    if (std::find(a.triggers.begin(), a.triggers.end(), tr) == a.triggers.end()) {
+      a.triggers.push_back(tr);
+    }
+  }
+  for (auto s : b.streams) {
+    a.streams.push_back(s);
+    streams[s].event = into;
+  }
+  a.priority = std::max(a.priority, b.priority);
+  a.deadline = std::max(a.deadline, b.deadline);
+  a.post_bytes += b.post_bytes;
+  a.max_bytes = (a.max_bytes == 0 || b.max_bytes == 0) ? 0 : std::max(a.max_bytes, b.max_bytes);
+  if (b.t_fire < a.t_fire) a.t_fire = b.t_fire;
+  b.used = false;
+  b.triggers.clear();
+  b.streams.clear();
+}
+
+void Capture::Impl::on_fire(std::uint32_t trigger, double t) {
+  const auto& pol = engine.policy(trigger);
+  const auto& cap = trigger_cfgs[trigger].capture;
+  std::uint32_t target = kNone;
+  for (auto s : pol.capture_streams) {
+    std::uint32_t e = streams[s].event;
+    if (e == kNone) continue;
+    if (target == kNone) {
+      target = e;
+    } else if (e != target) {
+      merge(target, e);
+    }
+  }
+  if (target == kNone) {
+    for (std::uint32_t i = 0; i < events.size(); ++i) {
+      if (!events[i].used) {
+        target = i;
+        break;
+      }
+    }
+    if (target == kNone) return;  // cannot happen: one slot per stream
+    opening = target;
+    OpenEvent& e = events[target];
+    e.used = true;
+    e.seq = ++seq;
+    e.t_fire = t;
+    e.deadline = t;
+    e.wall_offset_ns =
+        to_ns(port.clock->wall()) - static_cast<std::int64_t>(std::llround(t * 1e9));
+    e.priority = 0;
+    e.primary = primary_of[trigger];
+    e.post_bytes = 0;
+    e.max_bytes = cap.max_bytes;
+  } else {
+    opening = target;
+    ++st.merged_fires;
+    m_merged->inc();
+    OpenEvent& e = events[target];
+    e.max_bytes = (e.max_bytes == 0 || cap.max_bytes == 0) ? 0
+                                                            : std::max(e.max_bytes, cap.max_bytes);
+  }
+  for (auto s : pol.capture_streams) {
+    if (streams[s].event != target) add_stream(target, s, t, cap.pre_s);
+  }
+  OpenEvent& e = events[target];
+  if (std::find(e.triggers.begin(), e.triggers.end(), trigger) == e.triggers.end()) {
+    e.triggers.push_back(trigger);
+  }
+  e.priority = std::max(e.priority, pol.priority);
+  e.deadline = std::max(e.deadline, t + cap.post_s);
+  recompute_deadline();
+}
+
+// Frees event `i` and its streams' sections (keeping their capacity for the next event).
+void Capture::Impl::release(std::uint32_t i) noexcept {
+  OpenEvent& e = events[i];
+  for (auto si : e.streams) {
+    streams[si].event = kNone;
+    streams[si].ev_data.clear();
+    streams[si].ev_count = 0;
+  }
+  e.used = false;
+  e.triggers.clear();
+  e.streams.clear();
+}
+
+// An event that cannot be finished (out of memory, a throwing sink): counted by reason,
+// logged without allocating, its slot freed. Never throws.
+void Capture::Impl::drop_event(std::uint32_t i, const char* why) noexcept {
+  if (i >= events.size() || !events[i].used) return;
+  ++st.events_dropped;
+  (std::strcmp(why, "out_of_memory") == 0 ? m_dropped_oom : m_dropped_exception)->inc();
+  if (log_enabled(port, LogLevel::error)) {
+    char msg[160];
+    std::snprintf(msg, sizeof msg, "event #%llu dropped (%s; counted in "
+                  "fleetpipe_capture_events_dropped_total)",
+                  static_cast<unsigned long long>(events[i].seq), why);
+    log(port, LogLevel::error, "capture", msg);
+  }
+  release(i);
+  recompute_deadline();
+}
+
+void Capture::Impl::close_event(std::uint32_t i, const char* reason) noexcept {
+  OpenEvent& e = events[i];
+  if (!e.used) return;
+  try {
+    finish_event(e, reason);
+  } catch (const std::bad_alloc&) {
+    drop_event(i, "out_of_memory");
+  } catch (...) {  // the sink is host code: its exception must not end the host
+    drop_event(i, "exception");
+  }
+  release(i);
+  publish();
+}
+
+// Encodes event `e` and hands it to the sink. Throws std::bad_alloc (and whatever the sink
+// throws); close_event turns that into a counted drop.
+void Capture::Impl::finish_event(OpenEvent& e, const char* reason) {
+  detail::EventIn in;
+  char idbuf[64];
+  std::int64_t wall_fire = e.wall_offset_ns + std::llround(e.t_fire * 1e9);
+  std::snprintf(idbuf, sizeof idbuf, "%016llx-%06llu",
+                static_cast<unsigned long long>(wall_fire),
+                static_cast<unsigned long long>(e.seq));
+  in.event_id = idbuf;
+  in.device = device_id;
+  for (auto tr : e.triggers) in.triggers.push_back(trigger_cfgs[tr].name);
+  in.priority = e.priority;
+  in.t_fire = e.t_fire;
+  in.closed = reason;
+  double t0 = std::numeric_limits<double>::infinity(), t1 = -t0;
+  std::vector<detail::SectionIn> secs;
+  // {"imu":512,"cam":40}: stream names are [A-Za-z0-9_.-] (validated), nothing to escape.
+  // Written by hand, not through a JSON object tree, whose destructor allocates.
+  std::string counts = "{";
+  std::vector<std::uint32_t> order = e.streams;
+  std::sort(order.begin(), order.end());
+  for (auto si : order) {
+    StreamState& s = streams[si];
+    detail::SectionIn sec;
+    sec.stream = s.cfg;
+    sec.data = s.ev_data;
+    sec.count = s.ev_count;
+    sec.t_first = s.ev_count ? s.ev_t_first : e.t_fire;
+    sec.t_last = s.ev_count ? s.ev_t_last : e.t_fire;
+    if (s.ev_count) {
+      t0 = std::min(t0, s.ev_t_first);
+      t1 = std::max(t1, s.ev_t_last);
+    }
+    if (counts.size() > 1) counts += ',';
+    counts += '"';
+    counts += s.cfg->name;
+    counts += "\":";
+    counts += std::to_string(s.ev_count);
+    secs.push_back(sec);
+  }
+  counts += '}';
+  if (!(t0 <= t1)) t0 = t1 = e.t_fire;
+  in.t_start = t0;
+  in.t_end = t1;
+  in.wall_start_ns = e.wall_offset_ns + std::llround(t0 * 1e9);
+  in.wall_end_ns = e.wall_offset_ns + std::llround(t1 * 1e9);
+  auto enc = detail::encode_event(in, secs, payload, scratch);
+  if (!enc) {
+    if (log_enabled(port, LogLevel::error)) {
+      log(port, LogLevel::error, "capture",
+          "event " + in.event_id + " could not be encoded: " + enc.error().message);
+    }
+    ++st.events_rejected;
+    m_rejected->inc();
+  } else {
+    RecordMeta meta;
+    meta.stream = stream_cfgs[e.primary].name;
+    meta.event_id = in.event_id;
+    meta.trigger_ids = in.triggers;
+    meta.priority = e.priority;
+    meta.start_ns = in.wall_start_ns;
+    meta.end_ns = in.wall_end_ns;
+    meta.content_type = kEventContentType;
+    meta.metadata["device"] = device_id;
+    meta.metadata["sample_counts"] = std::move(counts);
+    AppendOutcome out = sink->deliver(meta, payload);
+    ++st.events;
+    st.event_bytes += payload.size();
+    m_events->inc();
+    m_event_bytes->inc(payload.size());
+    if (!out.accepted) {
+      ++st.events_rejected;
+      m_rejected->inc();
+      if (log_enabled(port, LogLevel::warning)) {
+        try {
+          log(port, LogLevel::warning, "capture",
+              "event " + in.event_id + " (" + std::to_string(payload.size()) +
+                  " bytes) rejected by the sink: " + out.message);
+        } catch (const std::bad_alloc&) {  // the line is lost; the rejection is counted
+        }
+      }
+    }
+    for (auto tr : e.triggers) engine.charge_event(tr, payload.size(), t1);
+  }
+}
+
+void Capture::Impl::publish() noexcept {
+  std::size_t open = 0;
+  for (const auto& e : events) open += e.used ? 1 : 0;
+  m_open->set(double(open));
+  for (auto& s : streams) {
+    s.m_samples->inc(s.samples - s.samples_published);
+    s.samples_published = s.samples;
+    s.m_overflow->inc(s.overflow - s.overflow_published);
+    s.overflow_published = s.overflow;
+  }
+}
+
+}  // namespace fleetpipe

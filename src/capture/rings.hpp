@@ -1,0 +1,119 @@
+// Pre-trigger rings: the preallocated per-stream history Capture records events from (hot path).
+//
+// Rings are preallocated at init(); push() overwrites the oldest entries and never allocates.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string_view>
+#include <vector>
+
+namespace fleetpipe::detail {
+
+/// Rows of (t, channel 0..n-1) float64, overwritten oldest first.
+struct NumericRing {
+  std::vector<double> buf;
+  std::uint32_t stride = 1;   // 1 + channels
+  std::uint64_t cap = 0;      // rows
+  std::uint64_t head = 0;     // rows ever written (sequence number of the next row)
+  std::uint64_t wi = 0;       // row index of the next write
+  double ring_seconds = 0;
+
+  void init(std::size_t channels, std::uint64_t bytes, double seconds) {
+    stride = static_cast<std::uint32_t>(1 + channels);
+    cap = bytes / (8ull * stride);
+    if (cap < 2) cap = 2;
+    buf.assign(cap * stride, 0.0);
+    ring_seconds = seconds;
+  }
+  /// Appends a row; returns the row pointer (t first). `evicted_early` is set when the row it
+  /// overwrote was younger than ring_seconds.
+  double* push(double t, const double* v, std::size_t n, bool& evicted_early) noexcept {
+    double* r = buf.data() + wi * stride;
+    evicted_early = head >= cap && (t - r[0]) < ring_seconds;
+    r[0] = t;
+    const std::size_t nch = stride - 1;
+    const std::size_t m = n < nch ? n : nch;
+    for (std::size_t i = 0; i < m; ++i) r[1 + i] = v[i];
+    for (std::size_t i = m; i < nch; ++i) r[1 + i] = std::numeric_limits<double>::quiet_NaN();
+    ++head;
+    if (++wi == cap) wi = 0;
+    return r;
+  }
+  std::uint64_t oldest() const noexcept { return head > cap ? head - cap : 0; }
+  /// Precondition: oldest() <= seq < head.
+  const double* row(std::uint64_t seq) const noexcept {
+    std::int64_t idx = static_cast<std::int64_t>(wi) - static_cast<std::int64_t>(head - seq);
+    if (idx < 0) idx += static_cast<std::int64_t>(cap);
+    return buf.data() + static_cast<std::uint64_t>(idx) * stride;
+  }
+  std::size_t row_bytes() const noexcept { return 8u * stride; }
+};
+
+/// Blobs in one contiguous byte area used circularly, indexed FIFO.
+struct BlobRing {
+  struct Entry {
+    double t;
+    std::uint64_t off, size;
+  };
+  std::vector<char> data;
+  std::vector<Entry> entries;  // circular, capacity max_blobs
+  std::size_t first = 0, count = 0;
+  std::uint64_t wp = 0;  // next write offset
+  double ring_seconds = 0;
+
+  void init(std::uint64_t bytes, std::uint32_t max_blobs, double seconds) {
+    data.assign(bytes, 0);
+    entries.assign(max_blobs < 1 ? 1 : max_blobs, Entry{0, 0, 0});
+    ring_seconds = seconds;
+  }
+  const Entry& at(std::size_t i) const noexcept {  // 0 = oldest
+    std::size_t k = first + i;
+    if (k >= entries.size()) k -= entries.size();
+    return entries[k];
+  }
+  void pop() noexcept {
+    if (++first == entries.size()) first = 0;
+    --count;
+  }
+  /// Returns false when the blob is larger than the ring (not stored). `evicted_early` counts
+  /// evictions of blobs younger than ring_seconds.
+  bool push(double t, std::string_view bytes, std::uint64_t& evicted_early) noexcept {
+    const std::uint64_t n = bytes.size(), capb = data.size();
+    if (n > capb) return false;
+    std::uint64_t place = 0;
+    for (;;) {
+      if (count == entries.size()) {
+        if (t - at(0).t < ring_seconds) ++evicted_early;
+        pop();
+        continue;
+      }
+      if (count == 0) {
+        place = 0;
+        break;
+      }
+      const std::uint64_t tail = at(0).off;
+      const Entry& newest = at(count - 1);
+      const bool wrapped = tail > newest.off;
+      if (!wrapped) {
+        if (n <= capb - wp) { place = wp; break; }
+        if (n <= tail) { place = 0; break; }
+      } else if (wp + n <= tail) {
+        place = wp;
+        break;
+      }
+      if (t - at(0).t < ring_seconds) ++evicted_early;
+      pop();
+    }
+    if (n) std::memcpy(data.data() + place, bytes.data(), n);
+    std::size_t k = first + count;
+    if (k >= entries.size()) k -= entries.size();
+    entries[k] = Entry{t, place, n};
+    ++count;
+    wp = place + n;
+    return true;
+  }
+};
+
+}  // namespace fleetpipe::detail
