@@ -1,3 +1,4 @@
+// Errors: the messages of errc and the Error type every public call returns.
 #include "fleetpipe/error.hpp"
 
 namespace fleetpipe {

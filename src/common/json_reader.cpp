@@ -1,3 +1,4 @@
+// The strict JSON reader of the config: typed getters that name the JSON pointer of every error.
 #include "common/json_reader.hpp"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// Metrics: the registry (counters, gauges, histograms; lock-free updates) and its exports.
 #include "fleetpipe/metrics.hpp"
 
 #include <algorithm>

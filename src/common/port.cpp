@@ -1,3 +1,4 @@
+// The port layer's POSIX defaults: clock, filesystem stats, network state, log sink.
 #include "fleetpipe/port.hpp"
 
 #include <sys/statvfs.h>
