@@ -163,16 +163,17 @@ void Engine::new_generation() {
   if (batch_) batch_->gen = ++batch_gen_;
 }
 
-// New keys from the provider (a rotation, a fix): what the old ones got parked may go now. Only
-// a fingerprint is kept, never the secret.
+// New keys from the provider (a rotation, a fix): what the old ones got parked may go now, and
+// is back in the queue before this request's batch ends (so drain() waits for it). Only a
+// fingerprint is kept, never the secret.
 void Engine::note_credentials(const Credentials& c) {
   std::size_t f = std::hash<std::string>{}(c.access_key_id + '\n' + c.secret_access_key + '\n' + c.session_token);
-  if (credentials_fingerprint_ != 0 && f != credentials_fingerprint_) credentials_changed_ = true;
+  bool changed = credentials_fingerprint_ != 0 && f != credentials_fingerprint_;
   credentials_fingerprint_ = f;
+  if (changed) unpark_after_credentials_change();
 }
 
 void Engine::unpark_after_credentials_change() {
-  credentials_changed_ = false;
   auto n = buffer_.unpark();
   if (!n) {
     log(LogLevel::error, "unpark after a credentials change failed: " + n.error().message);
@@ -236,7 +237,6 @@ void Engine::tick() {
   if (any_busy() || waiting_ || batch_) return;
   if (port_.clock->monotonic() < backoff_until_) return;
   if (startup_pending_) return startup();
-  if (credentials_changed_) return unpark_after_credentials_change();
   if (!pending_manifests_.empty()) return write_pending_manifest();
   if (!abandoned_.empty()) return abort_next_abandoned();
   // A scan step always has a request in flight or a retry timer (waiting_); if a handler was

@@ -275,7 +275,6 @@ class Engine : public std::enable_shared_from_this<Engine> {
   MonoTime backoff_until_{};
   std::uint64_t fault_probes_ = 0;  // consecutive destination/credentials faults (failure.cpp)
   std::size_t credentials_fingerprint_ = 0;  // hash of the keys last signed with
-  bool credentials_changed_ = false;
   std::string fault_code_;
   double clock_offset_s_ = 0;
   std::uint64_t bytes_sent_total_ = 0;

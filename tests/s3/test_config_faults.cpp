@@ -217,6 +217,8 @@ TEST_CASE("pipelines holding a wrong secret or key id keep every event and deliv
       // A record parked while the keys were wrong (as an older version did) comes back once the
       // provider's keys change.
       {
+        ps[0]->pause_uploads();  // the uploader's lease goes back to the Buffer
+        for (int i = 0; i < 20 && ps[0]->status().uploader.busy; ++i) ps[0]->run_for(10ms);
         auto lease = ps[0]->buffer().lease(~0ull, 1);
         REQUIRE(lease.ok());
         REQUIRE(lease->records().size() == 1);
@@ -224,6 +226,7 @@ TEST_CASE("pipelines holding a wrong secret or key id keep every event and deliv
         lease->release();
         REQUIRE(ps[0]->buffer().park({id}, "SignatureDoesNotMatch").ok());
         REQUIRE(ps[0]->status().buffer.parked == 1);
+        ps[0]->resume_uploads();
       }
       for (auto& pr : providers) pr->set(Credentials{env.access_key, env.secret_key, ""});
       check_delivered(ps, env, bucket, pfx);
