@@ -257,7 +257,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   net::steady_timer wake_;
   std::vector<std::unique_ptr<detail::S3Client>> clients_;
   detail::ExponentialBackoff retry_policy_;
-  std::mt19937_64 rng_{std::random_device{}()};  ///< manifest writer tags
+  std::mt19937_64 rng_{std::random_device{}()};  ///< manifest writer tags, fault-backoff jitter
   detail::RequestSender sender_;
   // Heartbeats (heartbeat.cpp): one attempt, their own connection, not counted as uploads.
   detail::ExponentialBackoff hb_policy_;
