@@ -1,5 +1,5 @@
 // Internal: each component parses its own section of the config document. `parse_config`
-// (src/config.cpp) walks the top level and calls these; each throws detail::ConfigError and
+// (src/common/config.cpp) walks the top level and calls these; each throws detail::ConfigError and
 // calls `finish()` on the readers it opens so unknown keys are reported.
 #pragma once
 
