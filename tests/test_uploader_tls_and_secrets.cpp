@@ -238,7 +238,7 @@ TEST_CASE("plain http:// is refused unless allow_insecure_http is set", "[securi
   Rig rig(dir);
   UploaderConfig c;
   c.endpoint = "http://127.0.0.1:9";
-  c.bucket = "b";
+  c.bucket = "bkt";
   auto u = Uploader::create(c, *rig.buffer, rig.port, rig.metrics);
   REQUIRE_FALSE(u.ok());
   CHECK(u.error().is(errc::insecure_refused));
@@ -341,7 +341,7 @@ TEST_CASE("a world-readable shared credentials file is warned about (path and mo
   }
   UploaderConfig c;
   c.endpoint = "https://127.0.0.1:9";
-  c.bucket = "b";
+  c.bucket = "bkt";
   c.credentials.source = CredentialsSource::profile;
   c.credentials.shared_credentials_file = file.string();
   auto warned = [&](mode_t mode) {
