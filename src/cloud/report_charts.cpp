@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include "cloud/report.hpp"
+#include "s3/s3_client.hpp"
 
 namespace fleetpipe::detail::report {
 namespace {
@@ -37,21 +38,8 @@ double nice_step(double range, int n) {
 
 }  // namespace
 
-std::string esc(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
+// HTML text and attribute values: the XML escapes (&apos; is HTML5's too).
+std::string esc(std::string_view s) { return xml_escape(s); }
 
 std::string attr_num(double v) {
   if (!std::isfinite(v)) return "0";
