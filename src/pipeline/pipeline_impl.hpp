@@ -1,0 +1,141 @@
+// Internal: Pipeline::Impl, the state behind one Pipeline (pipeline.cpp drives it, heartbeat.cpp
+// builds and sends its heartbeat document).
+#pragma once
+
+#include "fleetpipe/pipeline.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <new>
+#include <boost/asio/io_context.hpp>
+#include <nlohmann/json.hpp>
+#include "common/config_parsers.hpp"
+#include "common/utc_time.hpp"
+#include "s3/bucket_layout.hpp"
+#include "fleetpipe/asio.hpp"
+#include "fleetpipe/version.hpp"
+
+namespace fleetpipe {
+
+namespace pipeline_internal {
+
+using SteadyClock = std::chrono::steady_clock;
+
+inline double seconds_between(MonoTime a, MonoTime b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+inline std::int64_t unix_ns(WallTime t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+// Forwards every log line to the host's sink and remembers the newest error for status() and the
+// heartbeat. Called on the driving thread only (port.hpp), so no lock is needed for last_.
+class TrackingLogSink final : public LogSink {
+ public:
+  void set_inner(LogSink* inner) noexcept { inner_ = inner; }
+  void write(LogLevel level, std::string_view component,
+             std::string_view message) noexcept override {
+    if (level >= LogLevel::error) {
+      try {
+        last_.assign(component.data(), component.size());
+        last_ += ": ";
+        last_.append(message.data(), message.size());
+      } catch (...) {  // out of memory: keep the previous one
+      }
+    }
+    if (inner_) inner_->write(level, component, message);
+  }
+  // Errors are always taken (they feed status() and the heartbeat); the rest as the host says.
+  bool enabled(LogLevel level) const noexcept override {
+    return level >= LogLevel::error || (inner_ && inner_->enabled(level));
+  }
+  const std::string& last_error() const noexcept { return last_; }
+  void set_last_error(std::string s) { last_ = std::move(s); }
+
+ private:
+  LogSink* inner_ = nullptr;
+  std::string last_;
+};
+
+
+}  // namespace pipeline_internal
+
+// ---------------------------------------------------------------------------------------------
+// Impl
+// ---------------------------------------------------------------------------------------------
+
+struct Pipeline::Impl {
+  Config config;
+  // Port pieces the pipeline owns when the host leaves them null (not the process-wide ones).
+  NetworkStatus own_network;
+  StderrLogSink own_log{LogLevel::warning};
+  pipeline_internal::TrackingLogSink log_sink;
+  Port port;
+
+  // Declaration order = construction order; destruction runs backwards (uploader and heartbeat
+  // client before the io_context they run on, uploader before buffer).
+  MetricsRegistry metrics;
+  std::unique_ptr<Buffer> buffer;
+  std::unique_ptr<BufferSink> sink;
+  std::unique_ptr<Capture> capture;
+  // One io_context for the uploader and the heartbeat, run only inside poll/run_for/drain.
+  boost::asio::io_context ioc;
+  std::unique_ptr<Uploader> uploader;
+
+  // Heartbeat: the document is built here, sent by the uploader (Uploader::send_heartbeat;
+  // docs/pipeline.md).
+  bool hb_enabled = false;
+  bool hb_in_flight = false;
+  std::atomic<bool> hb_requested{false};
+  MonoTime next_heartbeat{};
+  std::uint64_t hb_seq = 0;
+  std::uint64_t hb_sent = 0, hb_failed = 0, hb_skipped = 0;
+  std::optional<WallTime> last_heartbeat;
+  std::string last_heartbeat_key;
+
+  // Time bookkeeping for auto-tick.
+  MonoTime created{};
+  double last_t = 0;        // largest t pushed (host timebase)
+  bool have_t = false;
+  bool have_seen = false;
+  double seen_t = 0;        // last_t as of the previous poll ...
+  MonoTime seen_mono{};     // ... and the Port time at which poll first saw it
+  double ticked_t = 0;
+
+  MonoTime last_refresh{};  // gauges
+
+  // Metrics owned by the pipeline.
+  Counter* polls = nullptr;
+  Counter* poll_overruns = nullptr;
+  Counter* poll_out_of_memory = nullptr;
+  Counter* hb_ok = nullptr;
+  Counter* hb_fail = nullptr;
+  Counter* hb_skip = nullptr;
+  Counter* hb_skip_paused = nullptr;
+  Gauge* uptime = nullptr;
+  Gauge* backlog_records[8] = {};
+  Gauge* backlog_bytes[8] = {};
+  Gauge* backlog_leased = nullptr;
+  Gauge* backlog_parked = nullptr;
+  Gauge* wear_written = nullptr;
+  Gauge* wear_ratio = nullptr;
+  Gauge* uploads_paused = nullptr;
+  Gauge* network_state = nullptr;
+
+  void register_metrics();
+  void refresh_gauges(MonoTime now);
+  void auto_tick(MonoTime now);
+  void maybe_start_heartbeat(MonoTime now);
+  void heartbeat_done(const HeartbeatOutcome& o);
+  std::size_t run_ready(pipeline_internal::SteadyClock::time_point deadline);
+  bool pending() const;
+  nlohmann::json heartbeat_doc() const;
+  std::string heartbeat_key(WallTime wall) const;
+  void note_error(std::string_view component, std::string_view message) {
+    log(port, LogLevel::error, component, message);
+  }
+};
+
+}  // namespace fleetpipe
