@@ -32,16 +32,7 @@ std::string unique_prefix() {
 }
 
 UploaderConfig bucket_config(const std::string& prefix, const std::string& bucket = kBucket) {
-  auto env = test::load_s3_env();
-  UploaderConfig u;
-  u.endpoint = env.endpoint_https;
-  u.ca_file = env.ca_file;
-  u.region = env.region;
-  u.bucket = bucket;
-  u.prefix = prefix;
-  u.credentials.source = CredentialsSource::static_keys;
-  u.credentials.access_key_id = env.access_key;
-  u.credentials.secret_access_key = env.secret_key;
+  UploaderConfig u = test::s3_uploader_config(test::load_s3_env(), bucket, prefix);
   u.max_attempts = 2;
   u.retry_base_delay_s = 0.05;
   return u;

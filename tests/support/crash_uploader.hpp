@@ -12,15 +12,7 @@ namespace fleetpipe::test {
 /// Batches close after 50 ms, retries wait at most 0.2 s, an idle uploader looks every 10 ms.
 inline UploaderConfig crash_uploader_config(const S3Env& env, const std::string& bucket,
                                             const std::string& prefix, const std::string& device) {
-  UploaderConfig c;
-  c.endpoint = env.endpoint_https;
-  c.ca_file = env.ca_file;
-  c.region = env.region;
-  c.bucket = bucket;
-  c.prefix = prefix;
-  c.credentials.source = CredentialsSource::static_keys;
-  c.credentials.access_key_id = env.access_key;
-  c.credentials.secret_access_key = env.secret_key;
+  UploaderConfig c = s3_uploader_config(env, bucket, prefix);
   c.device_id = device;
   c.max_object_age_s = 0.05;
   c.retry_base_delay_s = 0.02;

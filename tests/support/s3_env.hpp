@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "fleetpipe/uploader.hpp"
+
 namespace fleetpipe::test {
 
 struct S3Env {
@@ -39,6 +41,22 @@ inline S3Env load_s3_env() {
   e.state_dir = dir;
   if (e.endpoint_https.empty()) throw std::runtime_error("S3 env file is incomplete");
   return e;
+}
+
+/// An UploaderConfig (also the BucketReader's) that reaches `bucket` on this server over HTTPS
+/// with its CA and its static keys; every other field keeps its default.
+inline UploaderConfig s3_uploader_config(const S3Env& env, const std::string& bucket,
+                                         const std::string& prefix) {
+  UploaderConfig u;
+  u.endpoint = env.endpoint_https;
+  u.ca_file = env.ca_file;
+  u.region = env.region;
+  u.bucket = bucket;
+  u.prefix = prefix;
+  u.credentials.source = CredentialsSource::static_keys;
+  u.credentials.access_key_id = env.access_key;
+  u.credentials.secret_access_key = env.secret_key;
+  return u;
 }
 
 }  // namespace fleetpipe::test
