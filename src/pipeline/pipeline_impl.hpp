@@ -14,6 +14,7 @@
 #include "common/utc_time.hpp"
 #include "s3/bucket_layout.hpp"
 #include "fleetpipe/asio.hpp"
+#include "fleetpipe/campaign.hpp"
 #include "fleetpipe/version.hpp"
 
 namespace fleetpipe {
@@ -83,6 +84,9 @@ struct Pipeline::Impl {
   // One io_context for the uploader and the heartbeat, run only inside poll/run_for/drain.
   boost::asio::io_context ioc;
   std::unique_ptr<Uploader> uploader;
+  // The campaign agent when the config has a "campaigns" section (docs/campaigns.md); null
+  // otherwise. The heartbeat reports its status() and the uploader attributes data to in_force().
+  std::unique_ptr<CampaignAgent> campaigns;
 
   // Heartbeat: the document is built here, sent by the uploader (Uploader::send_heartbeat;
   // docs/pipeline.md).
