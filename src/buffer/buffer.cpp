@@ -57,6 +57,7 @@ Buffer::Impl::Impl(const BufferConfig& c, const Port& p, MetricsRegistry& m)
 
 Buffer::Impl::~Impl() {
   while (staged.active) step_staged();  // accepted: written before the store closes
+  if (env && !env_broken && checkpoints) do_sync();  // a clean close leaves nothing to roll back
   close_env();
   if (dir_fd >= 0) ::close(dir_fd);
   ZSTD_freeCCtx(cctx);

@@ -1,8 +1,10 @@
 // Buffer durability: what happens after each commit (fsync per `durability`, in the background
 // under `interval`), and growth of the LMDB map that write transactions rely on.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "buffer/impl.hpp"
@@ -69,13 +71,16 @@ int Buffer::Impl::sync_if_due(MonoTime now) {
   if (background_sync.in_flight()) {
     auto done = background_sync.reap();
     if (!done) return 0;  // still running: the next one starts after it
-    note_sync_result(*done);
+    sync_step_done(*done);
+    if (background_sync.in_flight()) return 0;  // the checkpoint's own fsync now runs
   }
   if (!unsynced || (!sync_soon && now - last_sync < std::chrono::milliseconds(cfg.sync_interval_ms)))
     return 0;
   sync_soon = false;
+  pin_candidate_state();
   int fd = -1;
   if (cfg.async_sync && mdb_env_get_fd(env.get(), &fd) == 0 && background_sync.start(fd)) {
+    sync_phase = SyncPhase::data;
     unsynced = false;  // commits from now on set it again; a failure sets it back
     last_sync = now;
     m_syncs_background.inc();
@@ -88,6 +93,19 @@ int Buffer::Impl::sync_if_due(MonoTime now) {
   return do_sync();
 }
 
+/// A background fsync finished: the data file's (then checkpoint the state it made durable) or
+/// the checkpoint file's (then that state is the one a power cut rolls back to).
+void Buffer::Impl::sync_step_done(int err) {
+  if (sync_phase == SyncPhase::checkpoint) return finish_checkpoint(err);
+  sync_phase = SyncPhase::idle;
+  note_sync_result(err);
+  if (err == 0) {
+    write_checkpoint(true);
+  } else {
+    pin_candidate.abort();
+  }
+}
+
 void Buffer::Impl::note_sync_result(int err) {
   if (err == 0) return;
   m_sync_errors.inc();
@@ -95,18 +113,118 @@ void Buffer::Impl::note_sync_result(int err) {
   log(LogLevel::error, std::string("background fsync of the store failed: ") + std::strerror(err));
 }
 
-int Buffer::Impl::do_sync() {
-  if (background_sync.in_flight()) note_sync_result(background_sync.wait());
+int Buffer::Impl::do_sync(bool at_open) {
+  while (background_sync.in_flight()) sync_step_done(background_sync.wait());
+  pin_candidate_state();
   int rc = mdb_env_sync(env.get(), 1);
   if (rc == 0) {
     unsynced = false;
     last_sync = port.clock->monotonic();
-    m_syncs_inline.inc();
+    if (!at_open) m_syncs_inline.inc();  // the metric counts the syncs of a running store
+    write_checkpoint(false);
   } else {
+    pin_candidate.abort();
     m_sync_errors.inc();
     log(LogLevel::error, "fsync of the store failed: " + lmdb::text(rc));
   }
   return rc;
+}
+
+// ---- the synced state kept restorable (sync_checkpoint.hpp) ----------------------------------
+
+/// After open_env: under `interval` the state as opened is made durable and checkpointed before
+/// any new commit; under the other modes a checkpoint left by an `interval` run is removed (it
+/// would name a state later commits no longer protect).
+void Buffer::Impl::start_checkpoints() {
+  stop_checkpoints();
+  if (!m_checkpoints) {
+    m_checkpoints = &metrics.counter("fleetpipe_buffer_checkpoints_total",
+                                     "Synced states recorded as the rollback point of a power cut (interval durability)");
+    m_rollbacks = &metrics.counter("fleetpipe_buffer_power_cut_rollbacks_total",
+                                   "Opens that rolled the store back to its last synced state after a reboot");
+  }
+  if (cfg.durability != Durability::interval) {
+    if (int err = detail::CheckpointFile::remove(dir, dir_fd))
+      log(LogLevel::warning, std::string("cannot remove the interval checkpoint: ") + std::strerror(err));
+    return;
+  }
+  MDB_stat ms;
+  if (mdb_env_stat(env.get(), &ms) != 0) return;
+  candidate = detail::CheckpointRecord{};
+  candidate.page_size = ms.ms_psize;
+  candidate.boot_id = detail::current_boot_id();
+  if (auto prev = detail::CheckpointFile::read(dir)) candidate.seq = prev->seq;
+  if (int err = checkpoint_file.open(dir, dir_fd)) {
+    log(LogLevel::warning, std::string("interval durability without a checkpoint (cannot open it: ") +
+                               std::strerror(err) + "): a power cut on a disk that reorders writes may damage the store");
+    return;
+  }
+  checkpoints = true;
+  do_sync(true);
+}
+
+/// Pins the newest committed state and copies its meta page: the candidate for the next
+/// checkpoint. False when checkpoints are off.
+bool Buffer::Impl::pin_candidate_state() {
+  if (!checkpoints) return false;
+  MDB_envinfo info;
+  if (mdb_env_info(env.get(), &info) != 0) return false;
+  if (pin_candidate && mdb_txn_id(pin_candidate.get()) == info.me_last_txnid) return true;
+  if (pin_candidate.begin(env.get(), MDB_RDONLY) != 0) return false;
+  const std::size_t txn = mdb_txn_id(pin_candidate.get());
+  // The meta page as LMDB just wrote it (page cache; me_mapaddr is only set with MDB_FIXEDMAP).
+  const int slot = static_cast<int>(txn & 1);
+  std::optional<detail::MetaCopy> meta;
+  mdb_filehandle_t fd;
+  if (mdb_env_get_fd(env.get(), &fd) == 0) {
+    meta_page.resize(candidate.page_size);
+    if (::pread(fd, meta_page.data(), meta_page.size(), static_cast<off_t>(slot) * candidate.page_size) ==
+        static_cast<ssize_t>(meta_page.size()))
+      meta = detail::MetaCopy::from_page(reinterpret_cast<const unsigned char*>(meta_page.data()),
+                                         candidate.page_size, 0);
+  }
+  if (!meta || meta->txnid != txn) {
+    stop_checkpoints();
+    log(LogLevel::warning, "interval checkpoints off: LMDB's meta page is not the format they know; a "
+                           "power cut on a disk that reorders writes may damage the store");
+    return false;
+  }
+  candidate.meta = *meta;
+  return true;
+}
+
+/// The candidate's data is durable: records it in the checkpoint file and syncs that (in the
+/// background when asked and possible).
+void Buffer::Impl::write_checkpoint(bool in_background) {
+  if (!checkpoints || !pin_candidate) return;
+  ++candidate.seq;
+  if (int err = checkpoint_file.write(candidate)) return finish_checkpoint(err);
+  if (in_background && background_sync.start(checkpoint_file.fd())) {
+    sync_phase = SyncPhase::checkpoint;
+    return;
+  }
+  finish_checkpoint(::fdatasync(checkpoint_file.fd()) == 0 ? 0 : errno);
+}
+
+void Buffer::Impl::finish_checkpoint(int err) {
+  sync_phase = SyncPhase::idle;
+  if (err) {
+    --candidate.seq;  // its slot may be torn: the other one still names the synced state
+    pin_candidate.abort();
+    unsynced = true;  // retried at the next interval
+    m_sync_errors.inc();
+    log(LogLevel::error, std::string("writing the interval checkpoint failed: ") + std::strerror(err));
+    return;
+  }
+  pin_synced = std::move(pin_candidate);
+  m_checkpoints->inc();
+}
+
+void Buffer::Impl::stop_checkpoints() {
+  checkpoints = false;
+  pin_candidate.abort();
+  pin_synced.abort();
+  checkpoint_file.close();
 }
 
 }  // namespace fleetpipe

@@ -27,6 +27,7 @@
 #include "buffer/async_fdatasync.hpp"
 #include "buffer/buffer_format.hpp"
 #include "buffer/lmdb.hpp"
+#include "buffer/sync_checkpoint.hpp"
 #include "fleetpipe/buffer.hpp"
 
 namespace fleetpipe {
@@ -93,6 +94,19 @@ struct Buffer::Impl {
   bool sync_soon = false;        // a state write asked for the next fsync without waiting the interval
   detail::AsyncFdatasync background_sync;  // the fsync in flight (async_sync)
   bool told_inline = false;                // logged once: kernel AIO unavailable
+  // The last synced state kept restorable (sync_checkpoint.hpp): an fsync of the data file,
+  // then one of the checkpoint file; `pin_synced` holds the state the checkpoint names,
+  // `pin_candidate` the one being synced.
+  enum class SyncPhase : std::uint8_t { idle, data, checkpoint };
+  SyncPhase sync_phase = SyncPhase::idle;
+  bool checkpoints = false;  // `interval`, and LMDB's meta page is the format we know
+  detail::CheckpointFile checkpoint_file;
+  detail::CheckpointRecord candidate;
+  detail::lmdb::Txn pin_synced, pin_candidate;
+  std::string meta_page;  // pin_candidate_state()'s read of the meta page
+  Counter* m_checkpoints = nullptr;
+  Counter* m_rollbacks = nullptr;
+  bool rolled_back_at_open = false;  // counted once the metrics exist (start_checkpoints)
 
   ZSTD_CCtx* cctx = nullptr;
   ZSTD_DCtx* dctx = nullptr;
@@ -190,7 +204,13 @@ struct Buffer::Impl {
   void after_commit(bool force_sync);
   int sync_if_due(MonoTime now);
   void note_sync_result(int err);
-  int do_sync();
+  int do_sync(bool at_open = false);
+  void sync_step_done(int err);
+  void start_checkpoints();
+  bool pin_candidate_state();
+  void write_checkpoint(bool in_background);
+  void finish_checkpoint(int err);
+  void stop_checkpoints();
 
   // ---- records.cpp: a record's encoding, compression, reading back, deletion ------------
   /// A record ready to be written (compressed outside the transaction).

@@ -52,6 +52,13 @@ class Txn {
   Txn(const Txn&) = delete;
   Txn& operator=(const Txn&) = delete;
   Txn(Txn&& o) noexcept : txn_(std::exchange(o.txn_, nullptr)) {}
+  Txn& operator=(Txn&& o) noexcept {
+    if (this != &o) {
+      abort();
+      txn_ = std::exchange(o.txn_, nullptr);
+    }
+    return *this;
+  }
   ~Txn() { abort(); }
 
   int begin(MDB_env* env, unsigned flags) {

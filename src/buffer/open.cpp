@@ -31,7 +31,8 @@ Result<void> Buffer::Impl::lock_dir() {
 }
 
 void Buffer::Impl::close_env() {
-  if (background_sync.in_flight()) note_sync_result(background_sync.wait());  // it uses env's fd
+  while (background_sync.in_flight()) sync_step_done(background_sync.wait());  // it uses env's fd
+  stop_checkpoints();  // its read transactions end before the environment
   env.close();
 }
 
@@ -61,6 +62,23 @@ int Buffer::Impl::open_env(std::string& why) {
   mdb_env_set_mapsize(env.get(), map_size);
   unsigned flags = MDB_NOTLS | MDB_NORDAHEAD;
   if (cfg.durability != Durability::sync) flags |= MDB_NOSYNC;
+  // After a reboot, a store left by an `interval` run opens at its last checkpointed state; a
+  // new store starts without one.
+  if (!fs::exists(dir / "data.mdb")) detail::CheckpointFile::remove(dir, dir_fd);
+  auto restored = restore_to_checkpoint(dir);
+  if (restored.rolled_back) {
+    std::error_code ec;
+    fs::remove(dir / "lock.mdb", ec);
+    rolled_back_at_open = true;
+    const std::string from = restored.from_txn ? "transaction " + std::to_string(restored.from_txn)
+                                               : "unreadable meta pages";
+    log(LogLevel::warning, "the store was not closed before a reboot: rolled back from " + from +
+                               " to its last synced state (transaction " + std::to_string(restored.to_txn) +
+                               "); what was accepted after that sync is lost, as `interval` durability allows");
+  } else if (restored.error) {
+    log(LogLevel::error, std::string("rolling the store back to its checkpoint failed: ") +
+                             std::strerror(restored.error));
+  }
   rc = mdb_env_open(env.get(), dir.c_str(), flags, 0644);
   if (rc) {
     why = "mdb_env_open: " + lmdb::text(rc);
@@ -156,6 +174,9 @@ int Buffer::Impl::open_env(std::string& why) {
   env_broken = false;
   note_file_size();
   refresh_gauges();
+  start_checkpoints();
+  if (rolled_back_at_open) m_rollbacks->inc();
+  rolled_back_at_open = false;
   return 0;
 }
 
@@ -217,6 +238,7 @@ void Buffer::Impl::quarantine(const std::string& why) {
     if (ec) fs::remove(dir / "data.mdb", ec);
   }
   fs::remove(dir / "lock.mdb", ec);
+  detail::CheckpointFile::remove(dir, dir_fd);
   m_quarantined.inc();
   ++quarantined_total;
   log(LogLevel::error, "store in " + dir.string() + " could not be used (" + why + "): moved to " +
