@@ -122,8 +122,13 @@ int Buffer::Impl::insert_record(MDB_txn* txn, Prepared& p, AppendOutcome& out) {
   ov.stored_bytes = s;
   char ob[OrderValue::kSize];
   ov.encode(ob);
+  // The entry is usually the order's last key (one priority, rising ids): MDB_APPEND skips the
+  // search and fills pages instead of splitting them in half; LMDB refuses it (MDB_KEYEXIST)
+  // when a lower priority's entries sort after it, and the put goes to its place.
   MDB_val ok = val(okey.b, 9), ovv = val(ob, sizeof ob);
-  if ((rc = mdb_put(txn, db_order, &ok, &ovv, 0))) return rc;
+  rc = mdb_put(txn, db_order, &ok, &ovv, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = mdb_put(txn, db_order, &ok, &ovv, 0);
+  if (rc) return rc;
   pc.records[prio]++;
   pc.bytes[prio] += s;
   pc.wear_bytes += s;
