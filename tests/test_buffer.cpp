@@ -47,6 +47,14 @@ struct Env {
     if (!b.ok()) FAIL(b.error().message);
     return std::move(*b);
   }
+  /// Opened with `stats` as Port::filesystem instead of `fsstats`.
+  std::unique_ptr<Buffer> open(FilesystemStats& stats) {
+    Port p = port();
+    p.filesystem = &stats;
+    auto b = Buffer::open(cfg, p, metrics);
+    if (!b.ok()) FAIL(b.error().message);
+    return std::move(*b);
+  }
   bool logged(const std::string& needle) const {
     return std::any_of(lines.begin(), lines.end(),
                        [&](const std::string& l) { return l.find(needle) != std::string::npos; });
@@ -624,9 +632,10 @@ namespace {
 /// A Port::filesystem that fails while `failing`, counting its calls.
 struct FailingFsStats final : FilesystemStats {
   bool failing = false;
-  mutable std::uint64_t failed_calls = 0;
+  mutable std::uint64_t calls = 0, failed_calls = 0;
   FsStats value{1ull << 40, 1ull << 40, 1ull << 20, 1ull << 20};
   Result<FsStats> stats(const std::string&) const override {
+    ++calls;
     if (!failing) return value;
     ++failed_calls;
     return Error(errc::io_error, "statvfs: injected failure");
@@ -639,11 +648,8 @@ TEST_CASE("failing filesystem stats count as a full filesystem: refused, nothing
     Env e(policy == FullPolicy::evict ? "buf-fsfail-evict" : "buf-fsfail-reject");
     e.cfg.policy = policy;
     FailingFsStats fsstats;
-    Port port = e.port();
-    port.filesystem = &fsstats;
-    auto opened = Buffer::open(e.cfg, port, e.metrics);
-    REQUIRE(opened.ok());
-    Buffer& b = **opened;
+    auto opened = e.open(fsstats);
+    Buffer& b = *opened;
     std::string p(2000, 'x');
     for (int i = 0; i < 5; ++i) REQUIRE(b.append(meta(1), p).accepted);
     const auto before = lease_ids(b);
@@ -688,29 +694,14 @@ TEST_CASE("failing filesystem stats count as a full filesystem: refused, nothing
   }
 }
 
-namespace {
-/// A Port::filesystem that counts its queries.
-struct CountingFsStats final : FilesystemStats {
-  mutable std::uint64_t calls = 0;
-  FsStats value{1ull << 40, 1ull << 40, 1ull << 20, 1ull << 20};
-  Result<FsStats> stats(const std::string&) const override {
-    ++calls;
-    return value;
-  }
-};
-}  // namespace
-
 TEST_CASE("filesystem stats: reused for under 1 s and 16 MiB of growth far from the guards, queried per append near them") {
   Env e("buf-fscache");
   e.cfg.min_free_bytes = 1 << 20;
   e.cfg.min_free_inodes = 10;
   e.cfg.compress_min_bytes = 0;
-  CountingFsStats fsstats;
-  Port port = e.port();
-  port.filesystem = &fsstats;
-  auto opened = Buffer::open(e.cfg, port, e.metrics);
-  REQUIRE(opened.ok());
-  Buffer& b = **opened;
+  FailingFsStats fsstats;  // never failing here: it counts the queries
+  auto opened = e.open(fsstats);
+  Buffer& b = *opened;
   std::string p(1000, 'x');
   const auto at_open = fsstats.calls;
   for (int i = 0; i < 50; ++i) REQUIRE(b.append(meta(1), p).accepted);
