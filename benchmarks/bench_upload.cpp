@@ -12,6 +12,16 @@
 //   peak_rss_anon_mb                            peak RssAnon of the uploading process (goal <= 12)
 //   peak_rss_file_mb                            peak RssFile (LMDB pages mapped from the file)
 //   cap_error_pct_100k / _1m / _10m             |achieved - configured| / configured (goal <= 3)
+//   throughput_vs_curl_single_put               the leanest client: `curl -T` of the same 1 GiB as
+//                                               one PUT (UNSIGNED-PAYLOAD, signed here with the
+//                                               project's SigV4), against the uploader doing the
+//                                               same work (one PutObject, unsigned_payload, one
+//                                               request in flight): curl's time / ours, median of
+//                                               same-round ratios (goal >= 0.9)
+//   cpu_vs_curl_single_put                      our CPU seconds / curl's for that PUT (goal <= 1.5)
+// The hashing floors of the same run (SHA-256, one MD5 stream, eight MD5 lanes, AES-256-GCM, each
+// over 64 MiB in memory, per second of one thread's CPU time) are printed and named next to
+// cpu_s_per_gib and cpu_vs_curl_single_put.
 //
 // The uploading process is a fresh exec of this program (`--worker`), so its RSS is only the
 // uploader's; the 1 GiB is written into the Buffer by a separate filler process beforehand.
@@ -29,18 +39,23 @@
 // throughput ratios weigh each client's CPU per byte as well as its pipelining. The server's CPU
 // seconds (all its processes) are printed for each run. Knobs for experiments only (not used by
 // scripts/bench): FLEETPIPE_BENCH_UPLOAD_CONCURRENCY, FLEETPIPE_BENCH_UPLOAD_CHUNK (bytes),
-// FLEETPIPE_BENCH_UPLOAD_NO_CAP=1 (skip the rate-cap figures), FLEETPIPE_BENCH_UPLOAD_ONLY_OURS=1
-// (time only the uploader, write no figures).
+// FLEETPIPE_BENCH_UPLOAD_TRACE=1 (the worker prints when its first body byte went out and when it
+// was done), FLEETPIPE_BENCH_UPLOAD_NO_CAP=1 (skip the rate-cap figures), FLEETPIPE_BENCH_UPLOAD_ONLY_OURS=1
+// (time only the uploader, write no figures), FLEETPIPE_BENCH_UPLOAD_MIB (the object's size while
+// developing; figures are written only at the full 1 GiB), FLEETPIPE_BENCH_UPLOAD_ONLY_SINGLE=1
+// (only curl and our single PutObject, with the hashing floors; writes no figures).
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <iterator>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -48,10 +63,15 @@
 #include <thread>
 #include <vector>
 
+#include <openssl/evp.h>
+
 #include "bench_report.hpp"
 #include "fleetpipe/buffer.hpp"
 #include "fleetpipe/metrics.hpp"
+#include "fleetpipe/sigv4.hpp"
 #include "fleetpipe/uploader.hpp"
+#include "s3/digest.hpp"
+#include "s3/md5_lanes.hpp"
 #include "support/s3_env.hpp"
 
 using namespace fleetpipe;
@@ -62,6 +82,8 @@ namespace {
 
 constexpr std::uint64_t kGiB = 1ull << 30;
 constexpr std::uint64_t kPart = 8ull << 20;
+// The object's size: 1 GiB, less with FLEETPIPE_BENCH_UPLOAD_MIB while developing.
+std::uint64_t g_bytes = kGiB;
 const char* kClean = "env -u AWS_CA_BUNDLE -u SSL_CERT_FILE -u SSL_CERT_DIR -u REQUESTS_CA_BUNDLE "
                      "-u CURL_CA_BUNDLE -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY ";
 
@@ -162,9 +184,12 @@ bool fill(const std::string& db, std::uint64_t size, std::size_t records, const 
   return WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
-// --worker DB BUCKET CONCURRENCY: uploads everything in DB with max_concurrent_requests =
-// CONCURRENCY, exits 0 when the buffer is empty.
-int worker(const std::string& db, const std::string& bucket, std::uint32_t concurrency) {
+// --worker DB BUCKET CONCURRENCY [single]: uploads everything in DB with max_concurrent_requests
+// = CONCURRENCY, exits 0 when the buffer is empty. `single`: the object goes as one PutObject
+// (multipart threshold above its size), as curl sends it.
+int worker(const std::string& db, const std::string& bucket, std::uint32_t concurrency, bool single) {
+  const double t_start = now_s();
+  const bool trace = std::getenv("FLEETPIPE_BENCH_UPLOAD_TRACE") != nullptr;
   auto env = test::load_s3_env();
   MetricsRegistry metrics;
   StderrLogSink log(LogLevel::warning);
@@ -174,18 +199,151 @@ int worker(const std::string& db, const std::string& bucket, std::uint32_t concu
   if (!buf) return 2;
   auto cfg = uploader_config(env, bucket, "fleetpipe");
   cfg.max_concurrent_requests = concurrency;
+  if (single) {
+    cfg.multipart_threshold_bytes = 5 * kGiB;
+    cfg.target_object_bytes = 5 * kGiB;
+    cfg.write_manifest = false;  // curl writes none
+  }
   auto up = Uploader::create(cfg, **buf, port, metrics);
   if (!up) {
     std::fprintf(stderr, "worker: %s\n", up.error().message.c_str());
     return 3;
   }
+  if (trace) std::fprintf(stderr, "worker: uploader created after %.3f s\n", now_s() - t_start);
   double end = now_s() + 600;
+  double first_sent = 0;
   while (now_s() < end) {
     (*up)->run_for(50ms);
-    if ((*buf)->stats().records == 0 && (*up)->idle()) return 0;
+    if (trace && first_sent == 0 && metrics.value("fleetpipe_uploader_bytes_sent_total") > 0) {
+      first_sent = now_s();
+      std::fprintf(stderr, "worker: first bytes sent after %.3f s\n", first_sent - t_start);
+    }
+    if ((*buf)->stats().records == 0 && (*up)->idle()) {
+      if (trace) std::fprintf(stderr, "worker: done after %.3f s\n", now_s() - t_start);
+      return 0;
+    }
     if ((*buf)->stats().parked > 0) return 4;
   }
   return 5;
+}
+
+// ---- hashing floors: what one core does per second here, in memory ---------------------------
+
+struct Floors {
+  double sha256_gb_s = 0, md5_gb_s = 0, md5_lanes_gb_s = 0, aes_gcm_gb_s = 0;
+};
+
+double thread_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+/// Bytes per second of this thread's CPU time (not wall time: the machine may be shared), best
+/// of three passes.
+template <class F>
+double best_gb_s(std::size_t bytes, F&& pass) {
+  double best = 0;
+  for (int r = 0; r < 3; ++r) {
+    double t0 = thread_cpu_s();
+    pass();
+    best = std::max(best, static_cast<double>(bytes) / 1e9 / (thread_cpu_s() - t0));
+  }
+  return best;
+}
+
+Floors hashing_floors() {
+  const std::size_t n = 64u << 20;
+  std::string data(n, '\0');
+  fill_random(data.data(), n, 7);
+  Floors f;
+  volatile char sink = 0;
+  f.sha256_gb_s = best_gb_s(n, [&] {
+    detail::Digest d(detail::Digest::Kind::sha256);
+    d.update(data.data(), n);
+    sink = d.finish()[0];
+  });
+  f.md5_gb_s = best_gb_s(n, [&] {
+    detail::Digest d(detail::Digest::Kind::md5);
+    d.update(data.data(), n);
+    sink = d.finish()[0];
+  });
+  f.md5_lanes_gb_s = best_gb_s(n, [&] {  // eight streams of n/8 bytes each, in lockstep
+    detail::Md5Lanes lanes;
+    const std::size_t lane = n / detail::Md5Lanes::kLanes, step = 1u << 20;
+    for (std::size_t off = 0; off < lane; off += step) {
+      std::array<detail::Md5Lanes::Span, detail::Md5Lanes::kLanes> spans;
+      for (std::size_t l = 0; l < spans.size(); ++l) spans[l] = {data.data() + l * lane + off, step};
+      lanes.update(spans);
+    }
+    sink = lanes.finish(0)[0];
+  });
+  f.aes_gcm_gb_s = best_gb_s(n, [&] {  // TLS 1.3's TLS_AES_256_GCM_SHA384 record cipher
+    unsigned char key[32] = {1}, iv[12] = {2}, tag[16];
+    std::string out(16u << 10, '\0');
+    EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+    EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key, iv);
+    int len = 0;
+    for (std::size_t off = 0; off < n; off += out.size())
+      EVP_EncryptUpdate(ctx, reinterpret_cast<unsigned char*>(out.data()), &len,
+                        reinterpret_cast<const unsigned char*>(data.data() + off), static_cast<int>(out.size()));
+    EVP_EncryptFinal_ex(ctx, tag, &len);
+    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag);
+    EVP_CIPHER_CTX_free(ctx);
+    sink = static_cast<char>(tag[0]);
+  });
+  (void)sink;
+  return f;
+}
+
+// ---- curl: one PUT of the file, UNSIGNED-PAYLOAD, signed with the project's SigV4 -------------
+
+std::string amz_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char b[32];
+  std::strftime(b, sizeof b, "%Y%m%dT%H%M%SZ", &tm);
+  return b;
+}
+
+/// The shell command for curl's PUT of `file` to BUCKET/KEY, or "" when it cannot be signed.
+std::string curl_put_command(const test::S3Env& env, const std::string& bucket, const std::string& key,
+                             const std::string& file) {
+  const std::string url = env.endpoint_https + "/" + bucket + "/" + key;
+  auto h = sign_s3_request("PUT", url, {}, {}, env.access_key, env.secret_key, env.region, amz_now(), {}, true);
+  if (!h) {
+    std::fprintf(stderr, "curl: cannot sign: %s\n", h.error().message.c_str());
+    return {};
+  }
+  // "Expect:": no 100-continue round trip (the signature does not cover it either way).
+  std::string cmd = std::string(kClean) + "curl -sS --fail -o /dev/null --cacert '" + env.ca_file +
+                    "' -H 'Expect:' -T '" + file + "'";
+  for (const auto& [name, value] : *h) cmd += " -H '" + name + ": " + value + "'";
+  return cmd + " '" + url + "'";
+}
+
+/// Runs `cmd` under /bin/sh; wall time and the user+sys CPU of it and its children.
+struct CmdResult {
+  bool ok = false;
+  double wall_s = 0, cpu_s = 0;
+};
+CmdResult run_timed(const std::string& cmd) {
+  CmdResult r;
+  double t0 = now_s();
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int st = 0;
+  struct rusage ru {};
+  wait4(pid, &st, 0, &ru);
+  r.wall_s = now_s() - t0;
+  r.cpu_s = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  r.ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  return r;
 }
 
 // CPU seconds (user+sys) of one process from /proc/PID/stat (0 when it is gone).
@@ -239,14 +397,14 @@ struct ProcResult {
 };
 
 ProcResult run_worker(const std::string& self, const std::string& db, const std::string& bucket,
-                      std::uint32_t concurrency) {
+                      std::uint32_t concurrency, bool single = false) {
   ProcResult r;
   std::string conc = std::to_string(concurrency);
   double t0 = now_s();
   pid_t pid = fork();
   if (pid == 0) {
     execl(self.c_str(), self.c_str(), "--worker", db.c_str(), bucket.c_str(), conc.c_str(),
-          static_cast<char*>(nullptr));
+          single ? "single" : "multipart", static_cast<char*>(nullptr));
     _exit(127);
   }
   std::string status_path = "/proc/" + std::to_string(pid) + "/status";
@@ -296,8 +454,9 @@ double measure_cap(const test::S3Env& env, const std::string& db, const std::str
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc >= 5 && std::string(argv[1]) == "--worker")
-    return worker(argv[2], argv[3], static_cast<std::uint32_t>(std::atoi(argv[4])));
+  if (argc >= 6 && std::string(argv[1]) == "--worker")
+    return worker(argv[2], argv[3], static_cast<std::uint32_t>(std::atoi(argv[4])), std::string(argv[5]) == "single");
+  if (const char* v = std::getenv("FLEETPIPE_BENCH_UPLOAD_MIB")) g_bytes = std::strtoull(v, nullptr, 10) << 20;
 
   std::string own_state;
   if (!std::getenv("FLEETPIPE_S3_STATE")) {
@@ -330,8 +489,19 @@ int main(int argc, char** argv) {
   std::string data_file = (work / "data.bin").string();
   std::string db = (work / "db").string();
   std::string db_filled = (work / "db-filled").string();  // copied to `db` before each of our runs
-  std::printf("filling the buffer with 1 GiB (and %s)...\n", data_file.c_str());
-  if (!fill(db_filled, kGiB, 1, data_file)) return 1;
+  std::printf("filling the buffer with %.0f MiB (and %s)...\n", g_bytes / 1048576.0, data_file.c_str());
+  if (!fill(db_filled, g_bytes, 1, data_file)) return 1;
+  const Floors floors = hashing_floors();
+  char floors_text[256];
+  std::snprintf(floors_text, sizeof floors_text,
+                "hashing floors, same run, per CPU-second of one core: SHA-256 %.2f GB/s, MD5 one stream %.2f GB/s, eight MD5 "
+                "lanes %.2f GB/s, AES-256-GCM %.2f GB/s",
+                floors.sha256_gb_s, floors.md5_gb_s, floors.md5_lanes_gb_s, floors.aes_gcm_gb_s);
+  std::printf("%s\n", floors_text);
+  const bool only_single = [] {
+    const char* v = std::getenv("FLEETPIPE_BENCH_UPLOAD_ONLY_SINGLE");
+    return v && *v == '1';
+  }();
 
   const bool only_ours = [] {
     const char* v = std::getenv("FLEETPIPE_BENCH_UPLOAD_ONLY_OURS");
@@ -382,7 +552,7 @@ int main(int argc, char** argv) {
     double srv0 = server_cpu_s(env.state_dir);
     auto run = run_worker(self, db, bucket, o.concurrency);
     if (!run.ok) return false;
-    o.mbs.push_back(kGiB / 1e6 / run.wall_s);
+    o.mbs.push_back(g_bytes / 1e6 / run.wall_s);
     o.cpu.push_back(run.cpu_s);
     peak_anon = std::max(peak_anon, run.peak_anon_mb);
     peak_file = std::max(peak_file, run.peak_file_mb);
@@ -398,25 +568,68 @@ int main(int argc, char** argv) {
     double t0 = now_s();
     if (sh(cmd) != 0) return false;
     double wall = now_s() - t0;
-    mbs.push_back(kGiB / 1e6 / wall);
+    mbs.push_back(g_bytes / 1e6 / wall);
     std::printf("  %.2f s, %.1f MB/s, server cpu %.2f s\n", wall, mbs.back(), server_cpu_s(env.state_dir) - srv0);
     return sh(empty_bucket) == 0;
   };
-  const int clients = only_ours ? 2 : 4;
+  // The leanest client: curl, one PUT; and the uploader doing the same (one PutObject, one
+  // request in flight). Wall and CPU (ours: the worker process; curl: its process) per round.
+  struct Single {
+    std::vector<double> wall, cpu, server_cpu;
+  } curl_single, ours_single;
+  double peak_anon_single = 0;
+  auto run_curl = [&] {
+    std::printf("curl, one PUT...\n");
+    std::string cmd = curl_put_command(env, bucket, "curl/data.bin", data_file);
+    if (cmd.empty()) return false;
+    sync();
+    double srv0 = server_cpu_s(env.state_dir);
+    auto run = run_timed(cmd);
+    if (!run.ok) {
+      std::fprintf(stderr, "curl PUT failed\n");
+      return false;
+    }
+    curl_single.wall.push_back(run.wall_s);
+    curl_single.cpu.push_back(run.cpu_s);
+    curl_single.server_cpu.push_back(server_cpu_s(env.state_dir) - srv0);
+    std::printf("  %.2f s, %.1f MB/s, cpu %.2f s, server cpu %.2f s\n", run.wall_s, g_bytes / 1e6 / run.wall_s,
+                run.cpu_s, curl_single.server_cpu.back());
+    return sh(empty_bucket) == 0;
+  };
+  auto run_ours_single = [&] {
+    fs::remove_all(db);
+    if (sh("cp -a --sparse=always '" + db_filled + "' '" + db + "'") != 0) return false;
+    std::printf("fleetpipe uploader, one PutObject...\n");
+    sync();
+    double srv0 = server_cpu_s(env.state_dir);
+    auto run = run_worker(self, db, bucket, 1, true);
+    if (!run.ok) return false;
+    ours_single.wall.push_back(run.wall_s);
+    ours_single.cpu.push_back(run.cpu_s);
+    ours_single.server_cpu.push_back(server_cpu_s(env.state_dir) - srv0);
+    peak_anon_single = std::max(peak_anon_single, run.peak_anon_mb);
+    std::printf("  %.2f s, %.1f MB/s, cpu %.2f s, RssAnon %.1f MB, server cpu %.2f s\n", run.wall_s,
+                g_bytes / 1e6 / run.wall_s, run.cpu_s, run.peak_anon_mb, ours_single.server_cpu.back());
+    return sh(empty_bucket) == 0;
+  };
+  const int clients = only_single ? 2 : only_ours ? 2 : 6;
   for (int r = 0; r < rounds; ++r) {
     std::printf("round %d of %d\n", r + 1, rounds);
     for (int k = 0; k < clients; ++k) {
       bool ok = true;
-      switch ((r + k) % clients) {
+      int which = (r + k) % clients + (only_single ? 4 : 0);
+      switch (which) {
         case 0: ok = run_ours(ours_default); break;
         case 1: ok = run_ours(ours_matched); break;
         case 2: ok = run_peer("rclone copy", rclone, rclone_mbs); break;
-        default: ok = run_peer("aws s3 cp", aws, aws_mbs); break;
+        case 3: ok = run_peer("aws s3 cp", aws, aws_mbs); break;
+        case 4: ok = run_curl(); break;
+        default: ok = run_ours_single(); break;
       }
       if (!ok) return 1;
     }
   }
-  if (only_ours) {
+  if (only_ours || only_single || g_bytes != kGiB) {
     fs::remove_all(work);
     return 0;
   }
@@ -440,7 +653,7 @@ int main(int argc, char** argv) {
     }
     return out;
   };
-  char base[512];
+  char base[1024];
   std::snprintf(base, sizeof base,
                 "rclone copy of the same 1 GiB, 4 parts in flight (fleetpipe %u), median of %d same-round ratios: "
                 "rclone MB/s %s, fleetpipe %s",
@@ -459,7 +672,29 @@ int main(int argc, char** argv) {
   std::snprintf(base, sizeof base,
                 "user+sys CPU of the uploading process for 1 GiB, %u in flight (median of rounds; at %u: %.2f s)",
                 kDefaultConcurrency, kAwsCliConcurrency, median(ours_matched.cpu));
-  report.add("cpu_s_per_gib", median(ours_default.cpu), "s", base);
+  report.add("cpu_s_per_gib", median(ours_default.cpu), "s", std::string(base) + "; " + floors_text);
+  {
+    std::vector<double> speed, cpu;
+    for (std::size_t i = 0; i < curl_single.wall.size(); ++i) {
+      speed.push_back(curl_single.wall[i] / ours_single.wall[i]);
+      cpu.push_back(ours_single.cpu[i] / curl_single.cpu[i]);
+    }
+    std::vector<double> curl_mbs, ours_mbs;
+    for (double w : curl_single.wall) curl_mbs.push_back(g_bytes / 1e6 / w);
+    for (double w : ours_single.wall) ours_mbs.push_back(g_bytes / 1e6 / w);
+    std::snprintf(base, sizeof base,
+                  "curl -T of the same 1 GiB as one PUT (UNSIGNED-PAYLOAD), fleetpipe one PutObject with "
+                  "unsigned_payload (Content-MD5 sent), median of %d same-round ratios: curl MB/s %s, fleetpipe %s; "
+                  "server CPU-s curl %s, fleetpipe %s",
+                  rounds, list(curl_mbs).c_str(), list(ours_mbs).c_str(), list(curl_single.server_cpu).c_str(),
+                  list(ours_single.server_cpu).c_str());
+    report.add("throughput_vs_curl_single_put", median(speed), "ratio", base, ">= 0.9");
+    std::snprintf(base, sizeof base,
+                  "user+sys CPU for that PUT, median of %d same-round ratios: curl s %s, fleetpipe s %s; %s", rounds,
+                  list(curl_single.cpu).c_str(), list(ours_single.cpu).c_str(), floors_text);
+    report.add("cpu_vs_curl_single_put", median(cpu), "ratio", base, "<= 1.5");
+    peak_anon = std::max(peak_anon, peak_anon_single);
+  }
   report.add("peak_rss_anon_mb", peak_anon, "MB",
              "RssAnon of the uploading process, sampled every 5 ms (max of all runs of ours)", "<= 12");
   report.add("peak_rss_file_mb", peak_file, "MB", "RssFile (LMDB map pages) of the uploading process");

@@ -47,6 +47,14 @@ struct Env {
     if (!b.ok()) FAIL(b.error().message);
     return std::move(*b);
   }
+  /// Opened with `stats` as Port::filesystem instead of `fsstats`.
+  std::unique_ptr<Buffer> open(FilesystemStats& stats) {
+    Port p = port();
+    p.filesystem = &stats;
+    auto b = Buffer::open(cfg, p, metrics);
+    if (!b.ok()) FAIL(b.error().message);
+    return std::move(*b);
+  }
   bool logged(const std::string& needle) const {
     return std::any_of(lines.begin(), lines.end(),
                        [&](const std::string& l) { return l.find(needle) != std::string::npos; });
@@ -624,9 +632,10 @@ namespace {
 /// A Port::filesystem that fails while `failing`, counting its calls.
 struct FailingFsStats final : FilesystemStats {
   bool failing = false;
-  mutable std::uint64_t failed_calls = 0;
+  mutable std::uint64_t calls = 0, failed_calls = 0;
   FsStats value{1ull << 40, 1ull << 40, 1ull << 20, 1ull << 20};
   Result<FsStats> stats(const std::string&) const override {
+    ++calls;
     if (!failing) return value;
     ++failed_calls;
     return Error(errc::io_error, "statvfs: injected failure");
@@ -639,11 +648,8 @@ TEST_CASE("failing filesystem stats count as a full filesystem: refused, nothing
     Env e(policy == FullPolicy::evict ? "buf-fsfail-evict" : "buf-fsfail-reject");
     e.cfg.policy = policy;
     FailingFsStats fsstats;
-    Port port = e.port();
-    port.filesystem = &fsstats;
-    auto opened = Buffer::open(e.cfg, port, e.metrics);
-    REQUIRE(opened.ok());
-    Buffer& b = **opened;
+    auto opened = e.open(fsstats);
+    Buffer& b = *opened;
     std::string p(2000, 'x');
     for (int i = 0; i < 5; ++i) REQUIRE(b.append(meta(1), p).accepted);
     const auto before = lease_ids(b);
@@ -654,6 +660,7 @@ TEST_CASE("failing filesystem stats count as a full filesystem: refused, nothing
     };
 
     fsstats.failing = true;
+    e.clock.advance(std::chrono::seconds(1));  // the stats of the appends above are reused for under 1 s
     for (int i = 0; i < 20; ++i) {
       auto o = b.append(meta(7, "alarm"), p);  // a higher priority would evict on a full disk
       CHECK(!o.accepted);
@@ -685,6 +692,55 @@ TEST_CASE("failing filesystem stats count as a full filesystem: refused, nothing
     CHECK(b.stats().records == 5);
     CHECK(warnings() == 2);
   }
+}
+
+TEST_CASE("filesystem stats: reused for under 1 s and 16 MiB of growth far from the guards, queried per append near them") {
+  Env e("buf-fscache");
+  e.cfg.min_free_bytes = 1 << 20;
+  e.cfg.min_free_inodes = 10;
+  e.cfg.compress_min_bytes = 0;
+  FailingFsStats fsstats;  // never failing here: it counts the queries
+  auto opened = e.open(fsstats);
+  Buffer& b = *opened;
+  std::string p(1000, 'x');
+  const auto at_open = fsstats.calls;
+  for (int i = 0; i < 50; ++i) REQUIRE(b.append(meta(1), p).accepted);
+  CHECK(fsstats.calls - at_open == 1);  // far from every guard: one query for 50 appends
+  e.clock.advance(std::chrono::milliseconds(999));
+  REQUIRE(b.append(meta(1), p).accepted);
+  CHECK(fsstats.calls - at_open == 1);
+  e.clock.advance(std::chrono::milliseconds(1));
+  REQUIRE(b.append(meta(1), p).accepted);
+  CHECK(fsstats.calls - at_open == 2);  // a second old: queried again
+
+  // 16 MiB of growth of data.mdb since the last query: queried again, whatever the clock says.
+  std::string big(1 << 20, 'y');
+  for (int i = 0; i < 20; ++i) REQUIRE(b.append(meta(1), big).accepted);
+  CHECK(fsstats.calls - at_open >= 3);
+  CHECK(fsstats.calls - at_open <= 4);
+
+  // Near a guard (free bytes within 64 MiB of min_free_bytes): every append queries, so the
+  // guard acts on the first append past it, exactly as without the cache.
+  fsstats.value.free_bytes = (1 << 20) + (32 << 20);
+  e.clock.advance(std::chrono::seconds(1));
+  REQUIRE(b.append(meta(1), p).accepted);
+  auto before = fsstats.calls;
+  for (int i = 0; i < 10; ++i) REQUIRE(b.append(meta(1), p).accepted);
+  CHECK(fsstats.calls - before == 10);
+  fsstats.value.free_bytes = (1 << 20) + 500;  // the device's real job fills the disk
+  auto o = b.append(meta(1), p);
+  CHECK(o.evicted >= 1);  // acted on at once: room made by evicting, not by growing the file
+  CHECK(e.metrics.value("fleetpipe_buffer_evicted_total",
+                        {{"reason", "min_free_bytes"}, {"priority", "1"}, {"stream", "imu"}}) >= 1);
+
+  // Near the inode guard too.
+  fsstats.value.free_bytes = 1ull << 40;
+  fsstats.value.free_inodes = 10 + 1000;
+  e.clock.advance(std::chrono::seconds(1));
+  REQUIRE(b.append(meta(1), p).accepted);
+  before = fsstats.calls;
+  for (int i = 0; i < 5; ++i) REQUIRE(b.append(meta(1), p).accepted);
+  CHECK(fsstats.calls - before == 5);
 }
 
 TEST_CASE("map grows on MDB_MAP_FULL up to the quota without failing appends") {

@@ -54,7 +54,8 @@ std::uint64_t Buffer::Impl::quota_cap(int p) const {
 /// second), and the first success after a logged failure says so once.
 Result<FsStats> Buffer::Impl::fs_stats() {
   constexpr auto kWarnEvery = std::chrono::minutes(1);
-  auto st = port.filesystem->stats(dir.string());
+  if (dir_string.empty()) dir_string = dir.string();
+  auto st = port.filesystem->stats(dir_string);
   if (st) {
     if (fs_stats_failing && fs_stats_recovery_due) {
       fs_stats_recovery_due = false;
@@ -82,10 +83,41 @@ Result<FsStats> Buffer::Impl::fs_stats() {
   return st;
 }
 
+/// The filesystem stats the headroom guards use: the last query's, less what data.mdb has grown
+/// since, while they are under a second old, the file has grown under 16 MiB since, and they are
+/// far from every guard (over 64 MiB above min_free_bytes, over 1024 inodes above
+/// min_free_inodes, no write failed for space); else a fresh query. A query that failed is
+/// never reused. What this can miss — another writer's use of the filesystem in the last second,
+/// beyond that 64 MiB margin — is in docs/buffer.md (Admission).
+Result<FsStats> Buffer::Impl::headroom_stats() {
+  constexpr auto kMaxAge = std::chrono::seconds(1);
+  constexpr std::uint64_t kMaxGrowth = 16ull << 20;
+  constexpr std::uint64_t kByteMargin = 64ull << 20;
+  constexpr std::uint64_t kInodeMargin = 1024;
+  FsStatsCache& c = fs_cache;
+  const MonoTime now = port.clock->monotonic();
+  if (c.valid && !fs_pressure && now >= c.at && now - c.at < kMaxAge && file_bytes >= c.file_bytes &&
+      file_bytes - c.file_bytes < kMaxGrowth) {
+    FsStats s = c.stats;
+    const std::uint64_t grown = file_bytes - c.file_bytes;
+    s.free_bytes = s.free_bytes > grown ? s.free_bytes - grown : 0;
+    if (s.free_bytes > cfg.min_free_bytes + kByteMargin && s.free_inodes > cfg.min_free_inodes + kInodeMargin)
+      return s;
+  }
+  auto st = fs_stats();
+  c.valid = static_cast<bool>(st);
+  if (st) {
+    c.stats = *st;
+    c.at = now;
+    c.file_bytes = file_bytes;
+  }
+  return st;
+}
+
 /// The filesystem headroom as a cap on stored bytes, computed once per append transaction.
 Buffer::Impl::FsCap Buffer::Impl::fs_cap(MDB_txn* txn) {
   FsCap c;
-  auto st = fs_stats();
+  auto st = headroom_stats();
   if (!st) {
     // Unknown free space counts as none (the port contract, examples/port_template): the file
     // must not grow. The real headroom may be fine, so nothing is evicted for it either.

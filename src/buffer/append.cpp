@@ -11,20 +11,39 @@ using namespace detail;
 
 std::vector<AppendOutcome> Buffer::Impl::append_many(
     const std::vector<std::pair<RecordMeta, std::string_view>>& in) {
+  std::vector<AppendItem> items;
+  items.reserve(in.size());
+  for (const auto& [m, payload] : in) items.push_back({&m, payload});
   std::vector<AppendOutcome> out(in.size());
   std::vector<std::string> reasons(in.size());
+  append_core(items.data(), items.size(), out.data(), reasons.data());
+  return out;
+}
+
+AppendOutcome Buffer::Impl::append_one(const RecordMeta& m, std::string_view payload) {
+  const AppendItem item{&m, payload};
+  AppendOutcome out;
+  std::string reason;
+  append_core(&item, 1, &out, &reason);
+  return out;
+}
+
+/// Appends `in[0..n)` in one transaction; fills `out[i]` and, for a refusal, `reasons[i]` (the
+/// metric label). `out` and `reasons` come in default-constructed.
+void Buffer::Impl::append_core(const AppendItem* in, std::size_t n, AppendOutcome* out,
+                               std::string* reasons) {
   std::vector<Prepared> prepared;
-  prepared.reserve(in.size());
+  prepared.reserve(n);
   std::int64_t now = wall_ns(port);
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    std::string bad = check_meta(in[i].first, in[i].second.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    std::string bad = check_meta(*in[i].meta, in[i].payload.size());
     if (!bad.empty()) {
       out[i].reason = errc::invalid_argument;
       out[i].message = bad;
       reasons[i] = "invalid";
       continue;
     }
-    prepared.push_back(prepare(i, in[i].first, in[i].second, now));
+    prepared.push_back(prepare(i, *in[i].meta, in[i].payload, now));
   }
   std::vector<Eviction> evictions;
   if (!prepared.empty()) {
@@ -48,14 +67,15 @@ std::vector<AppendOutcome> Buffer::Impl::append_many(
   // Count and log (after the outcome is final: a failed commit evicted nothing).
   report_evictions(evictions);
   std::map<std::tuple<std::string, int, std::string>, std::pair<std::uint64_t, std::string>> rj;
-  for (std::size_t i = 0; i < in.size(); ++i) {
+  for (std::size_t i = 0; i < n; ++i) {
     if (out[i].accepted) {
       m_appended.inc();
       continue;
     }
-    int prio = std::min<int>(in[i].first.priority, 255);
-    count_rejection(reasons[i], prio, in[i].first.stream);
-    auto& g = rj[{reasons[i], prio, in[i].first.stream}];
+    const RecordMeta& m = *in[i].meta;
+    int prio = std::min<int>(m.priority, 255);
+    count_rejection(reasons[i], prio, m.stream);
+    auto& g = rj[{reasons[i], prio, m.stream}];
     if (g.first++ == 0) g.second = out[i].message;
   }
   for (auto& [key, g] : rj) {
@@ -70,7 +90,6 @@ std::vector<AppendOutcome> Buffer::Impl::append_many(
   for (auto& p : prepared)
     if (out[p.index].accepted) m_appended_bytes.inc(p.header.stored_bytes);
   refresh_gauges();
-  return out;
 }
 
 /// Fills `out` for a commit that failed with `rc`; returns the rejection reason label.

@@ -132,9 +132,7 @@ AppendOutcome Buffer::append_staged(const RecordMeta& meta, std::string_view pay
 }
 
 AppendOutcome Buffer::append(const RecordMeta& meta, std::string_view payload) {
-  std::vector<std::pair<RecordMeta, std::string_view>> one;
-  one.emplace_back(meta, payload);
-  return std::move(impl_->append_many(one).front());
+  return impl_->append_one(meta, payload);
 }
 
 std::vector<AppendOutcome> Buffer::append_batch(

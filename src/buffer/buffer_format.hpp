@@ -219,6 +219,7 @@ struct PersistentCounters {
   }
   std::string encode() const {
     std::string s;
+    s.reserve(kSize);
     put_le(s, next_id, 8);
     put_le(s, static_cast<std::uint64_t>(wear_day), 8);
     put_le(s, wear_bytes, 8);

@@ -168,6 +168,15 @@ struct Buffer::Impl {
   std::uint64_t fs_stats_unlogged = 0;  // failures since the last warning
   std::uint64_t fs_stats_refused = 0;   // appends refused for it since the last warning (counted,
                                         // logged in that warning rather than one line each)
+  // The last filesystem stats, reused by the headroom guards while far from them (admission.cpp;
+  // the bound is in docs/buffer.md, Admission).
+  struct FsStatsCache {
+    bool valid = false;
+    FsStats stats;
+    MonoTime at{};
+    std::uint64_t file_bytes = 0;  // data.mdb's size when they were queried
+  } fs_cache;
+  std::string dir_string;  // dir.string(): the path every stats query is asked for
   std::uint64_t evicted_total = 0, rejected_total = 0, quarantined_total = 0;
   double raw_compressed = 0, stored_compressed = 0;
 
@@ -260,11 +269,19 @@ struct Buffer::Impl {
   std::uint64_t free_in_file(MDB_txn* txn);
   std::uint64_t quota_cap(int p) const;
   Result<FsStats> fs_stats();
+  Result<FsStats> headroom_stats();
   int admit(MDB_txn* txn, Prepared& p, const FsCap& fsc, AppendOutcome& out,
             std::vector<Eviction>& evictions, std::string& reject_reason);
 
   // ---- append.cpp: append / append_batch, commit failures, eviction reports -------------
   std::vector<AppendOutcome> append_many(const std::vector<std::pair<RecordMeta, std::string_view>>& in);
+  // One record to append, not copied: append() and append_batch() share append_core().
+  struct AppendItem {
+    const RecordMeta* meta;
+    std::string_view payload;
+  };
+  AppendOutcome append_one(const RecordMeta& m, std::string_view payload);
+  void append_core(const AppendItem* in, std::size_t n, AppendOutcome* out, std::string* reasons);
   std::string commit_failure(int rc, AppendOutcome& out);
   void report_evictions(const std::vector<Eviction>& evictions);
 

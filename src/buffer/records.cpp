@@ -43,22 +43,41 @@ bool Buffer::Impl::maybe_compress(std::string_view in, std::string& out) {
   return true;
 }
 
+namespace {
+/// encode_meta()'s output size for `m`.
+std::size_t meta_size(const RecordMeta& m) {
+  std::size_t n = 3 * 4 + m.stream.size() + m.event_id.size() + m.content_type.size() + 16 + 4 + 4;
+  for (const auto& t : m.trigger_ids) n += 4 + t.size();
+  for (const auto& [k, v] : m.metadata) n += 8 + k.size() + v.size();
+  return n;
+}
+}  // namespace
+
+/// The stored value is built in place, in one allocation: the header as if the payload were
+/// stored raw and inline, the metadata, the payload (compressed straight into the value when
+/// that pays); the header is rewritten when compression or chunking changed it.
 Buffer::Impl::Prepared Buffer::Impl::prepare(std::size_t index, const RecordMeta& m,
                                              std::string_view payload, std::int64_t now_ns) {
   Prepared p;
   p.index = index;
   p.stream = m.stream;
-  std::string meta;
-  encode_meta(m, meta);
   RecordHeader& h = p.header;
   h.priority = m.priority;
-  h.meta_len = static_cast<std::uint32_t>(meta.size());
   h.payload_size = payload.size();
   h.append_ns = now_ns;
-  std::string body;
+  const bool chunked = payload.size() > chunk_raw;
+  if (chunked) h.flags |= kChunked;
+  const std::size_t meta = meta_size(m);
+  h.meta_len = static_cast<std::uint32_t>(meta);
+  h.stored_bytes = RecordHeader::kSize + meta + (chunked ? 0 : payload.size());
+  const RecordHeader as_encoded = h;
+  std::string& v = p.value;
+  v.reserve(RecordHeader::kSize + meta + (chunked ? 0 : payload.size()));
+  h.encode(v);
+  encode_meta(m, v);
+  h.meta_len = static_cast<std::uint32_t>(v.size() - RecordHeader::kSize);
   std::uint64_t chunk_total = 0;
-  if (payload.size() > chunk_raw) {
-    h.flags |= kChunked;
+  if (chunked) {
     for (std::size_t off = 0; off < payload.size(); off += chunk_raw) {
       std::string_view part = payload.substr(off, chunk_raw);
       std::string c(1, static_cast<char>(kChunkZstd));
@@ -69,16 +88,17 @@ Buffer::Impl::Prepared Buffer::Impl::prepare(std::size_t index, const RecordMeta
       chunk_total += c.size();
       p.chunks.push_back(std::move(c));
     }
-  } else if (maybe_compress(payload, body)) {
+  } else if (maybe_compress(payload, v)) {
     h.flags |= kCompressed;
   } else {
-    body.assign(payload);
+    v.append(payload);
   }
-  h.stored_bytes = RecordHeader::kSize + meta.size() + body.size() + chunk_total;
-  p.value.reserve(h.stored_bytes - chunk_total);
-  h.encode(p.value);
-  p.value += meta;
-  p.value += body;
+  h.stored_bytes = v.size() + chunk_total;
+  if (h.flags != as_encoded.flags || h.meta_len != as_encoded.meta_len || h.stored_bytes != as_encoded.stored_bytes) {
+    std::string head;
+    h.encode(head);
+    std::memcpy(v.data(), head.data(), RecordHeader::kSize);
+  }
   return p;
 }
 
@@ -102,8 +122,13 @@ int Buffer::Impl::insert_record(MDB_txn* txn, Prepared& p, AppendOutcome& out) {
   ov.stored_bytes = s;
   char ob[OrderValue::kSize];
   ov.encode(ob);
+  // The entry is usually the order's last key (one priority, rising ids): MDB_APPEND skips the
+  // search and fills pages instead of splitting them in half; LMDB refuses it (MDB_KEYEXIST)
+  // when a lower priority's entries sort after it, and the put goes to its place.
   MDB_val ok = val(okey.b, 9), ovv = val(ob, sizeof ob);
-  if ((rc = mdb_put(txn, db_order, &ok, &ovv, 0))) return rc;
+  rc = mdb_put(txn, db_order, &ok, &ovv, MDB_APPEND);
+  if (rc == MDB_KEYEXIST) rc = mdb_put(txn, db_order, &ok, &ovv, 0);
+  if (rc) return rc;
   pc.records[prio]++;
   pc.bytes[prio] += s;
   pc.wear_bytes += s;
