@@ -43,10 +43,10 @@ Result<void> Pipeline::Impl::start_campaigns() {
     }
     campaign_switch_due = true;
     campaign_due_since = port.clock->monotonic();
-    // Switched now when no event is open (always so at boot), else from a later poll.
-    auto r = switch_triggers(campaign_due_since);
-    if (!r && r.error().code == make_error_code(errc::would_block)) return {};
-    return r;
+    // At boot the switch is made now (before the first sample); later from the next poll, so
+    // the fetch, the signature check and the trigger switch do not share one poll().
+    if (!campaign_booting) return {};
+    return switch_triggers(campaign_due_since);
   };
   hooks.store_put = [this](std::string_view key, std::string_view value) {
     return buffer->put_state(key, value);
@@ -58,7 +58,10 @@ Result<void> Pipeline::Impl::start_campaigns() {
   if (!agent) return std::move(agent).error();
   campaigns = std::move(*agent);
   // Before the network: the accepted campaign is in force from the first sample.
-  if (auto r = campaigns->resume(); !r) {
+  campaign_booting = true;
+  auto resumed = campaigns->resume();
+  campaign_booting = false;
+  if (auto& r = resumed; !r) {
     note_error("campaign", "persisted campaigns not read: " + r.error().message);
   }
   return {};

@@ -91,6 +91,7 @@ struct Pipeline::Impl {
   // poll with no event open; nullopt in campaign_want = the local triggers.
   bool campaign_switch_due = false;
   bool campaign_rate_set = false;  // the uploader runs at a campaign's rate
+  bool campaign_booting = false;   // inside CampaignAgent::resume(): switch at once
   std::optional<CampaignApplication> campaign_want;
   MonoTime campaign_due_since{};
   Counter* campaign_switches = nullptr;

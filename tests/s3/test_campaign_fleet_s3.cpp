@@ -122,6 +122,7 @@ struct Fleet {
         p->run_for(5ms);
       }
       REQUIRE(updates(*p) > before);
+      p->poll();  // the trigger switch comes at the next poll (a clean point)
     }
   }
 
@@ -359,7 +360,10 @@ TEST_CASE("a campaign rolls out to exactly the hashed share of a selector, then 
   f.round();
   for (int i = 0; i < kSelected; ++i) CHECK(runs(*f.devices[i], "fast_5"));
   f.clock.advance(40s);
-  for (auto& p : f.devices) p->poll();
+  for (auto& p : f.devices) {
+    p->poll();  // the agent sees the expiry ...
+    p->poll();  // ... and the local triggers are switched in
+  }
   for (int i = 0; i < n; ++i) {
     Pipeline& p = *f.devices[i];
     INFO(device_name(i));
