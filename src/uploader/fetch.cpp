@@ -2,7 +2,7 @@
 //
 // Same token bucket, clock correction and credentials as every upload, on a connection of its
 // own (a fetch never waits behind a part), one attempt: the next poll interval is the retry.
-// 304 and 404 are answers, not failures.
+// 304 and 404 are answers, not failures. Nothing goes while offline or paused.
 #include "uploader/engine.hpp"
 
 namespace fleetpipe::uploader_internal {
@@ -11,6 +11,9 @@ void Engine::fetch_object(std::string key, std::string if_none_match,
                           std::function<void(Result<FetchReply>)> done) {
   if (port_.network->get() == NetworkState::offline) {
     return done(Error(errc::network_error, "offline"));
+  }
+  if (shaper_.paused_now()) {  // a paused link carries nothing (as for heartbeats)
+    return done(Error(errc::paused, "uploads are paused"));
   }
   if (!fetch_client_) {
     auto c = detail::S3Client::create(ioc_, cfg_, client_hooks(false));
