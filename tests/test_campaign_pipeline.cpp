@@ -56,6 +56,16 @@ std::vector<LeasedRecord> buffered(Pipeline& p) {
   return lease->records();
 }
 
+// What a previous run accepted: the agent's record of campaign "fleet" in the state table.
+void persist(Env& env, const std::string& dir, const std::string& envelope) {
+  Config c = device_config(dir);
+  MetricsRegistry m;
+  auto b = Buffer::open(c.buffer, env.port, m);
+  REQUIRE(b.ok());
+  json rec = {{"etag", "\"e1\""}, {"envelope", envelope}};
+  REQUIRE((*b)->put_state("campaign/fleet", rec.dump()).ok());
+}
+
 }  // namespace
 
 TEST_CASE("the config's campaigns section is parsed strictly with pointers", "[campaign][pipeline]") {
@@ -82,15 +92,7 @@ TEST_CASE("a persisted campaign is in force from boot, offline, and its events c
   Env env;
   const std::string dir = test::scratch_dir("campaign-pipeline-resume").string();
   const WallTime now = env.clock.wall();
-  {
-    // What a previous run accepted: the agent's record in the state table.
-    Config c = device_config(dir);
-    MetricsRegistry m;
-    auto b = Buffer::open(c.buffer, env.port, m);
-    REQUIRE(b.ok());
-    json rec = {{"etag", "\"e1\""}, {"envelope", test::signed_envelope(test::campaign_doc("fleet", 2, now))}};
-    REQUIRE((*b)->put_state("campaign/fleet", rec.dump()).ok());
-  }
+  persist(env, dir, test::signed_envelope(test::campaign_doc("fleet", 2, now)));
   auto created = Pipeline::create(device_config(dir), env.port);
   REQUIRE(created.ok());
   Pipeline& p = **created;
@@ -122,15 +124,7 @@ TEST_CASE("a persisted campaign past its expiry leaves the local triggers in for
   Env env;
   const std::string dir = test::scratch_dir("campaign-pipeline-expired").string();
   const WallTime now = env.clock.wall();
-  {
-    Config c = device_config(dir);
-    MetricsRegistry m;
-    auto b = Buffer::open(c.buffer, env.port, m);
-    REQUIRE(b.ok());
-    json rec = {{"etag", "\"e1\""},
-                {"envelope", test::signed_envelope(test::campaign_doc("fleet", 3, now - 48h))}};
-    REQUIRE((*b)->put_state("campaign/fleet", rec.dump()).ok());
-  }
+  persist(env, dir, test::signed_envelope(test::campaign_doc("fleet", 3, now - 48h)));
   auto created = Pipeline::create(device_config(dir), env.port);
   REQUIRE(created.ok());
   CHECK(trigger_names(**created) == std::vector<std::string>{"hard_brake"});

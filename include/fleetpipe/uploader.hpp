@@ -222,10 +222,9 @@ class Uploader {
   /// GETs `key` (a full object key, e.g. `{prefix}/_campaigns/<id>.json`) with `If-None-Match:
   /// if_none_match` (omitted when empty) through the uploader's request path (token bucket,
   /// credentials, clock correction) on a connection of its own; one attempt. `done` runs once on
-  /// the driving thread with 200, 304 or 404, or an error: network_error while offline and
-  /// paused while uploads are paused (both at once), would_block while the previous fetch is
-  /// in flight, the request's class otherwise (bodies above 4 MiB are refused). A shutdown()
-  /// drops it. Driving thread only.
+  /// the driving thread with 200, 304 or 404, or an error: network_error while offline (at
+  /// once), would_block while the previous fetch is in flight, the request's class otherwise
+  /// (bodies above 4 MiB are refused). A shutdown() drops it. Driving thread only.
   void fetch_object(std::string key, std::string if_none_match,
                     std::function<void(fleetpipe::Result<FetchReply>)> done);
 
