@@ -113,3 +113,46 @@ TEST_CASE("campaign keygen, sign and validate from the command line", "[campaign
   CHECK(exposed.out.find("0640") != std::string::npos);
   CHECK(exposed.out.find("PRIVATE") == std::string::npos);
 }
+
+TEST_CASE("campaign forecast replays the campaign's triggers over recorded samples", "[campaign]") {
+  if (!std::filesystem::exists(std::string(FLEETPIPE_BINARY_DIR) + "/fleetpipe")) {
+    WARN("the fleetpipe command is not built: skipped");
+    return;
+  }
+  auto dir = fleetpipe::test::scratch_dir("campaign-cli-forecast");
+  // The device of campaign_docs.hpp as a config file; the campaign adds "fast_1" (speed > 3).
+  write(dir / "device.json", R"({"device_id": "cart-0001", "labels": {"model": "cart-v3"},
+    "streams": [{"name": "imu", "channels": ["ax", "speed"]}],
+    "triggers": [{"name": "hard_brake", "type": "threshold", "stream": "imu", "channel": "ax",
+                  "below": -4}]})");
+  json doc = fleetpipe::test::campaign_doc("fleet", 1, std::chrono::system_clock::now());
+  doc["targeting"]["rollout_percent"] = 25;
+  doc["content"]["triggers"][0]["cooldown"] = "1s";
+  write(dir / "doc.json", doc.dump());
+  // 100 s at 10 Hz: speed above 3 for one sample every 10 s (10 fires), ax never below -4.
+  std::ofstream s(dir / "samples.jsonl");
+  for (int i = 0; i < 1000; ++i) {
+    s << json{{"t", i * 0.1}, {"stream", "imu"}, {"v", {{"ax", 0.0}, {"speed", i % 100 == 50 ? 5.0 : 0.0}}}}.dump() << "\n";
+  }
+  s.close();
+  auto r = cli("campaign forecast " + (dir / "doc.json").string() + " --device-config " +
+               (dir / "device.json").string() + " --samples " + (dir / "samples.jsonl").string() +
+               " --fleet 400 --json");
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  json out = json::parse(r.out);
+  CHECK(out["triggers"]["fast_1"]["events"] == 10);
+  CHECK(out["triggers"]["hard_brake"]["events"] == 0);
+  CHECK(out["campaign"]["targeted_devices"] == 100);  // 25 % of 400
+  const double per_day = out["forecast"]["events_per_day"].get<double>();
+  CHECK(per_day == Approx(10 * 86400.0 / 99.9).epsilon(0.01));
+  CHECK(out["forecast"]["fleet"]["events_per_day"].get<double>() == Approx(per_day * 100));
+
+  // A document naming a stream the device lacks is refused with its pointer.
+  doc["content"]["triggers"][0]["stream"] = "gps";
+  write(dir / "bad.json", doc.dump());
+  auto bad = cli("campaign forecast " + (dir / "bad.json").string() + " --device-config " +
+                 (dir / "device.json").string() + " --samples " + (dir / "samples.jsonl").string());
+  CHECK(bad.status == 1);
+  CHECK(bad.out.find("/content/triggers/0/stream") != std::string::npos);
+}

@@ -9,7 +9,9 @@
 // object ages and heartbeat intervals are in real seconds. Ends with a table per device.
 //
 //   fleet_sim --devices 20 --sim-minutes 10 --db-root /tmp/fleet [--speed 12] [S3 flags, see
-//   ../common/example_args.hpp]
+//   ../common/example_args.hpp] [--campaign-key BASE64 [--campaign-poll SECONDS]]
+// With --campaign-key every device follows campaign "fleet" (labels site=store-01,
+// model=cart-v3 or cart-v2 on alternate devices), polled every --campaign-poll s (10).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -82,6 +84,14 @@ static Config device_config(int i, const example::Args& args, const std::string&
   c.uploader.target_object_bytes = 256 << 10;
   c.uploader.max_object_age_s = 5;
   c.pipeline.heartbeat_interval_s = 20;
+  // Labels for campaign targeting and queries: half the fleet is the newer cart model.
+  c.labels = {{"site", "store-01"}, {"model", i % 2 == 0 ? "cart-v3" : "cart-v2"}};
+  // --campaign-key BASE64: follow campaign "fleet", trusting that Ed25519 key (docs/campaigns.md).
+  if (std::string key = args.get("--campaign-key"); !key.empty()) {
+    c.campaigns.enabled = true;
+    c.campaigns.trusted_keys = {{"demo", key}};
+    c.campaigns.poll_interval_s = args.number("--campaign-poll", 10);
+  }
   return c;
 }
 

@@ -31,6 +31,7 @@
 #include <system_error>
 #include <vector>
 
+#include "fleetpipe/campaign_settings.hpp"
 #include "fleetpipe/capture.hpp"
 #include "fleetpipe/config.hpp"
 #include "fleetpipe/error.hpp"
@@ -141,36 +142,6 @@ bool campaign_targets(const CampaignDocument& doc, std::string_view device_id,
 // ---------------------------------------------------------------------------------------------
 // The device: what a campaign may use, and the hard limits it cannot exceed
 // ---------------------------------------------------------------------------------------------
-
-/// Hard limits from the local config. A campaign's requests are clamped to them.
-struct CampaignLimits {
-  /// Event bytes per day for all of a campaign's triggers together: split evenly, each trigger's
-  /// `budget.max_bytes_per_day` becomes min(its own or unlimited, this / number of triggers).
-  std::uint64_t max_bytes_per_day = 256ull << 20;
-  /// Ceiling on a campaign's upload rate; 0 = the local uploader rate is the ceiling
-  /// (and a campaign can then only lower the rate when that rate is set).
-  double max_upload_bytes_per_second = 0;
-  /// Ceiling on a campaign's buffer quota; 0 = the local buffer quota.
-  std::uint64_t max_buffer_bytes = 0;
-  /// Highest event priority a campaign trigger may give (0..7); local critical events keep theirs.
-  std::uint8_t max_priority = 5;
-};
-
-/// A public key the device trusts.
-struct CampaignTrustedKey {
-  std::string id;          ///< the envelope's `key_id`
-  std::string public_key;  ///< base64 of the 32 raw Ed25519 public key bytes
-};
-
-/// The "campaigns" section of the local config (docs/campaigns.md).
-struct CampaignSettings {
-  bool enabled = false;  ///< the owner creates a CampaignAgent only when true
-  std::vector<std::string> follow{"fleet"};  ///< campaign ids this device polls
-  double poll_interval_s = 600;              ///< per id; jittered by +-`poll_jitter` per device
-  double poll_jitter = 0.1;                  ///< 0..0.5, a share of the interval
-  std::vector<CampaignTrustedKey> trusted_keys;  ///< several for rotation; required when enabled
-  CampaignLimits limits;
-};
 
 /// Parses a "campaigns" section (the object alone; pointers are prefixed "/campaigns").
 /// Errors: invalid_config with json_pointer.

@@ -44,6 +44,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -194,6 +195,18 @@ class Capture {
   void tick(double t) noexcept;
   /// Finishes every open event now (shutdown); their index says "closed": "flush".
   void flush() noexcept;
+  /// Replaces the top-level triggers (a campaign taking effect, campaign.hpp) and the metadata
+  /// every later event records beside "device" and "sample_counts" (e.g. "campaign_id",
+  /// "campaign_version"; an empty map records none). Only at a clean point: while an event is
+  /// open it changes nothing and returns would_block, so open events finish under the triggers
+  /// that opened them; call again later. Streams and their pre-trigger rings are kept, so the
+  /// new triggers have their history at once; trigger handles are renumbered and trigger
+  /// statistics start from zero. Errors: invalid_config (as create), would_block. Allocates
+  /// (not for the hot path); driving thread only.
+  Result<void> set_triggers(std::vector<TriggerConfig> triggers,
+                            std::map<std::string, std::string> event_metadata);
+  /// True while an event is being recorded (set_triggers would refuse).
+  bool has_open_events() const noexcept;
 
   // ---- introspection --------------------------------------------------------------------------
   TriggerStats trigger_stats(TriggerHandle trigger) const noexcept;

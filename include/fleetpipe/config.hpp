@@ -8,7 +8,8 @@
 //     "triggers": [ ... ],               // see trigger.hpp
 //     "buffer":   { ... },               // see buffer.hpp
 //     "uploader": { ... },               // see uploader.hpp
-//     "pipeline": { ... }                // heartbeat and poll settings (below)
+//     "pipeline": { ... },               // heartbeat and poll settings (below)
+//     "campaigns": { ... }               // signed campaigns from the bucket (docs/campaigns.md)
 //   }
 //
 // Parsing is strict: an unknown key is an error (typos must not pass silently), and every error
@@ -28,6 +29,7 @@
 #include <vector>
 
 #include "fleetpipe/buffer.hpp"
+#include "fleetpipe/campaign_settings.hpp"
 #include "fleetpipe/capture.hpp"
 #include "fleetpipe/error.hpp"
 #include "fleetpipe/port.hpp"
@@ -66,6 +68,8 @@ struct Config {
   BufferConfig buffer;
   UploaderConfig uploader;
   PipelineOptions pipeline;
+  /// "/campaigns" (docs/campaigns.md); the Pipeline runs a CampaignAgent when `enabled`.
+  CampaignSettings campaigns;
 };
 
 /// Parses a config document. Errors: invalid_config, with `Error::json_pointer` set and

@@ -62,7 +62,12 @@ struct EventQuery {
   std::optional<WallTime> until;      ///< events starting before this time
   int min_priority = 0;               ///< 0..7
   std::size_t limit = 0;              ///< at most this many (oldest first); 0 = no limit
+  /// "ID" (any version) or "ID@VERSION": events captured under that campaign, from the record
+  /// metadata "campaign_id"/"campaign_version" of manifest lines, else the object's metadata
+  /// `x-amz-meta-fleetpipe-campaigns` ("id@version,..."). "" = every event.
+  std::string campaign;
 };
+
 
 /// One event found in the bucket.
 struct EventEntry {
@@ -81,6 +86,10 @@ struct EventEntry {
   std::string manifest_key;  ///< "" when the entry comes from the object's metadata
   std::map<std::string, std::string> metadata;  ///< the record's user metadata
 };
+
+/// "id@version" of every campaign that captured (part of) `e`, as `EventQuery::campaign` reads
+/// them; empty for events of the local triggers.
+std::vector<std::string> event_campaigns(const EventEntry& e);
 
 /// Counters of the last call, to judge pruning.
 struct QueryStats {

@@ -30,6 +30,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -100,6 +101,9 @@ struct UploaderConfig {
   /// Device name for keys when a record has no metadata "device". Not a JSON key: the pipeline
   /// sets it from the top-level "device_id".
   std::string device_id = "unknown-device";
+  /// Device labels written into every object's metadata (`x-amz-meta-fleetpipe-label-<name>`)
+  /// and manifest line (`"labels"`). Not a JSON key: the pipeline sets it from "labels".
+  std::map<std::string, std::string> labels;
   std::uint64_t target_object_bytes = 8ull << 20;  ///< pack small records up to this size
   double max_object_age_s = 60;   ///< ... or until the oldest queued record is this old
   /// Records at least this large become their own object.
@@ -165,6 +169,14 @@ struct HeartbeatOutcome {
   std::string error;  ///< why it failed, for people ("" otherwise); never holds credentials
 };
 
+/// A conditional GET's reply (Uploader::fetch_object): 200 with the body, 304 (unchanged) or
+/// 404 (no such object).
+struct FetchReply {
+  int status = 0;
+  std::string etag;  ///< the object's ETag as the server sent it (quotes kept)
+  std::string body;
+};
+
 /// The uploader. Create with `create`; not copyable; one thread drives it (see Caveats).
 class Uploader {
  public:
@@ -206,6 +218,15 @@ class Uploader {
   /// destruction while it is in flight drops it. Driving thread only.
   void send_heartbeat(std::string_view device, const std::function<fleetpipe::Result<std::string>()>& build,
                       std::function<void(const HeartbeatOutcome&)> done);
+
+  /// GETs `key` (a full object key, e.g. `{prefix}/_campaigns/<id>.json`) with `If-None-Match:
+  /// if_none_match` (omitted when empty) through the uploader's request path (token bucket,
+  /// credentials, clock correction) on a connection of its own; one attempt. `done` runs once on
+  /// the driving thread with 200, 304 or 404, or an error: network_error while offline (at
+  /// once), would_block while the previous fetch is in flight, the request's class otherwise
+  /// (bodies above 4 MiB are refused). A shutdown() drops it. Driving thread only.
+  void fetch_object(std::string key, std::string if_none_match,
+                    std::function<void(fleetpipe::Result<FetchReply>)> done);
 
   /// True when no batch is leased and nothing is in flight.
   bool idle() const;

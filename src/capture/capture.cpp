@@ -38,9 +38,9 @@ Result<std::unique_ptr<Capture>> Capture::create(std::string device_id,
       !r) {
     return std::move(r).error();
   }
+  impl->metrics = &metrics;
   const std::size_t n = impl->stream_cfgs.size();
   impl->streams.resize(n);
-  std::vector<const detail::NumericRing*> rings(n, nullptr);
   std::uint64_t ring_total = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const auto& c = impl->stream_cfgs[i];
@@ -49,7 +49,6 @@ Result<std::unique_ptr<Capture>> Capture::create(std::string device_id,
     s.numeric = c.kind == StreamKind::numeric;
     if (s.numeric) {
       s.nring.init(c.channels.size(), c.ring_bytes, c.ring_seconds);
-      rings[i] = &s.nring;
     } else {
       s.bring.init(c.ring_bytes, c.ring_max_blobs, c.ring_seconds);
     }
@@ -72,18 +71,7 @@ Result<std::unique_ptr<Capture>> Capture::create(std::string device_id,
     e.triggers.reserve(impl->trigger_cfgs.size());
     e.streams.reserve(n);
   }
-  for (std::size_t t = 0; t < impl->trigger_cfgs.size(); ++t) {
-    const auto& tc = impl->trigger_cfgs[t];
-    const auto& caps = impl->engine.policy(std::uint32_t(t)).capture_streams;
-    std::uint32_t primary = caps.empty() ? 0 : caps.front();
-    for (std::uint32_t i = 0; i < n; ++i) {
-      if (impl->stream_cfgs[i].name == tc.stream &&
-          std::find(caps.begin(), caps.end(), i) != caps.end()) {
-        primary = i;
-      }
-    }
-    impl->primary_of.push_back(primary);
-  }
+  impl->compute_primaries();
   impl->m_invalid_handle = &metrics.counter("fleetpipe_capture_dropped_samples_total",
                                             "Samples dropped or evicted early, by reason",
                                             {{"stream", ""}, {"reason", "invalid"}});
@@ -100,8 +88,60 @@ Result<std::unique_ptr<Capture>> Capture::create(std::string device_id,
                                          {{"reason", "out_of_memory"}});
   impl->m_dropped_exception = &metrics.counter("fleetpipe_capture_events_dropped_total",
                                                dropped_help, {{"reason", "exception"}});
-  impl->engine.bind(&Impl::on_fire_thunk, impl.get(), std::move(rings));
+  impl->engine.bind(&Impl::on_fire_thunk, impl.get(), impl->numeric_rings());
   return std::unique_ptr<Capture>(new Capture(std::move(impl)));
+}
+
+// The primary stream of each trigger's events: its own stream when captured, else the first
+// captured one.
+void Capture::Impl::compute_primaries() {
+  primary_of.clear();
+  for (std::size_t t = 0; t < trigger_cfgs.size(); ++t) {
+    const auto& tc = trigger_cfgs[t];
+    const auto& caps = engine.policy(std::uint32_t(t)).capture_streams;
+    std::uint32_t primary = caps.empty() ? 0 : caps.front();
+    for (std::uint32_t i = 0; i < stream_cfgs.size(); ++i) {
+      if (stream_cfgs[i].name == tc.stream &&
+          std::find(caps.begin(), caps.end(), i) != caps.end()) {
+        primary = i;
+      }
+    }
+    primary_of.push_back(primary);
+  }
+}
+
+std::vector<const detail::NumericRing*> Capture::Impl::numeric_rings() const {
+  std::vector<const detail::NumericRing*> rings(streams.size(), nullptr);
+  for (std::size_t i = 0; i < streams.size(); ++i) {
+    if (streams[i].numeric) rings[i] = &streams[i].nring;
+  }
+  return rings;
+}
+
+Result<void> Capture::set_triggers(std::vector<TriggerConfig> triggers,
+                                   std::map<std::string, std::string> event_metadata) {
+  return detail::guard_oom([&]() -> Result<void> {
+    Impl& m = *impl_;
+    if (has_open_events()) {
+      return Error(errc::would_block, "set_triggers: an event is open (retry when it finishes)");
+    }
+    detail::TriggerEngine engine;
+    if (auto r = engine.build(m.stream_cfgs, triggers, m.port, *m.metrics); !r) return r;
+    for (auto& e : m.events) e.triggers.reserve(triggers.size());
+    m.engine = std::move(engine);
+    m.trigger_cfgs = std::move(triggers);
+    m.event_metadata = std::move(event_metadata);
+    m.compute_primaries();
+    m.engine.bind(&Impl::on_fire_thunk, &m, m.numeric_rings());
+    return {};
+  });
+}
+
+bool Capture::has_open_events() const noexcept {
+  for (const auto& e : impl_->events) {
+    if (e.used) return true;
+  }
+  return false;
 }
 
 StreamHandle Capture::stream(std::string_view name) const noexcept {

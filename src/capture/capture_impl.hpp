@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <limits>
+#include <map>
 #include <new>
 #include <string>
 #include <string_view>
@@ -67,6 +68,8 @@ struct Capture::Impl {
   std::uint64_t seq = 0;
   std::uint32_t opening = detail::kNone;  // the event on_fire is opening or joining
   std::string payload, scratch;
+  MetricsRegistry* metrics = nullptr;                 // for set_triggers' new engine
+  std::map<std::string, std::string> event_metadata;  // recorded by every event (campaigns)
   CaptureStats st;
   std::uint64_t invalid_handle = 0;
   Counter* m_invalid_handle = nullptr;
@@ -145,6 +148,8 @@ struct Capture::Impl {
   void close_event(std::uint32_t i, const char* reason) noexcept;
   void finish_event(detail::OpenEvent& e, const char* reason);
   void publish() noexcept;
+  void compute_primaries();
+  std::vector<const detail::NumericRing*> numeric_rings() const;
 };
 
 }  // namespace fleetpipe

@@ -276,6 +276,7 @@ void Capture::Impl::finish_event(OpenEvent& e, const char* reason) {
     meta.content_type = kEventContentType;
     meta.metadata["device"] = device_id;
     meta.metadata["sample_counts"] = std::move(counts);
+    for (const auto& [k, v] : event_metadata) meta.metadata.emplace(k, v);
     AppendOutcome out = sink->deliver(meta, payload);
     ++st.events;
     st.event_bytes += payload.size();

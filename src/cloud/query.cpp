@@ -130,7 +130,26 @@ bool parse_manifest_line(const json& line, const std::string& manifest_key,
   return one(line, json::object());
 }
 
+// `want` is "ID" (any version) or "ID@VERSION".
+bool captured_by(const EventEntry& e, const std::string& want) {
+  const bool any_version = want.find('@') == std::string::npos;
+  for (const auto& tag : event_campaigns(e)) {
+    if (any_version ? tag.compare(0, want.size() + 1, want + "@") == 0 : tag == want) return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+std::vector<std::string> event_campaigns(const EventEntry& e) {
+  auto id = e.metadata.find("campaign_id");
+  if (id != e.metadata.end()) {
+    auto v = e.metadata.find("campaign_version");
+    return {id->second + "@" + (v == e.metadata.end() ? std::string("0") : v->second)};
+  }
+  auto obj = e.metadata.find("fleetpipe-campaigns");
+  return obj == e.metadata.end() ? std::vector<std::string>{} : split_list(obj->second);
+}
 
 // ---- time and glob helpers -------------------------------------------------------------------
 
@@ -351,6 +370,7 @@ Result<std::vector<EventEntry>> BucketReader::query(const EventQuery& q) {
       if (!any) continue;
     }
     if (e.priority < q.min_priority) continue;
+    if (!q.campaign.empty() && !captured_by(e, q.campaign)) continue;
     const std::int64_t end = e.end_ns ? e.end_ns : e.start_ns;
     if (q.since && end < since_ns) continue;
     if (q.until && e.start_ns >= until_ns) continue;

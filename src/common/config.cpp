@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "campaign/settings.hpp"
 #include "common/config_parsers.hpp"
 
 namespace fleetpipe {
@@ -43,6 +44,10 @@ Result<Config> parse_config(std::string_view json_text) {
       auto section = root.object("pipeline");
       c.pipeline = detail::parse_pipeline_options(section);
       throw_if_invalid(validate_config(c.pipeline));
+    }
+    if (root.has("campaigns")) {
+      auto section = root.object("campaigns");
+      c.campaigns = detail::parse_campaign_settings(section);
     }
     root.finish();
     return c;

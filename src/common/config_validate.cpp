@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "campaign/settings.hpp"
 #include "common/json_reader.hpp"
 #include "fleetpipe/config.hpp"
 #include "trigger/validate.hpp"
@@ -251,7 +252,8 @@ Result<void> validate_config(const Config& c) {
   if (auto v = validate_config(c.streams, c.triggers); !v) return v;
   if (auto v = validate_config(c.buffer); !v) return v;
   if (auto v = validate_config(c.uploader); !v) return v;
-  return validate_config(c.pipeline);
+  if (auto v = validate_config(c.pipeline); !v) return v;
+  return detail::validate_campaign_settings(c.campaigns);
 }
 
 }  // namespace fleetpipe

@@ -93,6 +93,9 @@ nlohmann::json Pipeline::Impl::heartbeat_doc() const {
   } else {
     j["uploads"] = {{"enabled", false}};
   }
+  if (campaigns) {  // docs/campaigns.md "Heartbeat state"
+    j["campaigns"] = json::parse(campaign_status_json(campaigns->status()), nullptr, false);
+  }
   j["heartbeats"] = {{"sent", hb_sent}, {"failed", hb_failed}, {"skipped", hb_skipped}};
   j["last_error"] = last_error;
   // The full registry export: every counter of every component, by name and labels.

@@ -110,6 +110,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(Config config, const Port& ho
   auto impl = std::make_unique<Impl>();
   Impl& m = *impl;
   config.uploader.device_id = config.device_id;
+  config.uploader.labels = config.labels;
   m.config = std::move(config);
 
   Port p = host_port;
@@ -146,6 +147,9 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(Config config, const Port& ho
                                 std::chrono::duration<double>(
                                     m.config.pipeline.heartbeat_interval_s));
     }
+  }
+  if (m.config.campaigns.enabled) {
+    if (auto r = m.start_campaigns(); !r) return std::move(r).error();
   }
   m.refresh_gauges(m.created);
   log(m.port, LogLevel::info, "pipeline", "started device " + m.config.device_id);
@@ -250,6 +254,7 @@ bool Pipeline::poll(std::chrono::microseconds budget) {
     MonoTime now = m.port.clock->monotonic();
     m.auto_tick(now);
     if (auto r = m.buffer->poll(); !r) m.note_error("buffer", r.error().message);
+    if (m.campaigns) m.poll_campaigns(now);
     if (now - m.last_refresh >= std::chrono::milliseconds(250)) m.refresh_gauges(now);
     m.maybe_start_heartbeat(now);
     m.run_ready(deadline);

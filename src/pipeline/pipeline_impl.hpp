@@ -87,6 +87,16 @@ struct Pipeline::Impl {
   // The campaign agent when the config has a "campaigns" section (docs/campaigns.md); null
   // otherwise. The heartbeat reports its status() and the uploader attributes data to in_force().
   std::unique_ptr<CampaignAgent> campaigns;
+  // The trigger set the agent asked for (campaign.cpp in this folder): switched in at the first
+  // poll with no event open; nullopt in campaign_want = the local triggers.
+  bool campaign_switch_due = false;
+  bool campaign_rate_set = false;  // the uploader runs at a campaign's rate
+  bool campaign_booting = false;   // inside CampaignAgent::resume(): switch at once
+  std::optional<CampaignApplication> campaign_want;
+  MonoTime campaign_due_since{};
+  Counter* campaign_switches = nullptr;
+  Counter* campaign_forced = nullptr;
+  Counter* campaign_switch_failed = nullptr;
 
   // Heartbeat: the document is built here, sent by the uploader (Uploader::send_heartbeat;
   // docs/pipeline.md).
@@ -129,6 +139,9 @@ struct Pipeline::Impl {
   Gauge* network_state = nullptr;
 
   void register_metrics();
+  Result<void> start_campaigns();                   // campaign.cpp
+  Result<void> switch_triggers(MonoTime now);       // campaign.cpp
+  void poll_campaigns(MonoTime now);                // campaign.cpp
   void refresh_gauges(MonoTime now);
   void auto_tick(MonoTime now);
   void maybe_start_heartbeat(MonoTime now);

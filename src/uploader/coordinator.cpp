@@ -129,6 +129,7 @@ Result<void> Engine::init() {
 void Engine::shutdown() {
   stopped_ = true;
   if (hb_client_ && hb_client_->busy()) hb_client_->cancel();
+  if (fetch_client_ && fetch_client_->busy()) fetch_client_->cancel();
   drop_batch(false);
   wake_.cancel();
 }

@@ -20,6 +20,7 @@
 //   manifest.cpp      the manifest writer (lines, key, pending manifests)
 //   orphan_scan.cpp   abandoned multipart uploads: own resume state and the bucket scan
 //   heartbeat.cpp     the pipeline's heartbeat, sent through the uploader's request path
+//   fetch.cpp         conditional GETs for the pipeline (campaign objects)
 #pragma once
 
 #include <array>
@@ -113,6 +114,10 @@ class Engine : public std::enable_shared_from_this<Engine> {
   bool idle() const { return !batch_ && !any_busy(); }
   UploaderStatus status() const;
 
+  // ---- conditional GETs (fetch.cpp): campaigns, driving thread only -----------------------
+  void fetch_object(std::string key, std::string if_none_match,
+                    std::function<void(Result<FetchReply>)> done);
+
   // ---- heartbeats (heartbeat.cpp), driving thread only ------------------------------------
   void send_heartbeat(std::string_view device, const std::function<Result<std::string>()>& build,
                       std::function<void(const HeartbeatOutcome&)> done);
@@ -202,6 +207,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   Result<Digests> digest(const Batch& b, const ObjectPlan& p, std::uint64_t off, std::uint64_t len);
   Result<std::string_view> object_piece(const Batch& b, const ObjectPlan& p, std::uint64_t off,
                                         std::uint64_t max, bool may_copy);
+  std::string object_campaigns(const Batch& b, const ObjectPlan& p);
   HeaderList object_headers(const Batch& b, const ObjectPlan& p);
   void put_object(ObjectPlan& p, bool hashed_ahead = false);
 
@@ -263,6 +269,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   detail::ExponentialBackoff hb_policy_;
   detail::RequestSender hb_sender_;
   std::unique_ptr<detail::S3Client> hb_client_;
+  std::unique_ptr<detail::S3Client> fetch_client_;  // fetch.cpp: its own connection
   MetricsRegistry* metrics_ = nullptr;
 
   std::unique_ptr<Batch> batch_;

@@ -62,6 +62,8 @@ void Engine::record_manifest_line(Batch& b, const ObjectPlan& p, const std::stri
                   {"metadata", m.metadata}});
   }
   line["records"] = std::move(rs);
+  if (!cfg_.labels.empty()) line["labels"] = cfg_.labels;
+  if (auto camps = object_campaigns(b, p); !camps.empty()) line["campaigns"] = std::move(camps);
   b.manifest_lines += line.dump() + "\n";
   // Manifest lines first (synced), then the ack: a crash in between leaves the lines, and the
   // next run acks their records (adopt_pending_manifests) instead of uploading them again.

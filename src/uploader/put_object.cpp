@@ -86,6 +86,22 @@ Result<std::string_view> Engine::object_piece(const Batch& b, const ObjectPlan& 
   return piece;
 }
 
+// "id@version" of every campaign that captured a record of the object, comma-separated, sorted.
+std::string Engine::object_campaigns(const Batch& b, const ObjectPlan& p) {
+  const auto& recs = b.lease.records();
+  std::set<std::string> tags;
+  for (const auto& s : p.segs) {
+    const auto& md = recs[s.index].meta.metadata;
+    auto id = md.find("campaign_id");
+    if (id == md.end()) continue;
+    auto v = md.find("campaign_version");
+    tags.insert(id->second + "@" + (v == md.end() ? std::string("0") : v->second));
+  }
+  std::string out;
+  for (const auto& t : tags) out += (out.empty() ? "" : ",") + t;
+  return out;
+}
+
 HeaderList Engine::object_headers(const Batch& b, const ObjectPlan& p) {
   const auto& recs = b.lease.records();
   std::set<std::string> triggers;
@@ -99,6 +115,7 @@ HeaderList Engine::object_headers(const Batch& b, const ObjectPlan& p) {
   }
   std::string trig;
   for (const auto& t : triggers) trig += (trig.empty() ? "" : ",") + t;
+  std::string camps = object_campaigns(b, p);
   HeaderList h = {
       {"content-type", p.content_type},
       {"x-amz-meta-fleetpipe-sdk-version", kVersion},
@@ -112,6 +129,15 @@ HeaderList Engine::object_headers(const Batch& b, const ObjectPlan& p) {
       {"x-amz-meta-fleetpipe-trigger-ids", header_safe(trig, 512)},
   };
   if (!events.empty()) h.emplace_back("x-amz-meta-fleetpipe-event-ids", header_safe(events, 512));
+  if (!camps.empty()) h.emplace_back("x-amz-meta-fleetpipe-campaigns", header_safe(camps, 512));
+  // Label names and values are [A-Za-z0-9._-] (validate_labels): header-safe as they are. S3
+  // caps user metadata at 2 KiB, so labels past 1 KiB are left to the manifest line.
+  std::size_t label_bytes = 0;
+  for (const auto& [k, v] : cfg_.labels) {
+    label_bytes += k.size() + v.size() + 20;
+    if (label_bytes > 1024) break;
+    h.emplace_back("x-amz-meta-fleetpipe-label-" + k, v);
+  }
   return h;
 }
 

@@ -85,6 +85,11 @@ void Uploader::shutdown() {
   impl_->engine->shutdown();
   if (impl_->own_ioc) impl_->own_ioc->stop();
 }
+void Uploader::fetch_object(std::string key, std::string if_none_match,
+                            std::function<void(Result<FetchReply>)> done) {
+  impl_->engine->fetch_object(std::move(key), std::move(if_none_match), std::move(done));
+}
+
 void Uploader::send_heartbeat(std::string_view device, const std::function<Result<std::string>()>& build,
                               std::function<void(const HeartbeatOutcome&)> done) {
   impl_->engine->send_heartbeat(device, build, std::move(done));

@@ -13,13 +13,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/campaign_device.hpp"
 #include "cli/commands.hpp"
 #include "fleetpipe/campaign.hpp"
 #include "fleetpipe/config.hpp"
 #include "fleetpipe/query.hpp"
 
 namespace fleetpipe::cli {
-namespace {
 
 bool read_file(const std::string& path, std::string& out) {
   std::ifstream in(path, std::ios::binary);
@@ -32,6 +32,8 @@ bool read_file(const std::string& path, std::string& out) {
   out = ss.str();
   return true;
 }
+
+namespace {
 
 void print_error(const char* what, const Error& e) {
   std::fprintf(stderr, "fleetpipe campaign %s: %s\n", what, e.message.c_str());
@@ -99,14 +101,8 @@ int run_sign(const SignOptions& o) {
 
 // ---- validate -------------------------------------------------------------------------------
 
-struct DeviceFile {
-  Config config;
-  CampaignSettings settings;
-  std::map<std::string, std::string> labels;
-};
+}  // namespace
 
-// The device config with its "campaigns" and "labels" sections read here and the rest by
-// parse_config, so this works whichever of them the config parser itself knows.
 Result<DeviceFile> load_device(const std::string& path) {
   std::string text;
   std::ifstream in(path, std::ios::binary);
@@ -140,6 +136,8 @@ Result<DeviceFile> load_device(const std::string& path) {
   d.config = std::move(*c);
   return d;
 }
+
+namespace {
 
 struct ValidateOptions {
   std::string input, device_config, now;
@@ -219,7 +217,7 @@ int run_validate(const ValidateOptions& o) {
 }  // namespace
 
 void register_campaign(CLI::App& app) {
-  auto* cmd = app.add_subcommand("campaign", "signed collection campaigns: keygen, sign, validate, publish, rollout, suspend, resume");
+  auto* cmd = app.add_subcommand("campaign", "signed collection campaigns: keygen, sign, validate, forecast, publish, rollout, suspend, resume, status");
   cmd->require_subcommand(1);
 
   auto keygen = std::make_shared<KeygenOptions>();
@@ -246,6 +244,7 @@ void register_campaign(CLI::App& app) {
   vd->callback([val] { set_exit_code(run_validate(*val)); });
 
   register_campaign_bucket(*cmd);
+  register_campaign_report(*cmd);
 }
 
 }  // namespace fleetpipe::cli

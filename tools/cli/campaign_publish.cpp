@@ -13,6 +13,7 @@
 
 #include "cli/bucket_options.hpp"
 #include "campaign/internal.hpp"
+#include "cli/campaign_report.hpp"
 #include "cli/commands.hpp"
 #include "fleetpipe/campaign.hpp"
 #include "fleetpipe/query.hpp"
@@ -28,6 +29,10 @@ struct PublishOptions {
   std::string key_file, key_id;
   double percent = -1;
   bool force = false;
+  // publish: the cost ceiling and what the forecast runs over.
+  double max_bytes_per_day = 0;
+  std::string samples, device_config;
+  std::uint64_t fleet = 1;
 };
 
 int fail(const char* what, const std::string& message) {
@@ -117,6 +122,25 @@ int run_publish(const PublishOptions& o) {
                                ", devices refuse version " + std::to_string(parsed->version) +
                                " (rollback); raise \"version\" (or --force)");
   }
+  if (o.max_bytes_per_day > 0) {
+    if (o.samples.empty() || o.device_config.empty()) {
+      return fail("publish", "--max-bytes-per-day needs --samples and --device-config (the forecast)");
+    }
+    nlohmann::json f;
+    std::string error;
+    if (int rc = campaign_forecast(ss.str(), o.device_config, o.samples, o.fleet, f, error); rc) {
+      return fail("publish", "forecast: " + error);
+    }
+    const double bpd = f["forecast"]["fleet"]["bytes_per_day"].get<double>();
+    std::printf("publish: forecast %.0f bytes/day for %llu targeted devices (ceiling %.0f)\n", bpd,
+                static_cast<unsigned long long>(f["forecast"]["fleet"]["devices"].get<std::uint64_t>()),
+                o.max_bytes_per_day);
+    if (bpd > o.max_bytes_per_day && !o.force) {
+      return fail("publish", "the forecast (" + std::to_string(static_cast<long long>(bpd)) +
+                                 " bytes/day) exceeds --max-bytes-per-day; not published (--force "
+                                 "to publish anyway)");
+    }
+  }
   return sign_and_put("publish", o, cfg, nlohmann::json::parse(ss.str()));
 }
 
@@ -155,7 +179,15 @@ void register_campaign_bucket(CLI::App& campaign) {
   auto* p = campaign.add_subcommand("publish", "sign a document and upload it to the bucket");
   p->add_option("document", pub->document, "campaign document (JSON)")->required();
   add_signing(p, *pub);
-  p->add_flag("--force", pub->force, "upload even when the bucket holds a version as high");
+  p->add_flag("--force", pub->force,
+              "upload even when the bucket holds a version as high, or the forecast is too high");
+  p->add_option("--max-bytes-per-day", pub->max_bytes_per_day,
+                "refuse when the forecast for the targeted fleet is above this (bytes/day)")
+      ->check(CLI::PositiveNumber);
+  p->add_option("--samples", pub->samples, "recorded samples (JSONL) for the forecast");
+  p->add_option("--device-config", pub->device_config, "a device config for the forecast");
+  p->add_option("--fleet", pub->fleet, "devices matching the selector, for the forecast")
+      ->default_val(1);
   p->callback([pub] { set_exit_code(run_publish(*pub)); });
 
   auto roll = std::make_shared<PublishOptions>();

@@ -18,6 +18,7 @@ void register_report(CLI::App& app);   // report.cpp — the HTML fleet report
 void register_unpark(CLI::App& app);   // unpark.cpp — return parked records to the queue
 void register_campaign_bucket(CLI::App& campaign);  // campaign_publish.cpp — publish, rollout,
                                                     // suspend, resume
+void register_campaign_report(CLI::App& campaign);  // campaign_report.cpp — forecast, status
 
 void set_exit_code(int code);
 int exit_code();

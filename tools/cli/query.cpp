@@ -20,6 +20,7 @@ namespace {
 struct QueryOptions {
   BucketOptions bucket;
   std::vector<std::string> streams, triggers, labels;
+  std::string campaign;
   std::string device, since, until, download_dir;
   int min_priority = 0;
   std::size_t limit = 0;
@@ -44,7 +45,7 @@ nlohmann::json to_json(const EventEntry& e) {
           {"start_ns", e.start_ns}, {"end_ns", e.end_ns}, {"start_time", time_of(e.start_ns)},
           {"end_time", time_of(e.end_ns)}, {"record_count", e.record_count},
           {"content_type", e.content_type}, {"manifest_key", e.manifest_key},
-          {"metadata", e.metadata}};
+          {"metadata", e.metadata}, {"campaigns", event_campaigns(e)}};
 }
 
 std::string safe_name(std::string s) {
@@ -62,6 +63,7 @@ int run(const QueryOptions& o) {
   q.device_glob = o.device;
   q.min_priority = o.min_priority;
   q.limit = o.limit;
+  q.campaign = o.campaign;
   for (auto [text, slot] : {std::pair{&o.since, &q.since}, std::pair{&o.until, &q.until}}) {
     if (text->empty()) continue;
     auto t = parse_query_time(*text);
@@ -101,6 +103,7 @@ int run(const QueryOptions& o) {
                   e.priority, e.event_id.empty() ? "-" : e.event_id.c_str(), e.object_key.c_str());
       if (e.length > 0) std::printf("[%llu+%llu]", static_cast<unsigned long long>(e.offset),
                                     static_cast<unsigned long long>(e.length));
+      if (auto c = event_campaigns(e); !c.empty()) std::printf("  %s", join(c, ",").c_str());
       std::printf("\n");
     }
     if (o.download_dir.empty() && !o.decode) continue;
@@ -159,6 +162,8 @@ void register_query(CLI::App& app) {
   cmd->add_option("--trigger", opts->triggers, "trigger id (repeatable: any of)");
   cmd->add_option("--device", opts->device, "device glob, e.g. 'cart-0*'");
   cmd->add_option("--label", opts->labels, "KEY=GLOB, e.g. site=store-01* (repeatable: all of)");
+  cmd->add_option("--campaign", opts->campaign,
+                  "ID or ID@VERSION: events captured under that campaign (docs/campaigns.md)");
   cmd->add_option("--since", opts->since, "events ending at/after (2026-11-01[T10:00:00Z])");
   cmd->add_option("--until", opts->until, "events starting before");
   cmd->add_option("--min-priority", opts->min_priority, "0..7")->check(CLI::Range(0, 7));

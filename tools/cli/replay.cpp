@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.hpp"
+#include "cli/replay.hpp"
 #include "cli/format.hpp"
 #include "fleetpipe/capture.hpp"
 #include "fleetpipe/config.hpp"
@@ -65,15 +66,26 @@ bool has_custom(const TriggerConfig& t) {
   return false;
 }
 
-int run(const Options& o) {
-  auto cfg = load_config_file(o.config);
-  if (!cfg) return fail(cfg.error().message);
+}  // namespace
+
+int replay_config(const Config& config, const std::string& samples_path, std::uint64_t fleet,
+                  const std::string& dump_dir, nlohmann::json& out, std::string& error) {
+  const Config* cfg = &config;
+  auto fail = [&error](const std::string& msg) {
+    error = msg;
+    return 2;
+  };
   for (std::size_t i = 0; i < cfg->triggers.size(); ++i) {
     if (has_custom(cfg->triggers[i])) {
       return fail("/triggers/" + std::to_string(i) +
                   ": custom triggers run host code and cannot be replayed");
     }
   }
+  struct {
+    const std::string& samples;
+    const std::string& dump_dir;
+    std::uint64_t fleet;
+  } o{samples_path, dump_dir, fleet};
   std::ifstream in(o.samples);
   if (!in) return fail("cannot open " + o.samples);
 
@@ -167,7 +179,9 @@ int run(const Options& o) {
   const double duration = samples ? t_last - t_first : 0;
   const double per_day = duration > 0 ? 86400.0 / duration : 0;
   auto st = c.stats();
-  nlohmann::json out;
+  out = nlohmann::json::object();
+  out["trigger_order"] = nlohmann::json::array();
+  for (const auto& t : c.triggers()) out["trigger_order"].push_back(t.name);
   out["triggers"] = nlohmann::json::object();
   for (std::uint32_t i = 0; i < c.triggers().size(); ++i) {
     auto ts = c.trigger_stats(TriggerHandle{i});
@@ -192,22 +206,44 @@ int run(const Options& o) {
                       {{"devices", o.fleet},
                        {"events_per_day", epd * double(o.fleet)},
                        {"bytes_per_day", bpd * double(o.fleet)}}}};
+  return 0;
+}
+
+namespace {
+
+int run(const Options& o) {
+  auto cfg = load_config_file(o.config);
+  if (!cfg) return fail(cfg.error().message);
+  nlohmann::json out;
+  std::string error;
+  if (int rc = replay_config(*cfg, o.samples, o.fleet, o.dump_dir, out, error); rc != 0) {
+    return fail(error);
+  }
+  const double duration = out["duration_s"].get<double>();
+  const double epd = out["forecast"]["events_per_day"].get<double>();
+  const double bpd = out["forecast"]["bytes_per_day"].get<double>();
+  const std::uint64_t samples = out["samples"].get<std::uint64_t>();
+  struct {
+    std::uint64_t events, event_bytes, time_backwards, ring_overflow;
+  } st{out["events"].get<std::uint64_t>(), out["bytes"].get<std::uint64_t>(),
+       out["dropped"]["time_backwards"].get<std::uint64_t>(),
+       out["dropped"]["ring_overflow"].get<std::uint64_t>()};
   if (o.json) {
-    std::printf("%s\n", out.dump().c_str());
+    nlohmann::json shown = out;
+    shown.erase("trigger_order");
+    std::printf("%s\n", shown.dump().c_str());
     return 0;
   }
   std::printf("replayed %llu samples over %.3f s (%s)\n\n",
               static_cast<unsigned long long>(samples), duration, o.samples.c_str());
   std::printf("%-24s %8s %8s %14s %12s %10s %10s\n", "trigger", "fires", "events", "bytes",
               "budget_hits", "cooldown", "sampled");
-  for (std::uint32_t i = 0; i < c.triggers().size(); ++i) {
-    auto ts = c.trigger_stats(TriggerHandle{i});
-    std::printf("%-24s %8llu %8llu %14s %12llu %10llu %10llu\n", c.triggers()[i].name.c_str(),
-                static_cast<unsigned long long>(ts.fires),
-                static_cast<unsigned long long>(ts.events), human_bytes(double(ts.bytes), 2).c_str(),
-                static_cast<unsigned long long>(ts.budget_hits),
-                static_cast<unsigned long long>(ts.suppressed_cooldown),
-                static_cast<unsigned long long>(ts.sampled_out));
+  for (const auto& name : out["trigger_order"]) {
+    const auto& ts = out["triggers"][name.get<std::string>()];
+    auto n = [&](const char* k) { return static_cast<unsigned long long>(ts[k].get<std::uint64_t>()); };
+    std::printf("%-24s %8llu %8llu %14s %12llu %10llu %10llu\n", name.get<std::string>().c_str(),
+                n("fires"), n("events"), human_bytes(double(n("bytes")), 2).c_str(), n("budget_hits"),
+                n("suppressed_cooldown"), n("sampled_out"));
   }
   std::printf("\nevents: %llu, bytes: %s (a merged event counts once here, once per trigger above)\n",
               static_cast<unsigned long long>(st.events), human_bytes(double(st.event_bytes), 2).c_str());

@@ -47,7 +47,7 @@ def metrics_dict(registry):
 
 
 def query(bucket, stream=None, trigger=None, device=None, since=None, until=None,
-          min_priority=0, limit=0, download=False, decode=False):
+          min_priority=0, limit=0, download=False, decode=False, label=None, campaign=None):
     """Events in the bucket matching every filter (see BucketReader.query).
 
     ``bucket``: a BucketReader, or a dict of BucketReader keyword arguments (endpoint, bucket,
@@ -57,7 +57,8 @@ def query(bucket, stream=None, trigger=None, device=None, since=None, until=None
     """
     reader = bucket if isinstance(bucket, BucketReader) else BucketReader(**bucket)
     found = reader.query(stream=stream, trigger=trigger, device=device, since=since,
-                         until=until, min_priority=min_priority, limit=limit)
+                         until=until, min_priority=min_priority, limit=limit, label=label,
+                         campaign=campaign)
     if download or decode:
         for e in found:
             e["data"] = reader.download(e)

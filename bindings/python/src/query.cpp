@@ -41,6 +41,7 @@ pybind11::dict entry_dict(const EventEntry& e) {
   d["record_count"] = e.record_count;
   d["manifest_key"] = e.manifest_key;
   d["metadata"] = e.metadata;
+  d["campaigns"] = event_campaigns(e);
   return d;
 }
 
@@ -150,7 +151,8 @@ void bind_query(pybind11::module_& m) {
       .def("query",
            [](PyReader& pr, pybind11::handle stream, pybind11::handle trigger,
               std::optional<std::string> device, pybind11::handle since, pybind11::handle until,
-              int min_priority, std::size_t limit, pybind11::handle label) {
+              int min_priority, std::size_t limit, pybind11::handle label,
+              std::optional<std::string> campaign) {
              EventQuery q;
              q.streams = str_list(stream);
              q.triggers = str_list(trigger);
@@ -159,6 +161,7 @@ void bind_query(pybind11::module_& m) {
              if (!until.is_none()) q.until = wall_time_from(until);
              q.min_priority = min_priority;
              q.limit = limit;
+             q.campaign = campaign.value_or("");
              LabelSelector selector;  // label: "site=store-01*", a list of those, or a dict
              if (pybind11::isinstance<pybind11::dict>(label)) {
                for (auto [k, v] : label.cast<pybind11::dict>())
@@ -182,6 +185,7 @@ void bind_query(pybind11::module_& m) {
            pybind11::arg("device") = pybind11::none(), pybind11::arg("since") = pybind11::none(),
            pybind11::arg("until") = pybind11::none(), pybind11::arg("min_priority") = 0,
            pybind11::arg("limit") = 0, pybind11::arg("label") = pybind11::none(),
+           pybind11::arg("campaign") = pybind11::none(),
            "Events matching every given filter, oldest first, as dicts (object_key, offset,\n"
            "length, stream, device, date, event_id, trigger_ids, priority, start_ns, end_ns,\n"
            "content_type, record_count, manifest_key, metadata).\n"
@@ -190,6 +194,8 @@ void bind_query(pybind11::module_& m) {
            "events ending at/after `since` and starting before `until`.\n"
            "label: 'site=store-01*', a list of such selectors or a dict {key: glob} (all must\n"
            "match the event's labels: its manifest line's, else its device's heartbeat's).\n"
+           "campaign: 'ID' or 'ID@VERSION', events captured under that campaign (the entry's\n"
+           "'campaigns' lists them).\n"
            "Raises fleetpipe.Error (network error, auth error, s3 permanent error, ...).")
       .def("download",
            [](PyReader& pr, pybind11::handle entry) {

@@ -40,13 +40,15 @@ def record_events(cap, brakes=(2.0,), flags=()):
     cap.tick(end + 5)
 
 
-def upload_device(tmp_path, env, bucket, device, **kw):
+def upload_device(tmp_path, env, bucket, device, extra_metadata=None, **kw):
     """Captures events for `device` and uploads them with the real uploader; returns the
-    [(meta, payload)] that went into the buffer."""
+    [(meta, payload)] that went into the buffer. `extra_metadata` is added to every record's
+    metadata (as a Pipeline adds campaign_id/campaign_version under a campaign)."""
     captured = []
     buf = fleetpipe.Buffer({"path": str(tmp_path / device), "durability": "none"})
 
     def sink(meta, payload):
+        meta["metadata"].update(extra_metadata or {})
         captured.append((meta, payload))
         out = buf.append(meta["stream"], payload, event_id=meta["event_id"],
                          trigger_ids=meta["trigger_ids"], priority=meta["priority"],
@@ -300,3 +302,18 @@ def test_blocking_calls_release_the_gil(tmp_path, s3, bucket):
     assert during > 1000
     up.close()
     buf.close()
+
+
+def test_query_selects_events_by_campaign(tmp_path, s3, bucket, reader):
+    upload_device(tmp_path, s3, bucket, "cart-0201", brakes=(2.0,),
+                  extra_metadata={"campaign_id": "fleet", "campaign_version": "3"})
+    upload_device(tmp_path, s3, bucket, "cart-0202", brakes=(2.0,))
+    got = reader.query(campaign="fleet@3")
+    assert {e["device"] for e in got} == {"cart-0201"}
+    assert all(e["campaigns"] == ["fleet@3"] for e in got)
+    assert ids(reader.query(campaign="fleet")) == ids(got)  # any version
+    assert reader.query(campaign="fleet@2") == []
+    assert reader.query(campaign="other") == []
+    local = reader.query(device="cart-0202")
+    assert local and all(e["campaigns"] == [] for e in local)
+    assert ids(fleetpipe.query(reader, campaign="fleet@3")) == ids(got)
