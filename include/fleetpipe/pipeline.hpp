@@ -162,6 +162,8 @@ class Pipeline {
   void flush_uploads();
   /// Starts a heartbeat at the next poll whatever the interval (if none is in flight).
   void request_heartbeat() noexcept;
+  /// Same, and that heartbeat carries the full metrics export (`pipeline.heartbeat_metrics_every`).
+  void request_metrics_heartbeat() noexcept;
 
   // ---- observability ---------------------------------------------------------------------------
   PipelineStatus status() const;

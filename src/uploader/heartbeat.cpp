@@ -27,7 +27,7 @@ void Engine::send_heartbeat(std::string_view device, const std::function<Result<
     return done(out);
   }
   out.time = port_.clock->wall();
-  out.key = layout_.heartbeat_key(device, out.time);
+  out.key = layout_.heartbeat_key(device, out.time, hb_keys_++);
   if (!hb_client_) {
     auto c = detail::S3Client::create(ioc_, cfg_, client_hooks(false));
     if (!c) {
