@@ -59,6 +59,9 @@ def main(argv):
             doc.update({"device": dev, "t": t_ms, "seq": seq, "up": seq * INTERVAL_S})
             doc["labels"] = {"site": "site-%02d" % (d % 20), "model": "m%d" % (d % 3)}
             doc["tx"] = seq * 1000 + d
+            # The device's trailing day as a pipeline reports it (docs/pipeline.md "day").
+            day_s = min(seq * INTERVAL_S, 86400)
+            doc["day"] = [day_s, day_s // INTERVAL_S * 1000, 0]
             key = "%s/_heartbeat/device=%s/%s-%d.json" % (prefix, dev, key_time(t_ms), seq)
             client().put_object(Bucket=bucket, Key=key, Body=json.dumps(doc, separators=(",", ":")).encode(),
                                 ContentType="application/json")

@@ -96,8 +96,9 @@ nlohmann::json Pipeline::Impl::heartbeat_doc(bool with_metrics) const {
   j["state"] = state;
   // Trailing day (docs/pipeline.md): bytes sent and evictions since the newest hourly checkpoint
   // at most a day old, so `fleetpipe status` needs no older heartbeat for its default window.
-  if (hb_ring_n > 0) {
-    const HbCheckpoint* base = nullptr;
+  {
+    const HbCheckpoint start{created, 0, 0};  // before the first checkpoint: the start
+    const HbCheckpoint* base = hb_ring_n == 0 ? &start : nullptr;
     for (std::size_t i = 0; i < hb_ring_n; ++i) {
       const HbCheckpoint& c = hb_ring[(hb_ring_head + i) % hb_ring.size()];
       if (seconds_between(c.t, now) <= kDaySeconds) {
