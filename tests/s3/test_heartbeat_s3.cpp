@@ -12,6 +12,7 @@
 
 #include "fleetpipe/query.hpp"
 #include "support/s3_env.hpp"
+#include "support/shell.hpp"
 #include "support/test_paths.hpp"
 
 // Heartbeats against the real server: compact documents, one object per heartbeat even with a
@@ -26,16 +27,7 @@ namespace {
 const char* kBucket = "fleetpipe-heartbeat-test";
 
 std::string tool(const std::string& args) {
-  std::string cmd = "/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/python/s3_bucket_tool.py " + args;
-  std::string out;
-  FILE* f = popen(cmd.c_str(), "r");
-  REQUIRE(f != nullptr);
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  INFO(cmd);
-  REQUIRE(pclose(f) == 0);
-  return out;
+  return test::run("/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/python/s3_bucket_tool.py " + args);
 }
 
 std::vector<std::pair<std::uint64_t, std::string>> list(const std::string& prefix) {
