@@ -242,13 +242,13 @@ int main() {
       }
       const double warm_beats = static_cast<double>(p.status().heartbeats_sent - sent0);
       const double warm = warm_beats > 0 ? static_cast<double>(proxy.up() + proxy.down() - warm0) / warm_beats : 0;
+      const double stored = static_cast<double>(nlohmann::json::parse(p.heartbeat_json()).dump().size());
       // Full-export heartbeat on the same device, for the baseline.
       const std::uint64_t before = proxy.up() + proxy.down();
+      const std::uint64_t sent1 = p.status().heartbeats_sent;
       p.request_metrics_heartbeat();
       const auto t2 = steady_clock::now();
-      while (p.status().heartbeats_sent == st.heartbeats_sent && steady_clock::now() - t2 < 20s) {
-        p.run_for(50ms);
-      }
+      while (p.status().heartbeats_sent == sent1 && steady_clock::now() - t2 < 20s) p.run_for(50ms);
       const double full = static_cast<double>(proxy.up() + proxy.down() - before);
       report.add("heartbeat_wire_bytes", per_hb, "B",
                  "TCP payload both ways per heartbeat, a new TLS connection each (" +
@@ -266,9 +266,8 @@ int main() {
                  "wire bytes per heartbeat x 288 heartbeats a day (default 300 s interval); the idle "
                  "device sent nothing but heartbeats (no campaigns configured)",
                  "<= 500000");
-      report.add("idle_device_bucket_bytes_per_day",
-                 static_cast<double>(nlohmann::json::parse(p.heartbeat_json()).dump().size()) * 288, "B",
-                 "stored heartbeat object size x 288", "");
+      report.add("idle_device_bucket_bytes_per_day", stored * 288, "B",
+                 "stored heartbeat object size (" + std::to_string(static_cast<int>(stored)) + " B) x 288", "");
     } else if (idle_s > 0) {
       std::fprintf(stderr, "idle: no heartbeat was sent\n");
       status = 1;
