@@ -127,7 +127,7 @@ TEST_CASE("heartbeat keys round-trip device and time", "[bucket_layout]") {
   for (const std::string prefix : {"fleet-a", ""}) {
     BucketLayout layout(prefix);
     for (const auto& id : kHostileIds) {
-      std::string key = layout.heartbeat_key(id, t);
+      std::string key = layout.heartbeat_key(id, t, 7);
       INFO(prefix << " | " << id << " -> " << key);
       CHECK(key.rfind(layout.heartbeats_prefix(), 0) == 0);
       CHECK(segments(key) == (prefix.empty() ? 0 : 1) + 3);
@@ -136,9 +136,28 @@ TEST_CASE("heartbeat keys round-trip device and time", "[bucket_layout]") {
       CHECK(k.device == detail::key_segment(id));
       REQUIRE(k.time.has_value());
       CHECK(*k.time == t);
+      CHECK(k.seq == std::optional<std::uint64_t>(7));
     }
   }
-  CHECK(BucketLayout("fleet-a").heartbeat_key("dev-1", t) == "fleet-a/_heartbeat/device=dev-1/20261125T120000Z.json");
+  CHECK(BucketLayout("fleet-a").heartbeat_key("dev-1", t, 0) ==
+        "fleet-a/_heartbeat/device=dev-1/20261125T120000.000Z-0.json");
+}
+
+TEST_CASE("heartbeat keys are unique within a second and a millisecond", "[bucket_layout]") {
+  BucketLayout layout("fp");
+  const WallTime t = at_ms(1795608000123);
+  CHECK(layout.heartbeat_key("d", t, 1) != layout.heartbeat_key("d", t, 2));
+  CHECK(layout.heartbeat_key("d", t, 1) != layout.heartbeat_key("d", at_ms(1795608000124), 1));
+  auto k = layout.parse(layout.heartbeat_key("d", t, 12));
+  REQUIRE(k.kind == KeyKind::heartbeat);
+  CHECK(*k.time == t);
+  CHECK(*k.seq == 12);
+  // Keys written before the millisecond form still parse (no seq).
+  auto old = layout.parse("fp/_heartbeat/device=d/20261125T120000Z.json");
+  REQUIRE(old.kind == KeyKind::heartbeat);
+  CHECK(*old.time == at_ms(1795608000000));
+  CHECK_FALSE(old.seq.has_value());
+  CHECK(layout.parse("fp/_heartbeat/device=d/20261125T120000.000Z-x1.json").kind == KeyKind::other);
 }
 
 TEST_CASE("keys outside the layout parse as other, campaign keys as campaign", "[bucket_layout]") {

@@ -6,7 +6,8 @@
 #include <string>
 
 // The fleet view's aggregation over synthetic heartbeat documents shaped like the pipeline's
-// (schema fleetpipe.heartbeat/1), with restarts, silent devices and missing labels.
+// (schema fleetpipe.heartbeat/1, and the compact /2), with restarts, silent devices and missing
+// labels.
 
 using namespace fleetpipe;
 using namespace fleetpipe::detail;
@@ -91,6 +92,45 @@ TEST_CASE("a heartbeat document reads into the fields the fleet view uses") {
     CHECK(e.bytes_sent == 0);
     CHECK(e.fires.empty());
   }
+}
+
+/// The compact /2 document (docs/pipeline.md) of the same beat.
+json heartbeat_v2(const Beat& b, const json& labels) {
+  json j;
+  j["schema"] = "fleetpipe.heartbeat/2";
+  j["device"] = "d";
+  j["t"] = std::chrono::duration_cast<std::chrono::milliseconds>(at(b.before_now).time_since_epoch()).count();
+  j["seq"] = 3;
+  j["up"] = b.uptime;
+  j["state"] = "ok";
+  j["backlog"] = {b.backlog, b.backlog * 100, 0, 0};
+  j["buf"] = {b.evicted, 0, 0};
+  j["fires"] = {{"bump", b.fires_bump}, {"door", b.fires_door}};
+  j["tx"] = b.bytes;
+  j["pause"] = {{"network", {b.pauses_network, b.paused_s}}};
+  if (!labels.is_null()) j["labels"] = labels;
+  return j;
+}
+
+TEST_CASE("a compact /2 heartbeat reads into the same fields as the /1 document") {
+  Beat b{100, 50, 1234, 7, 3.5, 9, 2, 1, 4};
+  json v2 = heartbeat_v2(b, {{"site", "store-01"}});
+  v2["campaigns"] = json::array({{{"id", "old"}, {"version", 2}, {"state", "expired"}, {"since", "x"}},
+                                 {{"id", "fleet"}, {"version", 7}, {"state", "active"}, {"since", "x"}}});
+  HeartbeatPoint p = read_heartbeat_point(v2, at(999));
+  HeartbeatPoint q = read_heartbeat_point(heartbeat(b, {{"site", "store-01"}}), at(999));
+  CHECK(p.time == q.time);
+  CHECK(p.uptime_s == q.uptime_s);
+  CHECK(p.bytes_sent == q.bytes_sent);
+  CHECK(p.evicted == q.evicted);
+  CHECK(p.paused_s == q.paused_s);
+  CHECK(p.paused_s_by_reason.at("network") == b.paused_s);
+  CHECK(p.backlog_records == q.backlog_records);
+  CHECK(p.backlog_bytes == q.backlog_bytes);
+  CHECK(p.fires == q.fires);
+  CHECK(p.pauses_by_reason.at("network") == b.pauses_network);
+  CHECK(p.labels == q.labels);
+  CHECK(p.campaign_version == "fleet@7");  // the active one
 }
 
 TEST_CASE("window figures are sums of heartbeat deltas") {

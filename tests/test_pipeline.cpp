@@ -178,38 +178,63 @@ TEST_CASE("metrics export pipeline gauges and every component's counters", "[pip
   CHECK(j.contains("fleetpipe_capture_events_total"));
 }
 
-TEST_CASE("the heartbeat document carries device, version, backlog, triggers and metrics",
+TEST_CASE("the heartbeat document is compact: device, version, backlog, fires, labels, no metrics",
           "[pipeline]") {
   Env env;
-  auto p = make(base_config("pl-hbdoc"), env.port);
+  Config c = base_config("pl-hbdoc");
+  c.labels = {{"site", "store-01"}, {"model", "cart-v2"}};
+  auto p = make(c, env.port);
   feed(*p, env, 0, 4, 1.0);
   auto j = nlohmann::json::parse(p->heartbeat_json());
-  CHECK(j["schema"] == "fleetpipe.heartbeat/1");
+  CHECK(j["schema"] == "fleetpipe.heartbeat/2");
   CHECK(j["device"] == "dev-1");
-  CHECK(j["sdk_version"] == kVersion);
-  CHECK(j["time"] == "2026-11-25T12:00:04.000Z");
-  CHECK(j["uptime_s"].get<double>() == Approx(4.0));
-  CHECK(j["network"] == "online");
-  CHECK(j["backlog"]["records"] == 1);
-  bool found = false;
-  for (auto& e : j["backlog"]["by_priority"]) {
-    if (e["priority"] == 5) found = e["records"] == 1;
-  }
-  CHECK(found);
-  CHECK(j["triggers"]["bump"]["fires"] == 1);
-  CHECK(j["capture"]["events"] == 1);
-  CHECK(j["uploads"]["enabled"] == false);
-  CHECK(j["metrics"].contains("fleetpipe_capture_events_total"));
-  CHECK(j["last_error"] == "");
+  CHECK(j["sdk"] == kVersion);
+  CHECK(j["t"] == 1795608004000);  // 2026-11-25T12:00:04.000Z in unix ms
+  CHECK(j["up"] == 4);
+  CHECK(j["net"] == "online");
+  CHECK(j["state"] == "local");  // no uploader
+  CHECK(j["backlog"][0] == 1);
+  CHECK(j["buf"] == nlohmann::json::array({0, 0, 0}));
+  CHECK(j["fires"]["bump"] == 1);
+  CHECK(j["labels"]["site"] == "store-01");
+  CHECK(j["labels"]["model"] == "cart-v2");
+  CHECK(j["err"] == 0);
+  CHECK_FALSE(j.contains("last_error"));
+  CHECK_FALSE(j.contains("campaigns"));  // no campaign agent
+  CHECK_FALSE(j.contains("metrics"));
+  CHECK(j.dump().size() < 400);
 }
 
-TEST_CASE("heartbeat keys follow {prefix}/_heartbeat/device={id}/{time}.json", "[pipeline]") {
+TEST_CASE("the full metrics export rides on every Nth heartbeat or on request", "[pipeline]") {
+  Env env;
+  Config c = base_config("pl-hbmetrics");
+  auto p = make(c, env.port);
+  CHECK_FALSE(nlohmann::json::parse(p->heartbeat_json()).contains("metrics"));
+  p->request_metrics_heartbeat();
+  auto j = nlohmann::json::parse(p->heartbeat_json());
+  REQUIRE(j.contains("metrics"));
+  CHECK(j["metrics"].contains("fleetpipe_capture_events_total"));
+
+  Config c3 = base_config("pl-hbmetrics3");
+  c3.pipeline.heartbeat_metrics_every = 3;
+  auto every = make(c3, env.port);
+  CHECK(nlohmann::json::parse(every->heartbeat_json()).contains("metrics"));  // seq 0
+
+  auto parsed = parse_config(R"({"device_id": "d", "pipeline": {"heartbeat_metrics_every": 12}})");
+  REQUIRE(parsed.ok());
+  CHECK(parsed->pipeline.heartbeat_metrics_every == 12);
+  auto bad = parse_config(R"({"device_id": "d", "pipeline": {"heartbeat_metrics_every": -1}})");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().json_pointer == "/pipeline/heartbeat_metrics_every");
+}
+
+TEST_CASE("heartbeat keys follow {prefix}/_heartbeat/device={id}/{time}-{seq}.json", "[pipeline]") {
   Env env;
   Config c = base_config("pl-hbkey");
   c.uploader.prefix = "fleet-a";
   auto p = make(c, env.port);
   CHECK(p->heartbeat_key(env.clock.wall()) ==
-        "fleet-a/_heartbeat/device=dev-1/20261125T120000Z.json");
+        "fleet-a/_heartbeat/device=dev-1/20261125T120000.000Z-0.json");
 }
 
 TEST_CASE("each pipeline owns its network cell unless the host passes one", "[pipeline]") {
@@ -390,8 +415,8 @@ TEST_CASE("one registry exports every counter the fleet is monitored by", "[pipe
   // Evictions and rejections are registered by the buffer at their first occurrence (with their
   // reason labels); until then the heartbeat carries the totals from BufferStats.
   auto hb = nlohmann::json::parse(p->heartbeat_json());
-  CHECK(hb["buffer"]["evicted_total"] == 0);
-  CHECK(hb["buffer"]["rejected_total"] == 0);
+  CHECK(hb["buf"][0] == 0);  // evicted
+  CHECK(hb["buf"][1] == 0);  // rejected
   bool bump_series = false;
   for (auto& s : j["fleetpipe_trigger_fires_total"]["series"]) {
     if (s["labels"].value("trigger", "") == "bump") bump_series = s["value"] == 1;

@@ -46,6 +46,9 @@ struct PipelineOptions {
   double poll_budget_s = 0.0005;
   /// Send a heartbeat at the first poll (the device announces itself), then every interval.
   bool heartbeat_on_start = true;
+  /// The heartbeat is compact (`fleetpipe.heartbeat/2`); every Nth one (the first included) also
+  /// carries the full metrics export. 0: only after Pipeline::request_metrics_heartbeat().
+  std::uint32_t heartbeat_metrics_every = 0;
   /// poll() advances Capture's time from the Port clock when streams go quiet (pipeline.hpp).
   bool auto_tick = true;
 };

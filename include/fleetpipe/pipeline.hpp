@@ -37,10 +37,11 @@
 //
 // Heartbeat: every `heartbeat_interval` (Port clock, monotonic), and at the first poll when
 // `heartbeat_on_start`, the pipeline PUTs a small JSON object to
-//   {uploader.prefix}/_heartbeat/device={device_id}/{YYYYMMDDTHHMMSSZ}.json
-// holding the device, time, SDK version, uptime, network state, backlog by priority, wear-budget
-// use, capture/trigger/uploader totals, the last error, and the full metrics JSON export
-// (schema: docs/pipeline.md). It goes through the same endpoint, credentials and TLS settings as
+//   {uploader.prefix}/_heartbeat/device={device_id}/{YYYYMMDDTHHMMSS.mmmZ}-{seq}.json
+// holding, compactly (`fleetpipe.heartbeat/2`), the device, time, labels, SDK version, uptime,
+// network and upload state, backlog, evictions/rejections, pauses by reason, fires per trigger,
+// bytes sent, errors, the trailing day's deltas and the campaign state; the full metrics JSON
+// export only every `heartbeat_metrics_every`-th time or on request (schema: docs/pipeline.md). It goes through the same endpoint, credentials and TLS settings as
 // the uploader, on its own connection, under the uploader's rate cap (one token bucket for every
 // byte sent) and clock correction; it is skipped while the network is offline or uploads are
 // paused (counted), and a failed one is not retried (the next one carries newer numbers); all are
@@ -162,6 +163,8 @@ class Pipeline {
   void flush_uploads();
   /// Starts a heartbeat at the next poll whatever the interval (if none is in flight).
   void request_heartbeat() noexcept;
+  /// Same, and that heartbeat carries the full metrics export (`pipeline.heartbeat_metrics_every`).
+  void request_metrics_heartbeat() noexcept;
 
   // ---- observability ---------------------------------------------------------------------------
   PipelineStatus status() const;

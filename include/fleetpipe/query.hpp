@@ -3,7 +3,7 @@
 // A `BucketReader` reads the bucket the uploaders write (docs/bucket-layout.md):
 //   {prefix}/stream={stream}/date={YYYY-MM-DD}/device={device}/{start_time}-{seq}.{ext}  data
 //   {prefix}/_manifests/device={device}/date={YYYY-MM-DD}/{start_time}-{seq}.jsonl     manifests
-//   {prefix}/_heartbeat/device={device}/{YYYYMMDDTHHMMSSZ}.json                        heartbeats
+//   {prefix}/_heartbeat/device={device}/{YYYYMMDDTHHMMSS.mmmZ}-{seq}.json             heartbeats
 // `query()` answers "which events match stream / trigger / device glob / time range" from the
 // JSONL manifests (one line per delivered event), plus — for data objects no manifest mentions
 // (manifests disabled, or a crash between the object and its manifest) — from the object's

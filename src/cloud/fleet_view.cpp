@@ -5,8 +5,11 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <tuple>
 
+#include "cloud/heartbeat_doc.hpp"
 #include "fleetpipe/metrics.hpp"
+#include "s3/bucket_layout.hpp"
 
 namespace fleetpipe {
 namespace detail {
@@ -95,7 +98,8 @@ bool restarted_between(const HeartbeatPoint& a, const HeartbeatPoint& b) {
 
 }  // namespace
 
-HeartbeatPoint read_heartbeat_point(const json& doc, WallTime key_time) {
+HeartbeatPoint read_heartbeat_point(const json& stored, WallTime key_time) {
+  const json doc = heartbeat_as_v1(stored);
   HeartbeatPoint h;
   h.time = key_time;
   if (auto t = parse_query_time(str_at(doc, "/time"))) {
@@ -135,7 +139,16 @@ HeartbeatPoint read_heartbeat_point(const json& doc, WallTime key_time) {
       if (v.is_string()) h.labels[k] = v.get<std::string>();
     }
   }
-  if (const json* c = find(doc, "/campaign"); c && c->is_object()) {
+  // The campaigns in force ("campaigns": the agent's status per campaign, docs/campaigns.md):
+  // "id@version" of each active one, comma-separated.
+  if (const json* cs = find(doc, "/campaigns"); cs && cs->is_array()) {
+    for (const json& c : *cs) {
+      if (!c.is_object() || str_at(c, "/state") != "active") continue;
+      const json* v = find(c, "/version");
+      if (!h.campaign_version.empty()) h.campaign_version += ",";
+      h.campaign_version += str_at(c, "/id") + "@" + (v && v->is_number() ? v->dump() : std::string("?"));
+    }
+  } else if (const json* c = find(doc, "/campaign"); c && c->is_object()) {
     const json* v = find(*c, "/version");
     if (!v) v = find(*c, "/id");
     if (v && v->is_string()) h.campaign_version = v->get<std::string>();
@@ -291,11 +304,14 @@ Result<std::vector<DeviceHistory>> load_histories(BucketReader& reader, const St
     if (!listed) return std::move(listed).error();
     // The key's file name is the heartbeat's time: select the window (and its baseline) first.
     std::vector<std::pair<WallTime, std::string>> keys;
+    const BucketLayout layout(reader.prefix());
+    std::vector<std::tuple<WallTime, std::uint64_t, std::string>> parsed;
     for (const auto& o : *listed) {
-      std::string file = o.key.substr(o.key.rfind('/') + 1);
-      if (auto t = parse_query_time(file.substr(0, file.find('.')))) keys.emplace_back(*t, o.key);
+      ParsedKey k = layout.parse(o.key);
+      if (k.kind == KeyKind::heartbeat) parsed.emplace_back(*k.time, k.seq.value_or(0), o.key);
     }
-    std::sort(keys.begin(), keys.end());
+    std::sort(parsed.begin(), parsed.end());  // time, then seq (two in one millisecond)
+    for (auto& [t, seq, key] : parsed) keys.emplace_back(t, std::move(key));
     auto first = std::find_if(keys.begin(), keys.end(),
                               [&](const auto& k) { return k.first >= window_start; });
     if (first != keys.begin()) --first;  // the baseline before the window

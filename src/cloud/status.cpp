@@ -1,10 +1,21 @@
 // Device status: the newest heartbeats of each device, read from {prefix}/_heartbeat/.
+//
+// Cost: one listing of the device prefixes (per 1,000 devices), then per device one listing that
+// starts at the window (so it holds only the window's keys, whatever the history's length) and
+// one GET of the newest heartbeat. A /2 heartbeat carries the device's trailing-day deltas
+// ("day"), which serve the default 1-day window; other windows (and /1 heartbeats) also GET the
+// window's first heartbeat. A device silent for longer than the window is listed whole.
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <optional>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
+#include "cloud/heartbeat_doc.hpp"
 #include "cloud/reader_impl.hpp"
+#include "common/utc_time.hpp"
 #include "s3/bucket_layout.hpp"
 
 namespace fleetpipe {
@@ -59,9 +70,14 @@ struct Heartbeat {
   WallTime time{};
   double backlog_records = 0, backlog_bytes = 0, evicted = 0, bytes_sent = 0, uptime_s = 0;
   std::string sdk, network, last_error;
+  /// The device's trailing-day deltas (/2 "day": seconds covered, bytes sent, evictions).
+  std::optional<std::array<double, 3>> day;
 };
 
-Heartbeat read_heartbeat(const json& doc, WallTime key_t) {
+constexpr double kDaySeconds = 86400;
+
+Heartbeat read_heartbeat(const json& stored, WallTime key_t) {
+  const json doc = detail::heartbeat_as_v1(stored);
   Heartbeat h;
   h.time = key_t;
   const json* t = at(doc, {"/time"});
@@ -85,6 +101,11 @@ Heartbeat read_heartbeat(const json& doc, WallTime key_t) {
   h.sdk = text(doc, {"/sdk_version"});
   h.network = text(doc, {"/network"});
   h.last_error = text(doc, {"/last_error"});
+  if (const json* day = at(doc, {"/day"}); day && day->is_array() && day->size() == 3 &&
+                                            (*day)[0].is_number() && (*day)[1].is_number() &&
+                                            (*day)[2].is_number()) {
+    h.day = {(*day)[0].get<double>(), (*day)[1].get<double>(), (*day)[2].get<double>()};
+  }
   return h;
 }
 
@@ -101,20 +122,24 @@ Result<std::vector<DeviceStatus>> BucketReader::status(const StatusQuery& q) {
     std::string device = detail::key_partition(p, "device");
     if (device.empty()) continue;
     if (!q.device_glob.empty() && !glob_match(q.device_glob, device)) continue;
-    auto listed = impl_->list(p, {}, nullptr);
-    if (!listed) return std::move(listed).error();
-    // (time, key) of every heartbeat, oldest first.
-    std::vector<std::pair<WallTime, std::string>> beats;
-    for (const auto& o : *listed) {
-      detail::ParsedKey k = layout.parse(o.key);
-      if (k.kind == detail::KeyKind::heartbeat) beats.emplace_back(*k.time, o.key);
-    }
-    if (beats.empty()) continue;
-    std::sort(beats.begin(), beats.end());
-    DeviceStatus d;
-    d.device = device;
     const auto window_start =
         now - std::chrono::duration_cast<WallTime::duration>(std::chrono::duration<double>(q.window_s));
+    // (time, seq, key) of the heartbeats, oldest first: those since the window's start (one
+    // second of slack for keys named in whole seconds), or all when there are none.
+    auto listed = impl_->list(p, p + detail::utc_compact(window_start - std::chrono::seconds(1)), nullptr);
+    if (listed && listed->empty()) listed = impl_->list(p, {}, nullptr);
+    if (!listed) return std::move(listed).error();
+    std::vector<std::tuple<WallTime, std::uint64_t, std::string>> parsed;
+    for (const auto& o : *listed) {
+      detail::ParsedKey k = layout.parse(o.key);
+      if (k.kind == detail::KeyKind::heartbeat) parsed.emplace_back(*k.time, k.seq.value_or(0), o.key);
+    }
+    if (parsed.empty()) continue;
+    std::sort(parsed.begin(), parsed.end());
+    std::vector<std::pair<WallTime, std::string>> beats;
+    for (auto& [t, seq, key] : parsed) beats.emplace_back(t, std::move(key));
+    DeviceStatus d;
+    d.device = device;
     auto first_in_window = std::find_if(beats.begin(), beats.end(),
                                         [&](const auto& b) { return b.first >= window_start; });
     const auto in_window = std::distance(first_in_window, beats.end());
@@ -139,7 +164,11 @@ Result<std::vector<DeviceStatus>> BucketReader::status(const StatusQuery& q) {
     d.evicted_total = last.evicted;
     d.uploaded_bytes_total = last.bytes_sent;
     d.last_error = last.last_error;
-    if (in_window > 0 && baseline->second != newest.second) {
+    if (in_window > 0 && last.day && q.window_s == kDaySeconds) {
+      // The device's own trailing day (hourly checkpoints: 23 to 24 hours back).
+      d.evicted_in_window = (*last.day)[2];
+      if ((*last.day)[0] > 0) d.upload_bytes_per_s = (*last.day)[1] / (*last.day)[0];
+    } else if (in_window > 0 && baseline->second != newest.second) {
       auto fb = impl_->get(baseline->second, 0, 0);
       if (!fb) return std::move(fb).error();
       json fdoc = json::parse(*fb, nullptr, false);

@@ -1,106 +1,130 @@
-// The pipeline's heartbeat: its key, its document (state, counters, metrics) and its sending
-// through the uploader on the heartbeat schedule.
+// The pipeline's heartbeat: its key, its document and its sending through the uploader on the
+// heartbeat schedule.
+//
+// The document is compact by default (`fleetpipe.heartbeat/2`, short keys, what the fleet view
+// reads; docs/pipeline.md lists the schema). The full metrics export rides along only every
+// `heartbeat_metrics_every`-th heartbeat or after request_metrics_heartbeat().
 #include "pipeline/pipeline_impl.hpp"
+
+#include "fleetpipe/campaign.hpp"
 
 namespace fleetpipe {
 
 using namespace pipeline_internal;
 
-std::string Pipeline::Impl::heartbeat_key(WallTime wall) const {
-  return detail::BucketLayout(config.uploader.prefix).heartbeat_key(config.device_id, wall);
+namespace {
+
+constexpr double kDaySeconds = 86400;
+constexpr double kCheckpointEvery = 3600;
+
+/// Trims a double to an integer when it is one (counters, whole seconds): "12" not "12.0".
+nlohmann::json num(double v) {
+  if (v >= 0 && v < 9e15 && v == static_cast<double>(static_cast<std::int64_t>(v))) {
+    return static_cast<std::int64_t>(v);
+  }
+  return std::round(v * 1000) / 1000;  // ms / mB resolution is plenty for the fleet view
 }
 
-nlohmann::json Pipeline::Impl::heartbeat_doc() const {
+}  // namespace
+
+std::string Pipeline::Impl::heartbeat_key(WallTime wall) const {
+  return detail::BucketLayout(config.uploader.prefix).heartbeat_key(config.device_id, wall, hb_seq);
+}
+
+void Pipeline::Impl::heartbeat_checkpoint(MonoTime now) {
+  double tx = 0;
+  if (uploader) tx = static_cast<double>(uploader->status().bytes_sent);
+  const double ev = static_cast<double>(buffer->stats().evicted_total);
+  if (hb_ring_n == 0) {  // the start: every counter was zero then
+    hb_ring[0] = {created, 0, 0};
+    hb_ring_n = 1;
+  }
+  const HbCheckpoint& newest = hb_ring[(hb_ring_head + hb_ring_n - 1) % hb_ring.size()];
+  if (seconds_between(newest.t, now) < kCheckpointEvery) return;
+  if (hb_ring_n < hb_ring.size()) {
+    hb_ring[(hb_ring_head + hb_ring_n++) % hb_ring.size()] = {now, tx, ev};
+  } else {
+    hb_ring[hb_ring_head] = {now, tx, ev};
+    hb_ring_head = (hb_ring_head + 1) % hb_ring.size();
+  }
+}
+
+nlohmann::json Pipeline::Impl::heartbeat_doc(bool with_metrics) const {
   using nlohmann::json;
   MonoTime now = port.clock->monotonic();
   WallTime wall = port.clock->wall();
   json j;
-  j["schema"] = "fleetpipe.heartbeat/1";
+  j["schema"] = "fleetpipe.heartbeat/2";
   j["device"] = config.device_id;
-  j["time"] = detail::utc_iso8601_ms(wall);
-  j["time_unix_ns"] = unix_ns(wall);
-  j["sdk_version"] = kVersion;
-  j["uptime_s"] = seconds_between(created, now);
+  j["t"] = unix_ns(wall) / 1000000;
   j["seq"] = hb_seq;
-  j["network"] = std::string(to_string(port.network->get()));
+  j["up"] = num(std::floor(seconds_between(created, now)));
+  j["sdk"] = kVersion;
+  j["net"] = std::string(to_string(port.network->get()));
+  if (!config.labels.empty()) j["labels"] = config.labels;
 
   BufferStats st = buffer->stats();
-  json prio = json::array();
-  for (int p = 7; p >= 0; --p) {
-    prio.push_back({{"priority", p},
-                    {"records", st.by_priority[p].records},
-                    {"bytes", st.by_priority[p].bytes}});
-  }
-  j["backlog"] = {{"records", st.records}, {"bytes", st.bytes},     {"leased", st.leased},
-                  {"parked", st.parked},   {"by_priority", prio}};
-  auto budget = buffer->config().max_bytes_written_per_day;
-  j["wear"] = {{"written_today_bytes", st.written_today},
-               {"budget_bytes_per_day", budget},
-               {"used_ratio", budget ? static_cast<double>(st.written_today) /
-                                           static_cast<double>(budget)
-                                     : 0.0}};
-  j["buffer"] = {{"evicted_total", st.evicted_total},
-                 {"rejected_total", st.rejected_total},
-                 {"quarantined_total", st.quarantined_total},
-                 {"max_bytes", buffer->config().max_bytes},
-                 {"file_bytes", st.file_bytes},
-                 {"compression_ratio", st.compression_ratio}};
+  j["backlog"] = {st.records, st.bytes, st.leased, st.parked};
+  j["buf"] = {st.evicted_total, st.rejected_total, st.quarantined_total};
 
-  CaptureStats cs = capture->stats();
-  j["capture"] = {{"samples", cs.samples},
-                  {"events", cs.events},
-                  {"event_bytes", cs.event_bytes},
-                  {"events_rejected", cs.events_rejected},
-                  {"merged_fires", cs.merged_fires},
-                  {"time_backwards", cs.time_backwards},
-                  {"ring_overflow", cs.ring_overflow},
-                  {"invalid_samples", cs.invalid_samples},
-                  {"open_events", cs.open_events}};
-  json trig = json::object();
+  json fires = json::object();
   const auto& tcs = capture->triggers();
   for (std::size_t i = 0; i < tcs.size(); ++i) {
-    TriggerStats ts = capture->trigger_stats(TriggerHandle{static_cast<std::uint32_t>(i)});
-    trig[tcs[i].name] = {{"fires", ts.fires},
-                         {"events", ts.events},
-                         {"bytes", ts.bytes},
-                         {"budget_hits", ts.budget_hits},
-                         {"suppressed_cooldown", ts.suppressed_cooldown},
-                         {"sampled_out", ts.sampled_out}};
+    fires[tcs[i].name] = capture->trigger_stats(TriggerHandle{static_cast<std::uint32_t>(i)}).fires;
   }
-  j["triggers"] = trig;
+  j["fires"] = std::move(fires);
 
   std::string last_error = log_sink.last_error();
+  const char* state = "local";  // no uploader
+  double tx = 0;
   if (uploader) {
     UploaderStatus us = uploader->status();
-    j["uploads"] = {{"paused", us.paused},
-                    {"paused_by_host", us.paused_by_host},
-                    {"paused_by_schedule", us.paused_by_schedule},
-                    {"paused_by_network", us.paused_by_network},
-                    {"busy", us.busy},
-                    {"rate_bytes_per_s", us.rate_bytes_per_s},
-                    {"objects_uploaded", us.objects_uploaded},
-                    {"records_acked", us.records_acked},
-                    {"records_parked", us.records_parked},
-                    {"bytes_sent", us.bytes_sent},
-                    {"retries", us.retries},
-                    {"multipart_resumed", us.multipart_resumed},
-                    {"pauses", metrics.sum("fleetpipe_uploader_pauses_total")},
-                    {"paused_seconds", metrics.sum("fleetpipe_uploader_paused_seconds")},
-                    {"destination_fault", us.destination_fault},
-                    {"destination_fault_probes", us.destination_fault_probes},
-                    {"last_error", us.last_error}};
+    tx = static_cast<double>(us.bytes_sent);
+    state = !us.destination_fault.empty() ? "fault" : us.paused ? "paused" : "ok";
+    j["tx"] = us.bytes_sent;
+    j["obj"] = us.objects_uploaded;
+    json pause = json::object();
+    for (const char* reason : {"host", "network", "schedule"}) {
+      const double n = metrics.value("fleetpipe_uploader_pauses_total", {{"reason", reason}});
+      const double s = metrics.value("fleetpipe_uploader_paused_reason_seconds", {{"reason", reason}});
+      if (n > 0 || s > 0) pause[reason] = {num(std::max(n, 0.0)), num(std::max(s, 0.0))};
+    }
+    if (!pause.empty()) j["pause"] = std::move(pause);
+    if (!us.destination_fault.empty()) j["fault"] = us.destination_fault;
     if (last_error.empty()) last_error = us.last_error;
-  } else {
-    j["uploads"] = {{"enabled", false}};
   }
+  j["state"] = state;
+  // Trailing day (docs/pipeline.md): bytes sent and evictions since the newest hourly checkpoint
+  // at most a day old, so `fleetpipe status` needs no older heartbeat for its default window.
+  {
+    const HbCheckpoint start{created, 0, 0};  // before the first checkpoint: the start
+    const HbCheckpoint* base = hb_ring_n == 0 ? &start : nullptr;
+    for (std::size_t i = 0; i < hb_ring_n; ++i) {
+      const HbCheckpoint& c = hb_ring[(hb_ring_head + i) % hb_ring.size()];
+      if (seconds_between(c.t, now) <= kDaySeconds) {
+        base = &c;
+        break;
+      }
+    }
+    if (base) {
+      j["day"] = {num(std::floor(seconds_between(base->t, now))), num(tx - base->tx),
+                  num(static_cast<double>(st.evicted_total) - base->ev)};
+    }
+  }
+  j["err"] = log_sink.errors();
+  if (!last_error.empty()) j["last_error"] = last_error;
+  j["hb"] = {hb_sent, hb_failed, hb_skipped};
   if (campaigns) {  // docs/campaigns.md "Heartbeat state"
     j["campaigns"] = json::parse(campaign_status_json(campaigns->status()), nullptr, false);
   }
-  j["heartbeats"] = {{"sent", hb_sent}, {"failed", hb_failed}, {"skipped", hb_skipped}};
-  j["last_error"] = last_error;
   // The full registry export: every counter of every component, by name and labels.
-  j["metrics"] = json::parse(metrics.to_json(), nullptr, /*allow_exceptions=*/false);
+  if (with_metrics) j["metrics"] = json::parse(metrics.to_json(), nullptr, /*allow_exceptions=*/false);
   return j;
+}
+
+bool Pipeline::Impl::next_heartbeat_has_metrics() const {
+  const std::uint64_t every = config.pipeline.heartbeat_metrics_every;
+  return hb_metrics_requested.load(std::memory_order_relaxed) || (every > 0 && hb_seq % every == 0);
 }
 
 void Pipeline::Impl::maybe_start_heartbeat(MonoTime now) {
@@ -114,8 +138,11 @@ void Pipeline::Impl::maybe_start_heartbeat(MonoTime now) {
       config.device_id,
       [this, now]() -> Result<std::string> {
         refresh_gauges(now);
+        heartbeat_checkpoint(now);
         try {
-          std::string body = heartbeat_doc().dump();
+          const bool with_metrics = next_heartbeat_has_metrics();
+          std::string body = heartbeat_doc(with_metrics).dump();
+          if (with_metrics) hb_metrics_requested.store(false, std::memory_order_relaxed);
           ++hb_seq;
           return body;
         } catch (const std::exception& e) {  // nlohmann: invalid UTF-8 in a user string

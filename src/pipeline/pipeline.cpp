@@ -357,6 +357,10 @@ void Pipeline::flush_uploads() {
 void Pipeline::request_heartbeat() noexcept {
   impl_->hb_requested.store(true, std::memory_order_relaxed);
 }
+void Pipeline::request_metrics_heartbeat() noexcept {
+  impl_->hb_metrics_requested.store(true, std::memory_order_relaxed);
+  impl_->hb_requested.store(true, std::memory_order_relaxed);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Observability
@@ -400,7 +404,7 @@ std::string Pipeline::metrics_json() const {
 
 std::string Pipeline::heartbeat_json() const {
   impl_->refresh_gauges(impl_->port.clock->monotonic());
-  return impl_->heartbeat_doc().dump(2);
+  return impl_->heartbeat_doc(impl_->next_heartbeat_has_metrics()).dump(2);
 }
 
 std::string Pipeline::heartbeat_key(WallTime wall) const { return impl_->heartbeat_key(wall); }
@@ -426,6 +430,8 @@ PipelineOptions parse_pipeline_options(JsonReader& r) {
   o.heartbeat_interval_s = r.seconds("heartbeat_interval", o.heartbeat_interval_s);
   o.poll_budget_s = r.seconds("poll_budget", o.poll_budget_s, 0, 10, /*min_exclusive=*/true);
   o.heartbeat_on_start = r.boolean("heartbeat_on_start", o.heartbeat_on_start);
+  o.heartbeat_metrics_every = static_cast<std::uint32_t>(
+      r.integer("heartbeat_metrics_every", o.heartbeat_metrics_every, 0, 1000000));
   o.auto_tick = r.boolean("auto_tick", o.auto_tick);
   r.finish();
   return o;

@@ -5,7 +5,9 @@
 #include "fleetpipe/pipeline.hpp"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cmath>
 #include <mutex>
 #include <new>
 #include <boost/asio/io_context.hpp>
@@ -39,6 +41,7 @@ class TrackingLogSink final : public LogSink {
   void write(LogLevel level, std::string_view component,
              std::string_view message) noexcept override {
     if (level >= LogLevel::error) {
+      ++errors_;
       try {
         last_.assign(component.data(), component.size());
         last_ += ": ";
@@ -53,11 +56,13 @@ class TrackingLogSink final : public LogSink {
     return level >= LogLevel::error || (inner_ && inner_->enabled(level));
   }
   const std::string& last_error() const noexcept { return last_; }
+  std::uint64_t errors() const noexcept { return errors_; }  ///< error-level lines so far
   void set_last_error(std::string s) { last_ = std::move(s); }
 
  private:
   LogSink* inner_ = nullptr;
   std::string last_;
+  std::uint64_t errors_ = 0;
 };
 
 
@@ -103,11 +108,19 @@ struct Pipeline::Impl {
   bool hb_enabled = false;
   bool hb_in_flight = false;
   std::atomic<bool> hb_requested{false};
+  std::atomic<bool> hb_metrics_requested{false};  ///< the next heartbeat carries the metrics
   MonoTime next_heartbeat{};
   std::uint64_t hb_seq = 0;
   std::uint64_t hb_sent = 0, hb_failed = 0, hb_skipped = 0;
   std::optional<WallTime> last_heartbeat;
   std::string last_heartbeat_key;
+  // Hourly checkpoints of the counters behind the heartbeat's trailing-day figures ("day").
+  struct HbCheckpoint {
+    MonoTime t{};
+    double tx = 0, ev = 0;
+  };
+  std::array<HbCheckpoint, 26> hb_ring{};
+  std::size_t hb_ring_head = 0, hb_ring_n = 0;
 
   // Time bookkeeping for auto-tick.
   MonoTime created{};
@@ -148,7 +161,9 @@ struct Pipeline::Impl {
   void heartbeat_done(const HeartbeatOutcome& o);
   std::size_t run_ready(pipeline_internal::SteadyClock::time_point deadline);
   bool pending() const;
-  nlohmann::json heartbeat_doc() const;
+  void heartbeat_checkpoint(MonoTime now);
+  bool next_heartbeat_has_metrics() const;
+  nlohmann::json heartbeat_doc(bool with_metrics) const;
   std::string heartbeat_key(WallTime wall) const;
   void note_error(std::string_view component, std::string_view message) {
     log(port, LogLevel::error, component, message);

@@ -169,8 +169,10 @@ std::string BucketLayout::manifest_key(std::string_view device, std::int64_t sta
          "/" + utc_compact_ms(start_ns) + "-" + seq16(first_id) + tag + ".jsonl";
 }
 
-std::string BucketLayout::heartbeat_key(std::string_view device, WallTime t) const {
-  return heartbeats_prefix() + "device=" + key_segment(device) + "/" + utc_compact(t) + ".json";
+std::string BucketLayout::heartbeat_key(std::string_view device, WallTime t, std::uint64_t seq) const {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  return heartbeats_prefix() + "device=" + key_segment(device) + "/" + utc_compact_ms(ns) + "-" +
+         std::to_string(seq) + ".json";
 }
 
 // ---- prefixes ---------------------------------------------------------------------------------
@@ -203,8 +205,19 @@ ParsedKey BucketLayout::parse(std::string_view key) const {
   }
   if (starts("_heartbeat/")) {
     k.device = key_partition(rest, "device");
-    auto dot = name.find('.');
-    k.time = parse_utc_compact(name.substr(0, dot));
+    // "<compact time with ms>-<seq>.json", or the older "<compact time>.json".
+    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0) name.remove_suffix(5);
+    auto dash = name.find('-');
+    k.time = parse_utc_compact(name.substr(0, dash));
+    if (dash != std::string_view::npos) {
+      std::string_view seq = name.substr(dash + 1);
+      if (seq.empty() || seq.size() > 19 ||
+          !std::all_of(seq.begin(), seq.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        k.time.reset();
+      } else {
+        k.seq = std::stoull(std::string(seq));
+      }
+    }
     if (!k.device.empty() && k.time) k.kind = KeyKind::heartbeat;
     return k;
   }

@@ -2,7 +2,8 @@
 //
 //   {prefix}/stream=S/date=YYYY-MM-DD/device=D/{start_time}-{seq}.{ext}   data (key_template)
 //   {prefix}/_manifests/device=D/date=YYYY-MM-DD/{start_time}-{seq}-{writer}.jsonl one per upload batch
-//   {prefix}/_heartbeat/device=D/{YYYYMMDDTHHMMSSZ}.json                  heartbeats
+//   {prefix}/_heartbeat/device=D/{YYYYMMDDTHHMMSS.mmmZ}-{seq}.json        heartbeats
+//     (before: {YYYYMMDDTHHMMSSZ}.json, still parsed)
 //   {prefix}/_campaigns/...                                               campaigns (reserved)
 //
 // The writer (uploader: data, manifests, heartbeats) and the reader (src/cloud) both use this
@@ -46,7 +47,7 @@ struct ParsedKey {
   KeyKind kind = KeyKind::other;
   std::string stream, device, date;  ///< partition values ("" when the kind has none)
   std::optional<WallTime> time;      ///< heartbeat time; data/manifest: the start time
-  std::optional<std::uint64_t> seq;  ///< data/manifest: the smallest record id
+  std::optional<std::uint64_t> seq;  ///< data/manifest: the smallest record id; heartbeat: its seq
   std::optional<std::uint64_t> writer;  ///< manifest: the writer tag that makes its key unique
 };
 
@@ -73,7 +74,9 @@ class BucketLayout {
   /// object not acked before a crash) never replaces this manifest (docs/bucket-layout.md).
   std::string manifest_key(std::string_view device, std::int64_t start_ns, std::uint64_t first_id,
                            std::optional<std::uint64_t> writer = std::nullopt) const;
-  std::string heartbeat_key(std::string_view device, WallTime t) const;
+  /// `seq`: the sender's heartbeat count, so two heartbeats in the same millisecond (a frozen
+  /// or coarse clock) still get two keys.
+  std::string heartbeat_key(std::string_view device, WallTime t, std::uint64_t seq) const;
   // Campaign keys ({prefix}/_campaigns/...) are rendered and parsed here too, with the
   // campaigns issue: campaigns_prefix() is their root.
 

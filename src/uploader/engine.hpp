@@ -123,6 +123,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
                       std::function<void(const HeartbeatOutcome&)> done);
 
  private:
+  std::uint64_t hb_keys_ = 0;  ///< heartbeats named so far: the key's sequence number
   // ---- plumbing (coordinator.cpp) ----------------------------------------------------------
   template <class F>
   auto weak(F f) {

@@ -33,6 +33,9 @@ Shaper::Shaper(const UploaderConfig& cfg, const Port& port, detail::TokenBucket&
   for (const char* reason : {"host", "schedule", "network"}) {
     pauses_[reason] = &m.counter("fleetpipe_uploader_pauses_total",
                                  "Times uploads were paused, by reason", {{"reason", reason}});
+    paused_reason_seconds_[reason] =
+        &m.gauge("fleetpipe_uploader_paused_reason_seconds",
+                 "Cumulative seconds each pause reason held (reasons can overlap)", {{"reason", reason}});
   }
   paused_seconds_ = &m.gauge("fleetpipe_uploader_paused_seconds",
                              "Cumulative seconds spent paused (any reason)");
@@ -81,7 +84,9 @@ void Shaper::evaluate() {
     log(LogLevel::info, "upload rate now " + (rate > 0 ? std::to_string(static_cast<long long>(rate)) + " B/s" : std::string("unlimited")));
   }
   // Pause accounting.
-  bool any_before = paused_host_ || paused_network_ || paused_schedule_;
+  const bool host_before = paused_host_, network_before = paused_network_,
+             schedule_before = paused_schedule_;
+  bool any_before = host_before || network_before || schedule_before;
   auto count = [&](bool before, bool after, const char* reason) {
     if (!before && after) {
       pauses_[reason]->inc();
@@ -97,7 +102,11 @@ void Shaper::evaluate() {
   paused_network_ = network;
   paused_schedule_ = schedule;
   if (any_before) {
-    paused_seconds_->add(std::chrono::duration<double>(now - last_tick_mono_).count());
+    const double dt = std::chrono::duration<double>(now - last_tick_mono_).count();
+    paused_seconds_->add(dt);
+    if (host_before) paused_reason_seconds_["host"]->add(dt);
+    if (network_before) paused_reason_seconds_["network"]->add(dt);
+    if (schedule_before) paused_reason_seconds_["schedule"]->add(dt);
   }
   last_tick_mono_ = now;
 }

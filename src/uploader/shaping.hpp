@@ -62,6 +62,7 @@ class Shaper {
   MonoTime last_tick_mono_{};
   Gauge* rate_gauge_;
   Gauge* paused_seconds_;
+  std::map<std::string, Gauge*> paused_reason_seconds_;  ///< overlapping: two reasons can hold at once
   std::map<std::string, Counter*> pauses_;
 };
 

@@ -120,7 +120,8 @@ void check_held(std::vector<std::unique_ptr<Pipeline>>& ps, const std::set<std::
     CHECK(s.uploader.destination_fault_probes >= 2);  // it re-probed, backing off
     CHECK(p->metrics().value("fleetpipe_uploader_destination_faults_total", {{"code", code}}) >= 2);
     auto hb = json::parse(p->heartbeat_json());
-    CHECK(hb["uploads"]["destination_fault"] == code);
+    CHECK(hb["fault"] == code);
+    CHECK(hb["state"] == "fault");
   }
 }
 

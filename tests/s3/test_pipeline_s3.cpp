@@ -149,13 +149,13 @@ TEST_CASE("pushed samples become an uploaded event object and a heartbeat with c
   CHECK(beats.back().key == s.last_heartbeat_key);
   auto hb = nlohmann::json::parse(tool(std::string("get ") + kBucket + " " + beats.back().key));
   CHECK(hb["device"] == "dev-s3");
-  CHECK(hb["schema"] == "fleetpipe.heartbeat/1");
-  CHECK(hb["capture"]["events"] == 1);
-  CHECK(hb["triggers"]["bump"]["fires"] == 1);
-  CHECK(hb["uploads"]["objects_uploaded"].get<std::uint64_t>() >= 1);
-  CHECK(hb["backlog"]["records"] == 0);
-  CHECK(hb["metrics"].contains("fleetpipe_capture_events_total"));
-  CHECK(hb["metrics"].contains("fleetpipe_pipeline_heartbeats_total"));
+  CHECK(hb["schema"] == "fleetpipe.heartbeat/2");
+  CHECK(hb["fires"]["bump"] == 1);
+  CHECK(hb["obj"].get<std::uint64_t>() >= 1);
+  CHECK(hb["tx"].get<std::uint64_t>() > 0);
+  CHECK(hb["state"] == "ok");
+  CHECK(hb["backlog"][0] == 0);
+  CHECK_FALSE(hb.contains("metrics"));  // opt-in (heartbeat_metrics_every)
 }
 
 TEST_CASE("offline network holds uploads in the buffer until the host reports online",
@@ -192,6 +192,7 @@ TEST_CASE("the heartbeat goes out under the uploader's rate cap and still arrive
   std::string prefix = unique_prefix("hbcap");
   Config c = s3_config(prefix);
   c.pipeline.heartbeat_on_start = false;
+  c.pipeline.heartbeat_metrics_every = 1;  // the full export: a heartbeat big enough to shape
   auto created = Pipeline::create(c);  // the real clock: shaping needs time to pass
   REQUIRE(created.ok());
   Pipeline& p = **created;

@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <regex>
@@ -27,13 +28,19 @@ std::string tool(const std::string& args) {
   return test::run("/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/python/s3_bucket_tool.py " + args);
 }
 
-/// Every heartbeat document of one device, oldest first (keys sort by time).
+/// Every heartbeat document (the devices' compact fleetpipe.heartbeat/2, read raw) of one
+/// device, oldest first: by time ("t", unix ms), then "seq" for two in one millisecond.
 std::vector<json> heartbeats(const test::FilledFleet& f, const std::string& device) {
   std::istringstream in(tool("list " + f.bucket + " " + f.prefix + "/_heartbeat/device=" + device + "/"));
   std::vector<json> out;
   std::uint64_t size;
   std::string key;
   while (in >> size >> key) out.push_back(json::parse(tool("get " + f.bucket + " " + key)));
+  for (const auto& hb : out) REQUIRE(hb["schema"] == "fleetpipe.heartbeat/2");
+  std::stable_sort(out.begin(), out.end(), [](const json& a, const json& b) {
+    return std::make_pair(a["t"].get<std::int64_t>(), a["seq"].get<std::int64_t>()) <
+           std::make_pair(b["t"].get<std::int64_t>(), b["seq"].get<std::int64_t>());
+  });
   return out;
 }
 
@@ -61,7 +68,7 @@ double num_attr(const std::string& tag, const std::string& name) {
 
 double fires_total(const json& hb) {
   double n = 0;
-  for (const auto& [name, t] : hb["triggers"].items()) n += t["fires"].get<double>();
+  for (const auto& [name, fires] : hb["fires"].items()) n += fires.get<double>();
   return n;
 }
 
@@ -112,17 +119,17 @@ TEST_CASE("the fleet report renders in Chromium with the heartbeats' numbers", "
   for (const auto& [d, beats] : hbs) {
     REQUIRE(beats.size() >= 2);
     const json& last = beats.back();
-    const double last_s = last["time_unix_ns"].get<double>() / 1e9;
+    const double last_s = last["t"].get<double>() / 1e3;
     silent += now_s - last_s > o.status.silent_after_s;
-    backlog += last["backlog"]["records"].get<double>();
-    for (const auto& [name, t] : last["triggers"].items())
-      fires_by_trigger[name] += t["fires"].get<double>() - beats.front()["triggers"][name]["fires"].get<double>();
+    backlog += last["backlog"][0].get<double>();
+    for (const auto& [name, fires] : last["fires"].items())
+      fires_by_trigger[name] += fires.get<double>() - beats.front()["fires"][name].get<double>();
 
     auto row = tags(all_devices, "<tr class=\"device[^\"]*\" data-device=\"" + d + "\"[^>]*>");
     INFO(d);
     REQUIRE(row.size() == 1);
-    CHECK(num_attr(row[0], "data-backlog-records") == last["backlog"]["records"].get<double>());
-    CHECK(num_attr(row[0], "data-bytes-sent") == last["uploads"]["bytes_sent"].get<double>());
+    CHECK(num_attr(row[0], "data-backlog-records") == last["backlog"][0].get<double>());
+    CHECK(num_attr(row[0], "data-bytes-sent") == last["tx"].get<double>());
     CHECK(num_attr(row[0], "data-fires") == fires_total(last) - fires_total(beats.front()));
     CHECK(attr(row[0], "data-silent") == (now_s - last_s > o.status.silent_after_s ? "1" : "0"));
   }

@@ -23,14 +23,25 @@ GROUP BY site, "trigger"
 ORDER BY site, "trigger";
 
 -- name: last_heartbeat_per_device
+-- Heartbeats are fleetpipe.heartbeat/2 (time "t" in unix ms, backlog [records, bytes, leased,
+-- parked]) or, from older devices, /1 (time_unix_ns, backlog {"records", "bytes"}). Two
+-- heartbeats can share a millisecond; their "seq" orders them (as their keys do).
+WITH beats AS (
+  SELECT device, labels,
+         coalesce(time_unix_ns, t * 1000000) AS time_unix_ns,
+         CAST(coalesce(time_unix_ns, t * 1000000) AS HUGEINT) * 1000000000 + coalesce(seq, 0) AS ord,
+         coalesce(CAST(json_extract(backlog, '$.records') AS BIGINT),
+                  CAST(json_extract(backlog, '$[0]') AS BIGINT)) AS backlog_records
+  FROM read_json('{{root}}/_heartbeat/*/*.json', format = 'newline_delimited',
+                 hive_partitioning = true,
+                 columns = {schema: 'VARCHAR', t: 'BIGINT', time_unix_ns: 'BIGINT', seq: 'BIGINT',
+                            labels: 'JSON', backlog: 'JSON'})
+)
 SELECT device,
        max(time_unix_ns) AS last_time_unix_ns,
-       arg_max(backlog.records, time_unix_ns) AS backlog_records,
-       arg_max(coalesce(json_extract_string(labels, '$.site'), ''), time_unix_ns) AS site,
+       arg_max(backlog_records, ord) AS backlog_records,
+       arg_max(coalesce(json_extract_string(labels, '$.site'), ''), ord) AS site,
        count(*) AS heartbeats
-FROM read_json('{{root}}/_heartbeat/*/*.json', format = 'newline_delimited',
-               hive_partitioning = true,
-               columns = {"time": 'VARCHAR', time_unix_ns: 'BIGINT', labels: 'JSON',
-                          backlog: 'STRUCT(records BIGINT, bytes BIGINT)'})
+FROM beats
 GROUP BY device
 ORDER BY device;

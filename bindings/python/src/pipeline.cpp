@@ -195,6 +195,8 @@ void bind_pipeline(pybind11::module_& m) {
       .def("flush_uploads", [](PyPipeline& pp) { pp.get().flush_uploads(); })
       .def("request_heartbeat", [](PyPipeline& pp) { pp.get().request_heartbeat(); },
            "Sends a heartbeat at the next poll whatever the interval.")
+      .def("request_metrics_heartbeat", [](PyPipeline& pp) { pp.get().request_metrics_heartbeat(); },
+           "The same, and that heartbeat carries the full metrics export.")
       .def("status", [](PyPipeline& pp) { return status_dict(pp.get().status()); },
            "A dict snapshot: capture, triggers, buffer, uploader, heartbeats, last_error.")
       .def("metrics", [](PyPipeline& pp) { return json_loads(pp.get().metrics_json()); },

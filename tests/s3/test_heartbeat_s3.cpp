@@ -1,0 +1,185 @@
+#include "fleetpipe/pipeline.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "fleetpipe/query.hpp"
+#include "support/s3_env.hpp"
+#include "support/shell.hpp"
+#include "support/test_paths.hpp"
+
+// Heartbeats against the real server: compact documents, one object per heartbeat even with a
+// frozen clock, the metrics export only when asked, and what `status` costs per device.
+
+using namespace fleetpipe;
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+namespace {
+
+const char* kBucket = "fleetpipe-heartbeat-test";
+
+std::string tool(const std::string& args) {
+  return test::run("/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/python/s3_bucket_tool.py " + args);
+}
+
+std::vector<std::pair<std::uint64_t, std::string>> list(const std::string& prefix) {
+  std::istringstream in(tool(std::string("list ") + kBucket + " " + prefix));
+  std::vector<std::pair<std::uint64_t, std::string>> v;
+  std::uint64_t size;
+  std::string key;
+  while (in >> size >> key) v.emplace_back(size, key);
+  return v;
+}
+
+std::string unique_prefix(const std::string& tag) {
+  static std::mt19937_64 rng{std::random_device{}()};
+  return "hb-" + tag + "-" + std::to_string(rng() % 1000000000);
+}
+
+// A FakeClock that starts at the real time (the server checks request times).
+struct Env {
+  FakeClock clock{std::chrono::system_clock::now()};
+  FakeFilesystemStats fs;
+  StderrLogSink log{LogLevel::warning};
+  Port port;
+  Env() {
+    port.clock = &clock;
+    port.filesystem = &fs;
+    port.log = &log;
+  }
+};
+
+Config config(const std::string& prefix, const std::string& device) {
+  auto env = test::load_s3_env();
+  Config c;
+  c.device_id = device;
+  c.labels = {{"site", "store-07"}, {"model", "cart-v2"}};
+  c.buffer.path = test::scratch_dir("hb-" + device).string();
+  c.buffer.durability = Durability::none;
+  StreamConfig s;
+  s.name = "imu";
+  s.channels = {"accel"};
+  c.streams.push_back(s);
+  c.triggers.push_back(threshold_trigger("bump", "imu", "accel", ThresholdOp::above, 5.0));
+  c.uploader = test::s3_uploader_config(env, kBucket, prefix);
+  c.uploader.enabled = true;
+  return c;
+}
+
+/// Polls (real time passing for the I/O) until `n` heartbeats are stored.
+void until_sent(Pipeline& p, std::uint64_t n) {
+  const auto t0 = std::chrono::steady_clock::now();
+  while (p.status().heartbeats_sent < n && std::chrono::steady_clock::now() - t0 < 30s) {
+    p.poll(2ms);
+    std::this_thread::sleep_for(1ms);
+  }
+  REQUIRE(p.status().heartbeats_sent == n);
+}
+
+}  // namespace
+
+TEST_CASE("each heartbeat is its own compact object, a frozen clock included, metrics on request",
+          "[heartbeat][s3]") {
+  tool(std::string("make ") + kBucket);
+  Env env;
+  const std::string prefix = unique_prefix("keys");
+  auto created = Pipeline::create(config(prefix, "dev-hb"), env.port);
+  REQUIRE(created.ok());
+  Pipeline& p = **created;
+  until_sent(p, 1);  // heartbeat_on_start
+  p.request_heartbeat();  // the same wall time, to the millisecond
+  until_sent(p, 2);
+  p.request_metrics_heartbeat();
+  until_sent(p, 3);
+
+  auto beats = list(prefix + "/_heartbeat/device=dev-hb/");
+  REQUIRE(beats.size() == 3);  // none overwrote another
+  std::set<std::string> keys;
+  for (const auto& b : beats) keys.insert(b.second);
+  CHECK(keys.size() == 3);
+  std::vector<json> docs;
+  for (const auto& b : beats) docs.push_back(json::parse(tool(std::string("get ") + kBucket + " " + b.second)));
+  std::sort(docs.begin(), docs.end(), [](const json& a, const json& b) { return a["seq"] < b["seq"]; });
+  for (std::size_t i = 0; i < 3; ++i) {
+    INFO(docs[i].dump());
+    CHECK(docs[i]["schema"] == "fleetpipe.heartbeat/2");
+    CHECK(docs[i]["seq"] == i);
+    CHECK(docs[i]["labels"]["site"] == "store-07");
+    CHECK(docs[i]["state"] == "ok");
+    CHECK(docs[i]["t"] == docs[0]["t"]);  // the clock did not move
+  }
+  CHECK(docs[1]["hb"][0] == 1);  // sent before it
+  CHECK_FALSE(docs[0].contains("metrics"));
+  CHECK_FALSE(docs[1].contains("metrics"));
+  REQUIRE(docs[2].contains("metrics"));
+  CHECK(docs[2]["metrics"].contains("fleetpipe_pipeline_heartbeats_total"));
+  for (const auto& b : beats) {
+    const bool full = json::parse(tool(std::string("get ") + kBucket + " " + b.second)).contains("metrics");
+    INFO(b.second << " " << b.first);
+    if (!full) CHECK(b.first < 700);
+    if (full) CHECK(b.first > 5000);
+  }
+  // The key the pipeline names is the one the uploader wrote.
+  CHECK(keys.count(p.status().last_heartbeat_key) == 1);
+}
+
+TEST_CASE("status reads one listing from the window's start and one heartbeat per device",
+          "[heartbeat][s3]") {
+  tool(std::string("make ") + kBucket);
+  const std::string prefix = unique_prefix("status");
+  // Device i sends i + 1 heartbeats, 60 s apart (fake time; within the server's 15-min skew).
+  Env env[3];
+  std::vector<std::unique_ptr<Pipeline>> ps;
+  for (int i = 0; i < 3; ++i) {
+    auto created = Pipeline::create(config(prefix, "dev-" + std::to_string(i)), env[i].port);
+    REQUIRE(created.ok());
+    ps.push_back(std::move(*created));
+  }
+  for (int i = 0; i < 3; ++i) {
+    for (int k = 0; k <= i; ++k) {
+      if (k > 0) {
+        env[i].clock.advance(60s);
+        ps[static_cast<std::size_t>(i)]->request_heartbeat();
+      }
+      until_sent(*ps[static_cast<std::size_t>(i)], static_cast<std::uint64_t>(k + 1));
+    }
+  }
+  auto reader = BucketReader::open(test::s3_uploader_config(test::load_s3_env(), kBucket, prefix));
+  REQUIRE(reader.ok());
+  const WallTime now = env[2].clock.wall() + 1s;
+
+  SECTION("the default day window: the newest heartbeat's trailing day, no baseline GET") {
+    StatusQuery q;
+    q.now = now;
+    auto devices = (*reader)->status(q);
+    REQUIRE(devices.ok());
+    REQUIRE(devices->size() == 3);
+    for (int i = 0; i < 3; ++i) CHECK((*devices)[static_cast<std::size_t>(i)].heartbeats == static_cast<std::size_t>(i + 1));
+    const QueryStats s = (*reader)->stats();
+    CHECK(s.list_requests == 1 + 3);
+    CHECK(s.gets == 3);
+    CHECK(json::parse((*devices)[2].heartbeat_json)["day"].size() == 3);
+  }
+  SECTION("a shorter window lists only its own keys and reads each device's first one too") {
+    StatusQuery q;
+    q.now = now;
+    q.window_s = 90;  // dev-2's last two heartbeats (60 s apart), dev-1's last, dev-0's none
+    auto devices = (*reader)->status(q);
+    REQUIRE(devices.ok());
+    REQUIRE(devices->size() == 3);
+    const QueryStats s = (*reader)->stats();
+    CHECK((*devices)[2].heartbeats == 2);
+    // dev-0 has no key in the window: listed whole (1 key) after the empty window listing.
+    CHECK(s.list_requests == 1 + 3 + 1);
+    CHECK(s.objects_listed == 0 + 1 + 1 + 2);  // dev-0: none, then its one; dev-1: 1; dev-2: 2
+    CHECK(s.gets == 3 + 1);  // dev-2's window baseline
+  }
+}
