@@ -51,6 +51,26 @@ struct OpenEvent {
   std::vector<std::uint32_t> streams;
 };
 
+// A closed event waiting for its sink: what finish() needs, its sections swapped out of the
+// streams (sections[si] belongs to stream si, so each string keeps one stream's capacity).
+struct ClosedSection {
+  std::string data;
+  std::uint64_t count = 0;
+  double t_first = 0, t_last = 0;
+};
+
+struct ClosedEvent {
+  std::uint64_t seq = 0;
+  double t_fire = 0;
+  std::int64_t wall_offset_ns = 0;
+  std::uint8_t priority = 0;
+  std::uint32_t primary = 0;
+  const char* reason = "";
+  std::vector<std::uint32_t> triggers;
+  std::vector<std::uint32_t> streams;  // sorted
+  std::vector<ClosedSection> sections;  // one per stream of the Capture
+};
+
 }  // namespace detail
 
 struct Capture::Impl {
@@ -67,6 +87,12 @@ struct Capture::Impl {
   std::uint64_t seq = 0;
   std::uint32_t opening = detail::kNone;  // the event on_fire is opening or joining
   std::string payload, scratch;
+  // Hand-off (CaptureOptions::handoff_events; one slot delivered at once when 0).
+  bool deferred = false;
+  std::vector<detail::ClosedEvent> slots;
+  std::vector<std::uint32_t> free_slots;  // stack: the slot freed last is reused first
+  std::vector<std::uint32_t> pending;     // ring of slot indices, closing order
+  std::size_t pending_head = 0, pending_count = 0;
   CaptureStats st;
   std::uint64_t invalid_handle = 0;
   Counter* m_invalid_handle = nullptr;
@@ -76,7 +102,9 @@ struct Capture::Impl {
   Counter* m_merged = nullptr;
   Counter* m_dropped_oom = nullptr;
   Counter* m_dropped_exception = nullptr;
+  Counter* m_dropped_handoff = nullptr;
   Gauge* m_open = nullptr;
+  Gauge* m_handoff = nullptr;
 
   // The engine calls this from its noexcept paths: an allocation failing while an event is
   // opened or joined drops that event (counted) instead of reaching std::terminate.
@@ -141,10 +169,15 @@ struct Capture::Impl {
   void merge(std::uint32_t into, std::uint32_t from);
   void on_fire(std::uint32_t trigger, double t);
   void release(std::uint32_t i) noexcept;
+  void count_drop(std::uint64_t seq, const char* why) noexcept;
   void drop_event(std::uint32_t i, const char* why) noexcept;
   void close_event(std::uint32_t i, const char* reason) noexcept;
-  void finish_event(detail::OpenEvent& e, const char* reason);
+  bool deliver_one() noexcept;
+  void finish_event(detail::ClosedEvent& e);
   void publish() noexcept;
+  // push() for one admitted row of stream `si` (time order already checked).
+  void push_row(std::uint32_t si, detail::StreamState& s, double t, const double* values,
+                std::size_t n) noexcept;
 };
 
 }  // namespace fleetpipe

@@ -179,40 +179,101 @@ void Capture::Impl::release(std::uint32_t i) noexcept {
   e.streams.clear();
 }
 
-// An event that cannot be finished (out of memory, a throwing sink): counted by reason,
-// logged without allocating, its slot freed. Never throws.
-void Capture::Impl::drop_event(std::uint32_t i, const char* why) noexcept {
-  if (i >= events.size() || !events[i].used) return;
+// An event that cannot be finished (out of memory, a throwing sink, a full hand-off): counted
+// by reason, logged without allocating. Never throws.
+void Capture::Impl::count_drop(std::uint64_t seq, const char* why) noexcept {
   ++st.events_dropped;
-  (std::strcmp(why, "out_of_memory") == 0 ? m_dropped_oom : m_dropped_exception)->inc();
+  Counter* c = m_dropped_exception;
+  if (std::strcmp(why, "out_of_memory") == 0) {
+    c = m_dropped_oom;
+  } else if (std::strcmp(why, "handoff_full") == 0) {
+    c = m_dropped_handoff;
+    ++st.handoff_full;
+  }
+  c->inc();
   if (log_enabled(port, LogLevel::error)) {
     char msg[160];
     std::snprintf(msg, sizeof msg, "event #%llu dropped (%s; counted in "
                   "fleetpipe_capture_events_dropped_total)",
-                  static_cast<unsigned long long>(events[i].seq), why);
+                  static_cast<unsigned long long>(seq), why);
     log(port, LogLevel::error, "capture", msg);
   }
+}
+
+// Drops open event `i` and frees its slot.
+void Capture::Impl::drop_event(std::uint32_t i, const char* why) noexcept {
+  if (i >= events.size() || !events[i].used) return;
+  count_drop(events[i].seq, why);
   release(i);
   recompute_deadline();
 }
 
+// Closes open event `i` into a hand-off slot: its sections are swapped out of the streams (no
+// copy, no allocation: every vector is reserved at creation). Without a deferred hand-off the
+// slot is delivered at once.
 void Capture::Impl::close_event(std::uint32_t i, const char* reason) noexcept {
   OpenEvent& e = events[i];
   if (!e.used) return;
-  try {
-    finish_event(e, reason);
-  } catch (const std::bad_alloc&) {
-    drop_event(i, "out_of_memory");
-  } catch (...) {  // the sink is host code: its exception must not end the host
-    drop_event(i, "exception");
+  if (free_slots.empty()) {
+    count_drop(e.seq, "handoff_full");
+    release(i);
+    publish();
+    return;
   }
+  const std::uint32_t k = free_slots.back();
+  free_slots.pop_back();
+  detail::ClosedEvent& c = slots[k];
+  c.seq = e.seq;
+  c.t_fire = e.t_fire;
+  c.wall_offset_ns = e.wall_offset_ns;
+  c.priority = e.priority;
+  c.primary = e.primary;
+  c.reason = reason;
+  c.triggers.assign(e.triggers.begin(), e.triggers.end());
+  c.streams.assign(e.streams.begin(), e.streams.end());
+  std::sort(c.streams.begin(), c.streams.end());
+  for (auto si : c.streams) {
+    StreamState& s = streams[si];
+    detail::ClosedSection& sec = c.sections[si];
+    sec.data.swap(s.ev_data);
+    sec.count = s.ev_count;
+    sec.t_first = s.ev_t_first;
+    sec.t_last = s.ev_t_last;
+  }
+  std::size_t tail = pending_head + pending_count;
+  if (tail >= pending.size()) tail -= pending.size();
+  pending[tail] = k;
+  ++pending_count;
   release(i);
+  if (!deferred) deliver_one();
   publish();
 }
 
-// Encodes event `e` and hands it to the sink. Throws std::bad_alloc (and whatever the sink
-// throws); close_event turns that into a counted drop.
-void Capture::Impl::finish_event(OpenEvent& e, const char* reason) {
+// Delivers the oldest closed event; false when none waits.
+bool Capture::Impl::deliver_one() noexcept {
+  if (pending_count == 0) return false;
+  const std::uint32_t k = pending[pending_head];
+  if (++pending_head == pending.size()) pending_head = 0;
+  --pending_count;
+  detail::ClosedEvent& c = slots[k];
+  try {
+    finish_event(c);
+  } catch (const std::bad_alloc&) {
+    count_drop(c.seq, "out_of_memory");
+  } catch (...) {  // the sink is host code: its exception must not end the host
+    count_drop(c.seq, "exception");
+  }
+  for (auto si : c.streams) c.sections[si].data.clear();  // keeps the capacity
+  c.triggers.clear();
+  c.streams.clear();
+  free_slots.push_back(k);  // reserved: never allocates
+  m_handoff->set(double(pending_count));
+  return true;
+}
+
+// Encodes closed event `e` and hands it to the sink. Throws std::bad_alloc (and whatever the
+// sink throws); deliver_one turns that into a counted drop.
+void Capture::Impl::finish_event(detail::ClosedEvent& e) {
   detail::EventIn in;
   char idbuf[64];
   std::int64_t wall_fire = e.wall_offset_ns + std::llround(e.t_fire * 1e9);
@@ -224,31 +285,29 @@ void Capture::Impl::finish_event(OpenEvent& e, const char* reason) {
   for (auto tr : e.triggers) in.triggers.push_back(trigger_cfgs[tr].name);
   in.priority = e.priority;
   in.t_fire = e.t_fire;
-  in.closed = reason;
+  in.closed = e.reason;
   double t0 = std::numeric_limits<double>::infinity(), t1 = -t0;
   std::vector<detail::SectionIn> secs;
   // {"imu":512,"cam":40}: stream names are [A-Za-z0-9_.-] (validated), nothing to escape.
   // Written by hand, not through a JSON object tree, whose destructor allocates.
   std::string counts = "{";
-  std::vector<std::uint32_t> order = e.streams;
-  std::sort(order.begin(), order.end());
-  for (auto si : order) {
-    StreamState& s = streams[si];
+  for (auto si : e.streams) {
+    const detail::ClosedSection& s = e.sections[si];
     detail::SectionIn sec;
-    sec.stream = s.cfg;
-    sec.data = s.ev_data;
-    sec.count = s.ev_count;
-    sec.t_first = s.ev_count ? s.ev_t_first : e.t_fire;
-    sec.t_last = s.ev_count ? s.ev_t_last : e.t_fire;
-    if (s.ev_count) {
-      t0 = std::min(t0, s.ev_t_first);
-      t1 = std::max(t1, s.ev_t_last);
+    sec.stream = streams[si].cfg;
+    sec.data = s.data;
+    sec.count = s.count;
+    sec.t_first = s.count ? s.t_first : e.t_fire;
+    sec.t_last = s.count ? s.t_last : e.t_fire;
+    if (s.count) {
+      t0 = std::min(t0, s.t_first);
+      t1 = std::max(t1, s.t_last);
     }
     if (counts.size() > 1) counts += ',';
     counts += '"';
-    counts += s.cfg->name;
+    counts += sec.stream->name;
     counts += "\":";
-    counts += std::to_string(s.ev_count);
+    counts += std::to_string(s.count);
     secs.push_back(sec);
   }
   counts += '}';
