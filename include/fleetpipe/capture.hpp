@@ -13,8 +13,9 @@
 // `Port::clock->wall()` read when the event is opened (wall = wall_at_open - (t_open - t)).
 //
 // Hot path: after warm-up (every ring filled once, every stream's event buffer grown once by a
-// recorded event), `push`, `push_blob` and trigger evaluation allocate nothing; opening and
-// finishing an event (metadata strings, JSON index, optional zstd) does allocate. Handle-based
+// recorded event), `push`, `push_blob`, `push_rows` and trigger evaluation allocate nothing;
+// finishing an event (metadata strings, JSON index, optional zstd) does allocate — inside the
+// call that finishes it, or inside deliver() with a hand-off (see "Delivery"). Handle-based
 // calls cost no lookup; the name-based overloads do a map lookup per call (documented on each).
 //
 // Out of memory: push, push_blob, tick, fire and flush never let std::bad_alloc escape (and never

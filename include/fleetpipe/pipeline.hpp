@@ -13,10 +13,11 @@
 // step already started — one event's encoding and append, one buffer chunk, one I/O handler):
 //   1. advances Capture's time when streams went quiet (`tick`, see "Time" below), so post
 //      windows close and stream-less periodic triggers run;
-//   2. delivers the events that finished since the last poll from Capture's hand-off to the
+//   2. Buffer housekeeping (a staged chunk, interval fsync, gauges);
+//   3. delivers the events that finished since the last poll from Capture's hand-off to the
 //      Buffer (encoding, zstd, Buffer::append_staged — with its fsync under `sync`), oldest
-//      first, at least one per poll, more while the budget lasts;
-//   3. Buffer housekeeping (a staged chunk, interval fsync, gauges);
+//      first, while half the budget is left, and whatever the budget while half the hand-off
+//      is taken;
 //   4. starts a heartbeat when one is due (see "Heartbeat");
 //   5. runs the uploader's and the heartbeat's *ready* I/O handlers until none is ready or the
 //      budget is spent. It does not wait for the network: an idle pipeline returns in about a

@@ -215,6 +215,16 @@ void Capture::push_rows(StreamHandle h, const double* times, const double* value
     }
     const std::size_t k = m.engine.observe_block(h.index, times + i, values + i * nch, nch, e - i);
     const std::size_t last = k < e - i ? i + k : e - 1;  // the row that fires, or the run's last
+    if (s.event == kNone && times[last] <= m.next_deadline) {
+      // Nothing to record and no event to close among these rows: the ring takes them at once.
+      s.last_t = times[last];
+      const std::uint64_t early = s.nring.push_block(times + i, values + i * nch, last + 1 - i);
+      if (early) m.note_overflow(s, early, "ring_bytes evicted rows younger than ring_seconds");
+      s.samples += last + 1 - i;
+      if (k < e - i) m.engine.fire_block_row(h.index, times[last]);
+      i = last + 1;
+      continue;
+    }
     for (std::size_t r = i; r <= last; ++r) {
       const double t = times[r];
       s.last_t = t;

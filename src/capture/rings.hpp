@@ -41,6 +41,21 @@ struct NumericRing {
     if (++wi == cap) wi = 0;
     return r;
   }
+  /// push() of `n` rows of exactly stride - 1 values each (row-major); returns how many of
+  /// them evicted a row younger than ring_seconds.
+  std::uint64_t push_block(const double* t, const double* v, std::size_t n) noexcept {
+    const std::size_t nch = stride - 1;
+    std::uint64_t early = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      double* r = buf.data() + wi * stride;
+      early += (head >= cap && (t[i] - r[0]) < ring_seconds) ? 1 : 0;
+      r[0] = t[i];
+      for (std::size_t c = 0; c < nch; ++c) r[1 + c] = v[i * nch + c];
+      ++head;
+      if (++wi == cap) wi = 0;
+    }
+    return early;
+  }
   std::uint64_t oldest() const noexcept { return head > cap ? head - cap : 0; }
   /// Precondition: oldest() <= seq < head.
   const double* row(std::uint64_t seq) const noexcept {

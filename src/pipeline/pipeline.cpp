@@ -158,6 +158,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(Config config, const Port& ho
   CaptureOptions copt;
   copt.handoff_events =
       static_cast<std::uint32_t>(std::max<std::size_t>(4, 2 * m.config.streams.size()));
+  m.handoff_slots = copt.handoff_events;
   auto capture = Capture::create(m.config, *m.sink, m.port, m.metrics, copt);
   if (!capture) return std::move(capture).error();
   m.capture = std::move(*capture);
@@ -298,18 +299,23 @@ bool Pipeline::poll(std::chrono::microseconds budget) {
     m.auto_tick(now);
     auto t1 = SteadyClock::now();
     pp.tick = t1 - start;
-    // Events finished since the last poll: at least one, more while the budget lasts.
+    // The Buffer first: a staged event's next chunk is written before another event is
+    // encoded, so one poll does not do both for a large event.
+    if (auto r = m.buffer->poll(); !r) m.note_error("buffer", r.error().message);
+    auto t2 = SteadyClock::now();
+    pp.buffer_poll = t2 - t1;
+    // Events finished since the last poll, oldest first, while at least half the budget is
+    // left; regardless of the budget when half the hand-off is taken (so it never fills while
+    // the host polls).
     m.sink->spent = {};
+    const auto half = start + budget / 2;
     while (m.capture->pending_events() &&
-           (pp.events_delivered == 0 || SteadyClock::now() < deadline)) {
+           (SteadyClock::now() < half || 2 * m.capture->pending_events() >= m.handoff_slots)) {
       pp.events_delivered += static_cast<std::uint32_t>(m.capture->deliver(1));
     }
-    auto t2 = SteadyClock::now();
-    pp.buffer_append = m.sink->spent;
-    pp.encode = (t2 - t1) - m.sink->spent;
-    if (auto r = m.buffer->poll(); !r) m.note_error("buffer", r.error().message);
     auto t3 = SteadyClock::now();
-    pp.buffer_poll = t3 - t2;
+    pp.buffer_append = m.sink->spent;
+    pp.encode = (t3 - t2) - m.sink->spent;
     if (now - m.last_refresh >= std::chrono::milliseconds(250)) m.refresh_gauges(now);
     auto t4 = SteadyClock::now();
     pp.gauges = t4 - t3;

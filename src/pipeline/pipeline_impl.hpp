@@ -131,6 +131,7 @@ struct Pipeline::Impl {
   Counter* poll_overruns = nullptr;
   Counter* poll_overrun_cause[7] = {};  // by PollProfile::cause(), kPollCauses order
   PollProfile last_poll;
+  std::size_t handoff_slots = 0;  // Capture's hand-off (CaptureOptions::handoff_events)
   Counter* poll_out_of_memory = nullptr;
   Counter* hb_ok = nullptr;
   Counter* hb_fail = nullptr;
