@@ -172,7 +172,7 @@ void Capture::Impl::push_row(std::uint32_t si, StreamState& s, double t, const d
                              std::size_t n) noexcept {
   if (t > next_deadline) close_due(t);
   bool early = false;
-  const double* row = s.nring.push(t, values, n, early);
+  const double* row = s.nring.push(t, values, n, early, evict_hook(si));
   ++s.samples;
   if (early) note_overflow(s, 1, "ring_bytes evicted rows younger than ring_seconds");
   if (s.event != kNone) record(s, {}, reinterpret_cast<const char*>(row), s.nring.row_bytes(), t);
@@ -218,7 +218,8 @@ void Capture::push_rows(StreamHandle h, const double* times, const double* value
     if (s.event == kNone && times[last] <= m.next_deadline) {
       // Nothing to record and no event to close among these rows: the ring takes them at once.
       s.last_t = times[last];
-      const std::uint64_t early = s.nring.push_block(times + i, values + i * nch, last + 1 - i);
+      const std::uint64_t early = s.nring.push_block(times + i, values + i * nch, last + 1 - i,
+                                                       m.evict_hook(h.index));
       if (early) m.note_overflow(s, early, "ring_bytes evicted rows younger than ring_seconds");
       s.samples += last + 1 - i;
       if (k < e - i) m.engine.fire_block_row(h.index, times[last]);
@@ -230,7 +231,7 @@ void Capture::push_rows(StreamHandle h, const double* times, const double* value
       s.last_t = t;
       if (t > m.next_deadline) m.close_due(t);
       bool early = false;
-      const double* row = s.nring.push(t, values + r * nch, nch, early);
+      const double* row = s.nring.push(t, values + r * nch, nch, early, m.evict_hook(h.index));
       if (early) m.note_overflow(s, 1, "ring_bytes evicted rows younger than ring_seconds");
       if (s.event != kNone) {
         m.record(s, {}, reinterpret_cast<const char*>(row), s.nring.row_bytes(), t);
@@ -258,7 +259,7 @@ void Capture::push_blob(StreamHandle h, double t, std::string_view bytes) noexce
   if (!m.admit(s, t)) return;
   if (t > m.next_deadline) m.close_due(t);
   std::uint64_t early = 0;
-  const bool stored = s.bring.push(t, bytes, early);
+  const bool stored = s.bring.push(t, bytes, early, m.evict_hook(h.index));
   ++s.samples;
   if (!stored) m.note_overflow(s, 1, "a blob larger than ring_bytes was not kept in the ring");
   if (early) m.note_overflow(s, early, "ring bytes/blobs evicted blobs younger than ring_seconds");

@@ -17,6 +17,14 @@ namespace fleetpipe {
 
 namespace detail {
 
+// A section's pre window, still in the ring: entries [lo, hi) (ring sequence numbers), preceded
+// by `copied`, the ones the ring had to overwrite first (Capture::Impl::evict_pinned).
+struct LazyPre {
+  std::string copied;
+  std::uint64_t lo = 0, hi = 0;
+  bool live() const noexcept { return lo < hi; }
+};
+
 struct StreamState {
   const StreamConfig* cfg = nullptr;
   bool numeric = true;
@@ -25,6 +33,7 @@ struct StreamState {
   double last_t = -std::numeric_limits<double>::infinity();
   // The section of the open event this stream belongs to (at most one at a time).
   std::uint32_t event = kNone;
+  LazyPre pre;          // the open event's pre window (then ev_data: its post window)
   std::string ev_data;
   std::uint64_t ev_count = 0;
   double ev_t_first = 0, ev_t_last = 0;
@@ -54,6 +63,7 @@ struct OpenEvent {
 // A closed event waiting for its sink: what finish() needs, its sections swapped out of the
 // streams (sections[si] belongs to stream si, so each string keeps one stream's capacity).
 struct ClosedSection {
+  LazyPre pre;
   std::string data;
   std::uint64_t count = 0;
   double t_first = 0, t_last = 0;
@@ -66,6 +76,7 @@ struct ClosedEvent {
   std::uint8_t priority = 0;
   std::uint32_t primary = 0;
   const char* reason = "";
+  bool out_of_memory = false;  // a pre-window entry could not be copied before its eviction
   std::vector<std::uint32_t> triggers;
   std::vector<std::uint32_t> streams;  // sorted
   std::vector<ClosedSection> sections;  // one per stream of the Capture
@@ -169,6 +180,14 @@ struct Capture::Impl {
   void merge(std::uint32_t into, std::uint32_t from);
   void on_fire(std::uint32_t trigger, double t);
   void release(std::uint32_t i) noexcept;
+  void append_entry(std::uint32_t si, std::uint64_t seq, std::string& out);
+  void materialize(std::uint32_t si, detail::LazyPre& p);
+  void evict_pinned(std::uint32_t si, std::uint64_t seq) noexcept;
+  void update_pin(std::uint32_t si) noexcept;
+  // The eviction hook push() hands the ring of stream `si`.
+  auto evict_hook(std::uint32_t si) noexcept {
+    return [this, si](std::uint64_t seq) noexcept { evict_pinned(si, seq); };
+  }
   void count_drop(std::uint64_t seq, const char* why) noexcept;
   void drop_event(std::uint32_t i, const char* why) noexcept;
   void close_event(std::uint32_t i, const char* reason) noexcept;
