@@ -218,28 +218,45 @@ TEST_CASE("a pre window the ring overwrites before delivery is copied first, byt
   };
   for (std::uint32_t handoff : {0u, 4u}) {
     INFO("handoff " << handoff);
-    Side big(1 << 20, 1 << 20, handoff, {trig, snap}), small(80 * 16, 40 * 64, handoff, {trig, snap});
-    for (Side* s : {&big, &small}) {
+    Side big(1 << 20, 1 << 20, handoff, {trig, snap}), small(80 * 16, 40 * 64, handoff, {trig, snap}),
+        rows(80 * 16, 40 * 64, handoff, {trig, snap});
+    for (Side* s : {&big, &small, &rows}) {
       auto imu = s->cap->stream("imu"), cam = s->cap->stream("cam");
       std::string blob(40, 'x');
       for (int i = 0; i < 1000; ++i) {
         const double t = i * 0.01;
         const double v = (i % 300 == 100) ? 9.0 : 0.0;
-        s->cap->push(imu, t, &v, 1);
+        if (s != &rows) {
+          s->cap->push(imu, t, &v, 1);
+        } else if (i % 5 == 0) {  // rows i-4..i as one block: the same order across streams
+          double ts[5], vs[5];
+          std::size_t n = 0;
+          for (int r = std::max(0, i - 4); r <= i; ++r, ++n) {
+            ts[n] = r * 0.01;
+            vs[n] = (r % 300 == 100) ? 9.0 : 0.0;
+          }
+          s->cap->push_rows(imu, ts, vs, n);
+        }
         blob[0] = char(i);
         if (i % 5 == 0) s->cap->push_blob(cam, t, blob);
         if (i % 400 == 50) REQUIRE(s->cap->fire(s->cap->trigger("snap"), t).ok());
         if (handoff && i % 250 == 0) s->cap->deliver();  // others wait while the ring wraps
+      }
+      if (s == &rows) {  // the rows after the last block
+        const double ts[4] = {9.96, 9.97, 9.98, 9.99}, vs[4] = {0, 0, 0, 0};
+        s->cap->push_rows(imu, ts, vs, 4);
       }
       s->cap->flush();
     }
     CHECK(small.cap->stats().ring_overflow > 0);  // the small rings did wrap under the events
     REQUIRE(big.sink.items.size() >= 4);
     REQUIRE(big.sink.items.size() == small.sink.items.size());
+    REQUIRE(big.sink.items.size() == rows.sink.items.size());
     for (std::size_t i = 0; i < big.sink.items.size(); ++i) {
       INFO("event " << i);
       CHECK(big.sink.items[i].meta.event_id == small.sink.items[i].meta.event_id);
       CHECK(big.sink.items[i].payload == small.sink.items[i].payload);
+      CHECK(big.sink.items[i].payload == rows.sink.items[i].payload);
     }
   }
 }

@@ -6,6 +6,7 @@
 // oldest entry still needed, and push() hands it to an `on_evict` callback first.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -61,14 +62,34 @@ struct NumericRing {
                            OnEvict&& on_evict) noexcept {
     const std::size_t nch = stride - 1;
     std::uint64_t early = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      if (head >= cap && head - cap == pin_lo) on_evict(head - cap);
+    std::size_t i = 0;
+    while (i < n) {
+      // Rows up to the ring's end, or to the next pinned row: one tight loop, no checks.
+      std::size_t run = static_cast<std::size_t>(std::min<std::uint64_t>(n - i, cap - wi));
+      if (pin_lo != std::numeric_limits<std::uint64_t>::max() && head + cap > pin_lo) {
+        const std::uint64_t until = pin_lo + cap - head;  // rows before pin_lo is overwritten
+        if (until == 0) {
+          on_evict(pin_lo);
+          continue;
+        }
+        run = static_cast<std::size_t>(std::min<std::uint64_t>(run, until));
+      }
       double* r = buf.data() + wi * stride;
-      early += (head >= cap && (t[i] - r[0]) < ring_seconds) ? 1 : 0;
-      r[0] = t[i];
-      for (std::size_t c = 0; c < nch; ++c) r[1 + c] = v[i * nch + c];
-      ++head;
-      if (++wi == cap) wi = 0;
+      const bool full = head >= cap;
+      for (std::size_t k = 0; k < run; ++k, r += stride) {
+        const double tk = t[i + k];
+        early += (full && (tk - r[0]) < ring_seconds) ? 1 : 0;
+        r[0] = tk;
+        if (nch == 1) {
+          r[1] = v[i + k];
+        } else {
+          for (std::size_t c = 0; c < nch; ++c) r[1 + c] = v[(i + k) * nch + c];
+        }
+      }
+      i += run;
+      head += run;
+      wi += run;
+      if (wi == cap) wi = 0;
     }
     return early;
   }
