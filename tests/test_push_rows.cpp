@@ -243,7 +243,7 @@ TEST_CASE("a pre window the ring overwrites before delivery is copied first, byt
         if (handoff && i % 250 == 0) s->cap->deliver();  // others wait while the ring wraps
       }
       if (s == &rows) {  // the rows after the last block
-        const double ts[4] = {9.96, 9.97, 9.98, 9.99}, vs[4] = {0, 0, 0, 0};
+        const double ts[4] = {996 * 0.01, 997 * 0.01, 998 * 0.01, 999 * 0.01}, vs[4] = {};
         s->cap->push_rows(imu, ts, vs, 4);
       }
       s->cap->flush();
