@@ -20,11 +20,21 @@
 // every mode sees the same server load and only the collector's presence in the loop differs.
 // The twin lives for the whole run and is stopped (SIGSTOP) outside the alone slices.
 //
-// Figures (bench-results/isolation.json):
-//   tick_p99_ratio, tick_max_ratio                 inloop lateness p99 / max over alone's (goal p99 <= 1.02),
+// Figures (bench-results/isolation.json). The pass criteria are fleetpipe's own time measured
+// inside the host's calls (in-loop mode), which a noisy scheduler can neither hide nor fake:
+//   push_max_us                                    longest single push/push_blob (goal <= 50)
+//   poll_max_over_budget_us                        longest poll(500 us) minus its budget (goal <= 200);
+//                                                  every poll that overran is printed with its
+//                                                  causes (Pipeline::last_poll(): its steps' wall
+//                                                  time, and its CPU time against its wall time)
+//   fleetpipe_us_per_tick_p99                      wall time inside fleetpipe calls per host tick,
+//                                                  p99 (goal <= 30)
+//   host_cpu_share                                 thread CPU inside push/poll / the loop's thread CPU
+//                                                  (goal <= 0.03 at 650 kB/s captured, 400 kB/s uploaded)
+// and, reported without a goal (a noisy machine moves them more than the collector does):
+//   tick_p99_ratio, tick_max_ratio                 inloop lateness p99 / max over alone's,
 //                                                  the median over rounds of the same-round ratios
 //                                                  (baseline text: its 95 % bootstrap interval)
-//   host_cpu_share                                 thread CPU inside push/poll / the loop's thread CPU
 //   tick_p99_ratio_thread, tick_max_ratio_thread, host_cpu_share_thread   the same, own-thread mode
 //     (its share: the pipeline thread's CPU + the host's enqueue time / the process's CPU)
 // Also writes bench-results/isolation_lateness.csv (lateness quantiles per mode, for the CDF).
@@ -209,6 +219,16 @@ struct ModeResult {
   std::uint64_t polls = 0, long_polls = 0;                                 // long: over 1 ms
   std::int64_t long_poll_wall_ns = 0, long_poll_cpu_ns = 0;                // of the long polls
   std::uint64_t steal_jiffies = 0, all_jiffies = 0;                        // whole VM, during the mode
+  std::vector<std::int64_t> fp_per_tick;                                   // ns inside fleetpipe, per tick
+  std::int64_t worst_over_budget_ns = 0;                                   // poll wall - budget
+  std::uint64_t overruns = 0;                                              // polls over budget
+};
+
+constexpr auto kPollBudget = std::chrono::microseconds(500);
+
+struct Overrun {
+  std::int64_t over_ns = 0, cpu_ns = 0, wall_ns = 0;
+  PollProfile profile;
 };
 
 // The VM's CPU time, all of it and the part the hypervisor gave to others (steal), from the
@@ -260,6 +280,12 @@ void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p,
   const std::size_t lat0 = out.lateness.size();
   if (mode != Mode::twin) out.lateness.resize(lat0 + static_cast<std::size_t>(ticks), 0);
   std::size_t nlat = lat0;
+  std::size_t nfp = out.fp_per_tick.size(), nover = 0;
+  std::vector<Overrun> overruns;
+  if (mode == Mode::inloop) {
+    out.fp_per_tick.resize(nfp + static_cast<std::size_t>(ticks), 0);
+    overruns.resize(static_cast<std::size_t>(ticks));
+  }
   for (std::int64_t k = 0; k < ticks; ++k, next += kPeriodNs) {
     sleep_until_ns(next);
     const auto woke = mono_ns();
@@ -280,8 +306,16 @@ void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p,
       }
       auto w2 = mono_ns();
       const auto pc0 = thread_cpu_ns();
-      p->poll();
+      p->poll(kPollBudget);
       auto w3 = mono_ns();
+      const std::int64_t over = (w3 - w2) - std::int64_t(kPollBudget.count()) * 1000;
+      if (mode == Mode::inloop) {
+        out.fp_per_tick[nfp++] = w3 - w0;
+        out.worst_over_budget_ns = std::max(out.worst_over_budget_ns, over);
+        if (over > 0 && nover < overruns.size()) {  // printed after the slice, not in the loop
+          overruns[nover++] = Overrun{over, thread_cpu_ns() - pc0, w3 - w2, p->last_poll()};
+        }
+      }
       if (w3 - w2 > 1000000) {
         if (trace) std::fprintf(stderr, "LONGPOLL %lld %lld\n", (long long)w2, (long long)w3);
         out.long_poll_wall_ns += w3 - w2;
@@ -320,6 +354,24 @@ void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p,
     }
   }
   if (mode != Mode::twin) out.lateness.resize(nlat);
+  if (mode == Mode::inloop) {
+    out.fp_per_tick.resize(nfp);
+    out.overruns += nover;
+    // The run's log explains every overrun: the poll's steps (wall time) and whether it ran or
+    // was preempted (its CPU time against its wall time).
+    auto us = [](std::chrono::nanoseconds d) { return d.count() / 1e3; };
+    for (std::size_t i = 0; i < nover; ++i) {
+      const Overrun& o = overruns[i];
+      const PollProfile& pp = o.profile;
+      const char* cause = double(o.cpu_ns) < 0.5 * double(o.wall_ns) ? "preempted" : pp.cause();
+      std::printf("  poll overran by %.0f us: %s (cpu %.0f of %.0f us wall; tick %.0f, encode %.0f, "
+                  "buffer_append %.0f, buffer_poll %.0f, gauges %.0f, heartbeat %.0f, uploader_io %.0f us "
+                  "in %u handlers; %u events)\n",
+                  o.over_ns / 1e3, cause, o.cpu_ns / 1e3, o.wall_ns / 1e3, us(pp.tick), us(pp.encode),
+                  us(pp.buffer_append), us(pp.buffer_poll), us(pp.gauges), us(pp.heartbeat),
+                  us(pp.uploader_io), pp.io_handlers, pp.events_delivered);
+    }
+  }
   if (mode == Mode::thread) {
     const std::int64_t worker_cpu = worker_cpu_now() - worker_cpu0;
     out.fp_cpu_ns += worker_cpu + enqueue_ns;
@@ -456,6 +508,9 @@ int main(int argc, char** argv) {
     to.long_poll_cpu_ns += from.long_poll_cpu_ns;
     to.steal_jiffies += from.steal_jiffies;
     to.all_jiffies += from.all_jiffies;
+    to.fp_per_tick.insert(to.fp_per_tick.end(), from.fp_per_tick.begin(), from.fp_per_tick.end());
+    to.worst_over_budget_ns = std::max(to.worst_over_budget_ns, from.worst_over_budget_ns);
+    to.overruns += from.overruns;
   };
   auto pct = [](std::uint64_t part, std::uint64_t all) { return all ? 100.0 * double(part) / double(all) : 0.0; };
   auto steal_pct = [&](const ModeResult& m) { return pct(m.steal_jiffies, m.all_jiffies); };
@@ -534,7 +589,7 @@ int main(int argc, char** argv) {
                 pct(alone.steal_jiffies + inloop.steal_jiffies + thread.steal_jiffies,
                     alone.all_jiffies + inloop.all_jiffies + thread.all_jiffies),
                 steal_pct(alone), steal_pct(inloop), steal_pct(thread));
-  report.add("tick_p99_ratio", median(p99_ratio), "ratio", base, "<= 1.02");
+  report.add("tick_p99_ratio", median(p99_ratio), "ratio", base);
   std::snprintf(base, sizeof base,
                 "alone, same round (median of %d); pooled max alone %.0f us, in-loop %.0f us; longest push %.0f us, "
                 "push_blob %.0f us, poll %.0f us; %llu of %llu polls over 1 ms (%.1f ms wall, %.1f ms CPU in all)",
@@ -542,15 +597,30 @@ int main(int argc, char** argv) {
                 inloop.worst_poll_ns / 1e3, (unsigned long long)inloop.long_polls, (unsigned long long)inloop.polls,
                 inloop.long_poll_wall_ns / 1e6, inloop.long_poll_cpu_ns / 1e6);
   report.add("tick_max_ratio", median(max_ratio), "ratio", base);
-  std::snprintf(base, sizeof base, "loop thread CPU %.2f s, of which push+poll %.3f s",
-                inloop.total_cpu_ns / 1e9, inloop.fp_cpu_ns / 1e9);
-  report.add("host_cpu_share", double(inloop.fp_cpu_ns) / double(inloop.total_cpu_ns), "fraction", base);
+  std::snprintf(base, sizeof base, "loop thread CPU %.2f s, of which push+poll %.3f s (%.0f kB/s captured, "
+                "%.1f MB uploaded at %.0f kB/s)",
+                inloop.total_cpu_ns / 1e9, inloop.fp_cpu_ns / 1e9, (kFrame * 10 + 56 * 100) / 1e3, uploaded_mb,
+                kCap / 1e3);
+  report.add("host_cpu_share", double(inloop.fp_cpu_ns) / double(inloop.total_cpu_ns), "fraction", base,
+             "<= 0.03");
+  std::snprintf(base, sizeof base, "push %.0f us, push_blob %.0f us (longest of %llu ticks in-loop); the host's "
+                "250 us of work per tick",
+                inloop.worst_push_ns / 1e3, inloop.worst_blob_ns / 1e3, (unsigned long long)inloop.polls);
+  report.add("push_max_us", std::max(inloop.worst_push_ns, inloop.worst_blob_ns) / 1e3, "us", base, "<= 50");
+  std::snprintf(base, sizeof base, "budget 500 us; %llu of %llu polls overran (each explained in the run's log); "
+                "longest poll %.0f us",
+                (unsigned long long)inloop.overruns, (unsigned long long)inloop.polls, inloop.worst_poll_ns / 1e3);
+  report.add("poll_max_over_budget_us", std::max<std::int64_t>(0, inloop.worst_over_budget_ns) / 1e3, "us", base,
+             "<= 200");
+  std::snprintf(base, sizeof base, "push+push_blob+poll wall time per 1 kHz tick; median %.1f us, max %.0f us",
+                quantile(inloop.fp_per_tick, 0.5) / 1e3, quantile(inloop.fp_per_tick, 1.0) / 1e3);
+  report.add("fleetpipe_us_per_tick_p99", quantile(inloop.fp_per_tick, 0.99) / 1e3, "us", base, "<= 30");
   std::snprintf(base, sizeof base,
                 "alone, same round (median of %d, 95 %% interval %.3f-%.3f); pooled p99 alone %.1f us, own-thread "
                 "%.1f us",
                 rounds, p99_interval_t.first, p99_interval_t.second, a99 / 1e3,
                 t99 / 1e3);
-  report.add("tick_p99_ratio_thread", median(p99_ratio_t), "ratio", base, "<= 1.02");
+  report.add("tick_p99_ratio_thread", median(p99_ratio_t), "ratio", base);
   std::snprintf(base, sizeof base, "alone, same round (median of %d); pooled max alone %.0f us, own-thread %.0f us",
                 rounds, amax / 1e3, tmax / 1e3);
   report.add("tick_max_ratio_thread", median(max_ratio_t), "ratio", base);

@@ -126,8 +126,58 @@ TEST_CASE("auto_tick off leaves the event open until the host ticks", "[pipeline
   env.clock.advance(5s);
   p->poll(500us);
   CHECK(p->status().capture.events == 0);
-  p->tick(12.0);
+  p->tick(12.0);  // closes the event into the hand-off; the next poll appends it
+  CHECK(p->status().capture.handoff_pending == 1);
+  CHECK(p->status().capture.events == 0);
+  p->poll(500us);
   CHECK(p->status().capture.events == 1);
+  CHECK(p->status().buffer.records == 1);
+}
+
+TEST_CASE("push and tick never append to the buffer, even under sync: poll does", "[pipeline]") {
+  Env env;
+  Config c = base_config("pl-handoff");
+  c.buffer.durability = Durability::sync;
+  auto p = make(c, env.port);
+  auto imu = p->stream("imu");
+  p->push(imu, 1.0, {9.0});   // fires; post window ends at 2.0
+  p->push(imu, 2.5, {0.0});   // closes it: into the hand-off, not the buffer
+  p->tick(3.0);
+  auto s = p->status();
+  CHECK(s.capture.handoff_pending == 1);
+  CHECK(s.capture.events == 0);
+  CHECK(s.buffer.records == 0);
+  p->poll(500us);
+  s = p->status();
+  CHECK(s.capture.handoff_pending == 0);
+  CHECK(s.capture.events == 1);
+  CHECK(s.buffer.records == 1);
+  const PollProfile& pp = p->last_poll();
+  CHECK(pp.events_delivered == 1);
+  CHECK(pp.buffer_append.count() > 0);
+  CHECK(pp.total >= pp.buffer_append + pp.encode);
+}
+
+TEST_CASE("a full hand-off drops the newest finished event, counted", "[pipeline]") {
+  Env env;
+  auto p = make(base_config("pl-handoff-full"), env.port);  // 1 stream: 4 slots
+  auto imu = p->stream("imu");
+  for (int k = 0; k < 7; ++k) {  // 6 events closed without a poll, the 7th left open
+    p->push(imu, 3.0 * k, {9.0});
+    p->push(imu, 3.0 * k + 0.5, {0.0});
+  }
+  auto s = p->status();
+  CHECK(s.capture.handoff_pending == 4);
+  CHECK(s.capture.handoff_full == 2);
+  CHECK(s.capture.events_dropped == 2);
+  CHECK(s.buffer.records == 0);
+  for (int i = 0; i < 10 && p->status().capture.handoff_pending; ++i) p->poll(500us);
+  s = p->status();
+  CHECK(s.capture.events == 4);
+  CHECK(s.buffer.records == 4);
+  CHECK(p->metrics_prometheus().find(
+            "fleetpipe_capture_events_dropped_total{reason=\"handoff_full\"} 2") !=
+        std::string::npos);
 }
 
 TEST_CASE("name-based push and fire forward to capture and report unknown names",

@@ -13,8 +13,9 @@
 // `Port::clock->wall()` read when the event is opened (wall = wall_at_open - (t_open - t)).
 //
 // Hot path: after warm-up (every ring filled once, every stream's event buffer grown once by a
-// recorded event), `push`, `push_blob` and trigger evaluation allocate nothing; opening and
-// finishing an event (metadata strings, JSON index, optional zstd) does allocate. Handle-based
+// recorded event), `push`, `push_blob`, `push_rows` and trigger evaluation allocate nothing;
+// finishing an event (metadata strings, JSON index, optional zstd) does allocate — inside the
+// call that finishes it, or inside deliver() with a hand-off (see "Delivery"). Handle-based
 // calls cost no lookup; the name-based overloads do a map lookup per call (documented on each).
 //
 // Out of memory: push, push_blob, tick, fire and flush never let std::bad_alloc escape (and never
@@ -36,8 +37,19 @@
 //   - a bad handle or a blob pushed to a numeric stream (or the reverse) is counted as
 //     "invalid" and ignored.
 //
-// Thread context: not thread-safe; one thread (the host's loop) makes every call. The sink is
-// called synchronously from push/push_blob/tick/fire/flush. Metrics may be read from any thread.
+// Delivery (CaptureOptions::handoff_events): with 0 (the default) the sink is called
+// synchronously from the push/push_blob/tick/fire/flush that finishes an event. With N > 0 a
+// finished event is only *closed* inside that call: its sections move (pointer swaps, no copy,
+// no allocation) into one of N preallocated hand-off slots, and `deliver()` — called by the host
+// when it chooses (Pipeline::poll does) — encodes it and hands it to the sink. Nothing in
+// push/push_blob/tick/fire then encodes, compresses or does I/O. A closed event finding every
+// slot taken is dropped: counted in fleetpipe_capture_events_dropped_total{reason="handoff_full"}
+// and logged (push never waits). Events wait in the hand-off in closing order; `flush()`
+// delivers them all. Memory: a slot keeps the capacity of the largest event it carried; the
+// slot freed last is reused first, so a host that delivers every loop uses one.
+//
+// Thread context: not thread-safe; one thread (the host's loop) makes every call, deliver()
+// included. Metrics may be read from any thread.
 #pragma once
 
 #include <cstddef>
@@ -108,6 +120,13 @@ class BufferSink final : public EventSink {
   Buffer& buffer_;
 };
 
+/// Construction options of a Capture (not part of the JSON config).
+struct CaptureOptions {
+  /// Hand-off slots between closing an event and its sink; 0 = call the sink synchronously
+  /// from the call that finishes the event (see "Delivery" at the top of this file).
+  std::uint32_t handoff_events = 0;
+};
+
 /// Index of a stream (in config order). Obtain with Capture::stream(); cheap to copy.
 struct StreamHandle {
   std::uint32_t index = std::numeric_limits<std::uint32_t>::max();
@@ -135,6 +154,10 @@ struct CaptureStats {
   std::uint64_t invalid_samples = 0;    ///< bad handle / wrong kind
   std::uint64_t nan_samples = 0;        ///< NaN values seen by a trigger (no edge)
   std::size_t open_events = 0;
+  /// closed events waiting in the hand-off for deliver()
+  std::size_t handoff_pending = 0;
+  /// closed events dropped because every hand-off slot was taken (also in events_dropped)
+  std::uint64_t handoff_full = 0;
 };
 
 /// Records events. Create with `create()`; not copyable, not movable (hand out the unique_ptr).
@@ -148,10 +171,12 @@ class Capture {
                                                  std::vector<StreamConfig> streams,
                                                  std::vector<TriggerConfig> triggers,
                                                  EventSink& sink, const Port& port,
-                                                 MetricsRegistry& metrics);
+                                                 MetricsRegistry& metrics,
+                                                 const CaptureOptions& options = {});
   /// Same, taking device_id, streams and triggers from a parsed Config.
   static Result<std::unique_ptr<Capture>> create(const Config& config, EventSink& sink,
-                                                 const Port& port, MetricsRegistry& metrics);
+                                                 const Port& port, MetricsRegistry& metrics,
+                                                 const CaptureOptions& options = {});
   ~Capture();
   Capture(const Capture&) = delete;
   Capture& operator=(const Capture&) = delete;
@@ -175,6 +200,15 @@ class Capture {
   }
   /// One blob (copied into the ring, and into the open event if any).
   void push_blob(StreamHandle stream, double t, std::string_view bytes) noexcept;
+  /// A block of `n` numeric rows: `times[i]` and `values[i * channels .. +channels)` (row-major,
+  /// exactly the stream's channel count per row). Same result as `n` calls of push() — the same
+  /// rows recorded, the same fires at the same rows, the same events byte for byte, the same
+  /// counters — but the stream's triggers are evaluated over the block in one pass when every
+  /// one is an above/below threshold and no composite reads the stream (other triggers are
+  /// evaluated row by row). Allocation-free like push(). A bad handle or blob stream counts
+  /// the n rows as "invalid".
+  void push_rows(StreamHandle stream, const double* times, const double* values,
+                 std::size_t n) noexcept;
 
   // ---- convenience (name lookups per call: a few tens of ns per name) -------------------------
   /// Channels by name; unnamed channels are NaN. Errors: invalid_argument (unknown stream or
@@ -193,7 +227,8 @@ class Capture {
   /// Advances time without a sample: finishes events whose post window ended before `t` and
   /// runs stream-less periodic triggers. Call it from the loop when streams may go quiet.
   void tick(double t) noexcept;
-  /// Finishes every open event now (shutdown); their index says "closed": "flush".
+  /// Finishes every open event now (shutdown); their index says "closed": "flush". Delivers
+  /// every event waiting in the hand-off first, then the flushed ones (the sink is called here).
   void flush() noexcept;
   /// Replaces the top-level triggers (a campaign taking effect, campaign.hpp) and the metadata
   /// every later event records beside "device" and "sample_counts" (e.g. "campaign_id",
@@ -205,8 +240,15 @@ class Capture {
   /// (not for the hot path); driving thread only.
   Result<void> set_triggers(std::vector<TriggerConfig> triggers,
                             std::map<std::string, std::string> event_metadata);
-  /// True while an event is being recorded (set_triggers would refuse).
+  /// True while an event is being recorded or waits in the hand-off (set_triggers would refuse).
   bool has_open_events() const noexcept;
+  /// Encodes up to `max_events` events waiting in the hand-off (oldest first) and hands them
+  /// to the sink; returns how many left the hand-off (delivered, rejected or dropped). A no-op
+  /// returning 0 when none waits or handoff_events is 0. This is where encoding (JSON index,
+  /// zstd) and the sink's work (the Buffer's append) happen. Never throws.
+  std::size_t deliver(std::size_t max_events = static_cast<std::size_t>(-1)) noexcept;
+  /// Events waiting in the hand-off.
+  std::size_t pending_events() const noexcept;
 
   // ---- introspection --------------------------------------------------------------------------
   TriggerStats trigger_stats(TriggerHandle trigger) const noexcept;

@@ -10,14 +10,30 @@
 //   (*p)->drain(std::chrono::seconds(10));                   // optional: upload what is left
 //
 // What poll(budget) does, in order, and never longer than the budget (plus the length of one
-// handler already started — the uploader keeps each I/O step small):
+// step already started — one event's encoding and append, one buffer chunk, one I/O handler):
 //   1. advances Capture's time when streams went quiet (`tick`, see "Time" below), so post
 //      windows close and stream-less periodic triggers run;
-//   2. Buffer housekeeping (interval fsync, gauges);
-//   3. starts a heartbeat when one is due (see "Heartbeat");
-//   4. runs the uploader's and the heartbeat's *ready* I/O handlers until none is ready or the
+//   2. Buffer housekeeping (a staged chunk, interval fsync, gauges);
+//   3. delivers the events that finished since the last poll from Capture's hand-off to the
+//      Buffer (encoding, zstd, Buffer::append_staged — with its fsync under `sync`), oldest
+//      first, while half the budget is left, and whatever the budget while half the hand-off
+//      is taken;
+//   4. starts a heartbeat when one is due (see "Heartbeat");
+//   5. runs the uploader's and the heartbeat's *ready* I/O handlers until none is ready or the
 //      budget is spent. It does not wait for the network: an idle pipeline returns in about a
 //      microsecond. Hosts with time to spare may call `run_for(d)`, which does wait for I/O.
+// `last_poll()` says where the time of the last poll went; a poll that overran its budget is
+// counted in fleetpipe_pipeline_poll_overruns_total and, by its largest part, in
+// fleetpipe_pipeline_poll_overrun_causes_total{cause}, and logged at debug level with its parts.
+//
+// push/push_blob/push_rows/fire/tick never do I/O, encode or compress, in any durability mode:
+// an event they finish waits in Capture's hand-off (2 x streams slots, at least 4; capture.hpp
+// "Delivery") until the next poll. An event counts as *accepted* when poll() has appended it to
+// the Buffer (fleetpipe_capture_events_total); from then on the Buffer's durability mode says
+// what a power cut may lose. Before that — open, or closed and waiting for poll — a crash loses
+// it, and a hand-off found full (the host did not poll while more events finished than it has
+// slots) drops the newest event, counted in
+// fleetpipe_capture_events_dropped_total{reason="handoff_full"}.
 //
 // Caveats (read first)
 //  - No hidden threads: nothing happens between calls. A host that stops calling poll() stops
@@ -94,6 +110,26 @@ struct PipelineStatus {
   std::string last_error;  ///< newest failure of any component, for people ("" if none)
 };
 
+/// Where the time of one poll() went (Pipeline::last_poll()): wall time of each step, so a poll
+/// that overran its budget is explained by its cause.
+struct PollProfile {
+  std::chrono::nanoseconds budget{}, total{};
+  std::chrono::nanoseconds tick{};           ///< Capture::tick (auto-tick): trigger evaluation
+  std::chrono::nanoseconds encode{};         ///< encoding finished events (JSON index, zstd)
+  std::chrono::nanoseconds buffer_append{};  ///< Buffer::append_staged (fsync wait under sync)
+  std::chrono::nanoseconds buffer_poll{};    ///< Buffer::poll: staged chunk write, interval sync
+  std::chrono::nanoseconds gauges{};         ///< refreshing gauges (Buffer::stats)
+  std::chrono::nanoseconds heartbeat{};      ///< building and starting a heartbeat
+  std::chrono::nanoseconds uploader_io{};    ///< I/O handlers: TLS writes/reads, SigV4 and
+                                             ///< payload hashing, buffer reads
+  std::uint32_t events_delivered = 0;
+  std::uint32_t io_handlers = 0;
+  /// Name of the largest step ("tick", "encode", "buffer_append", "buffer_poll", "gauges",
+  /// "heartbeat", "uploader_io").
+  const char* cause() const noexcept;
+  bool overran() const noexcept { return total > budget; }
+};
+
 /// The facade. Create with `create`; not copyable, not movable (hand out the unique_ptr).
 class Pipeline {
  public:
@@ -124,6 +160,9 @@ class Pipeline {
     push(stream, t, values.begin(), values.size());
   }
   void push_blob(StreamHandle stream, double t, std::string_view bytes) noexcept;
+  /// A block of numeric rows (see Capture::push_rows): the same result as n push() calls.
+  void push_rows(StreamHandle stream, const double* times, const double* values,
+                 std::size_t n) noexcept;
   /// By name (a lookup per call). Errors: invalid_argument (unknown stream/channel, wrong kind).
   Result<void> push(std::string_view stream, double t,
                     std::initializer_list<std::pair<std::string_view, double>> values);
@@ -168,6 +207,8 @@ class Pipeline {
 
   // ---- observability ---------------------------------------------------------------------------
   PipelineStatus status() const;
+  /// Where the time of the last poll() went (zero before the first).
+  const PollProfile& last_poll() const noexcept;
   /// Every component's metrics, gauges refreshed first: Prometheus text 0.0.4 / JSON
   /// (MetricsRegistry formats).
   std::string metrics_prometheus() const;

@@ -19,15 +19,17 @@ Capture::Capture(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {
 Capture::~Capture() = default;
 
 Result<std::unique_ptr<Capture>> Capture::create(const Config& config, EventSink& sink,
-                                                 const Port& port, MetricsRegistry& metrics) {
-  return create(config.device_id, config.streams, config.triggers, sink, port, metrics);
+                                                 const Port& port, MetricsRegistry& metrics,
+                                                 const CaptureOptions& options) {
+  return create(config.device_id, config.streams, config.triggers, sink, port, metrics, options);
 }
 
 Result<std::unique_ptr<Capture>> Capture::create(std::string device_id,
                                                  std::vector<StreamConfig> streams,
                                                  std::vector<TriggerConfig> triggers,
                                                  EventSink& sink, const Port& port,
-                                                 MetricsRegistry& metrics) {
+                                                 MetricsRegistry& metrics,
+                                                 const CaptureOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->device_id = std::move(device_id);
   impl->stream_cfgs = std::move(streams);
@@ -71,6 +73,18 @@ Result<std::unique_ptr<Capture>> Capture::create(std::string device_id,
     e.triggers.reserve(impl->trigger_cfgs.size());
     e.streams.reserve(n);
   }
+  impl->deferred = options.handoff_events > 0;
+  const std::size_t nslots = impl->deferred ? options.handoff_events : 1;
+  impl->slots.resize(nslots);
+  impl->free_slots.reserve(nslots);
+  impl->pending.assign(nslots, 0);
+  for (std::size_t k = 0; k < nslots; ++k) {
+    auto& c = impl->slots[k];
+    c.triggers.reserve(impl->trigger_cfgs.size());
+    c.streams.reserve(n);
+    c.sections.resize(n);
+    impl->free_slots.push_back(static_cast<std::uint32_t>(nslots - 1 - k));
+  }
   impl->compute_primaries();
   impl->m_invalid_handle = &metrics.counter("fleetpipe_capture_dropped_samples_total",
                                             "Samples dropped or evicted early, by reason",
@@ -83,11 +97,16 @@ Result<std::unique_ptr<Capture>> Capture::create(std::string device_id,
   impl->m_merged = &metrics.counter("fleetpipe_capture_merged_fires_total",
                                     "Fires that joined an already open event");
   impl->m_open = &metrics.gauge("fleetpipe_capture_open_events", "Events being recorded");
-  const char* dropped_help = "Events lost before the sink, by reason (out_of_memory, exception)";
+  const char* dropped_help =
+      "Events lost before the sink, by reason (out_of_memory, exception, handoff_full)";
   impl->m_dropped_oom = &metrics.counter("fleetpipe_capture_events_dropped_total", dropped_help,
                                          {{"reason", "out_of_memory"}});
   impl->m_dropped_exception = &metrics.counter("fleetpipe_capture_events_dropped_total",
                                                dropped_help, {{"reason", "exception"}});
+  impl->m_dropped_handoff = &metrics.counter("fleetpipe_capture_events_dropped_total",
+                                             dropped_help, {{"reason", "handoff_full"}});
+  impl->m_handoff = &metrics.gauge("fleetpipe_capture_handoff_events",
+                                   "Closed events waiting in the hand-off for deliver()");
   impl->engine.bind(&Impl::on_fire_thunk, impl.get(), impl->numeric_rings());
   return std::unique_ptr<Capture>(new Capture(std::move(impl)));
 }
@@ -128,6 +147,7 @@ Result<void> Capture::set_triggers(std::vector<TriggerConfig> triggers,
     detail::TriggerEngine engine;
     if (auto r = engine.build(m.stream_cfgs, triggers, m.port, *m.metrics); !r) return r;
     for (auto& e : m.events) e.triggers.reserve(triggers.size());
+    for (auto& c : m.slots) c.triggers.reserve(triggers.size());
     m.engine = std::move(engine);
     m.trigger_cfgs = std::move(triggers);
     m.event_metadata = std::move(event_metadata);
@@ -138,6 +158,9 @@ Result<void> Capture::set_triggers(std::vector<TriggerConfig> triggers,
 }
 
 bool Capture::has_open_events() const noexcept {
+  // An event waiting in the hand-off counts: it is encoded with the metadata (campaign) of the
+  // triggers that recorded it.
+  if (impl_->pending_count > 0) return true;
   for (const auto& e : impl_->events) {
     if (e.used) return true;
   }
@@ -186,15 +209,82 @@ void Capture::push(StreamHandle h, double t, const double* values, std::size_t n
     return;
   }
   if (!m.admit(s, t)) return;
-  if (t > m.next_deadline) m.close_due(t);
+  m.push_row(h.index, s, t, values, n);
+}
+
+void Capture::Impl::push_row(std::uint32_t si, StreamState& s, double t, const double* values,
+                             std::size_t n) noexcept {
+  if (t > next_deadline) close_due(t);
   bool early = false;
-  const double* row = s.nring.push(t, values, n, early);
+  const double* row = s.nring.push(t, values, n, early, evict_hook(si));
   ++s.samples;
-  if (early) m.note_overflow(s, 1, "ring_bytes evicted rows younger than ring_seconds");
-  if (s.event != kNone) {
-    m.record(s, {}, reinterpret_cast<const char*>(row), s.nring.row_bytes(), t);
+  if (early) note_overflow(s, 1, "ring_bytes evicted rows younger than ring_seconds");
+  if (s.event != kNone) record(s, {}, reinterpret_cast<const char*>(row), s.nring.row_bytes(), t);
+  engine.observe(si, t, row + 1, 0);
+}
+
+// Block path: the engine evaluates a run of rows in time order up to its first fire; those rows
+// then go into the ring and the open event exactly as push() would put them, then the fire runs.
+void Capture::push_rows(StreamHandle h, const double* times, const double* values,
+                        std::size_t n) noexcept {
+  Impl& m = *impl_;
+  if (n == 0) return;
+  if (h.index >= m.streams.size()) {
+    m.invalid_handle += n;
+    m.m_invalid_handle->inc(n);
+    return;
   }
-  m.engine.observe(h.index, t, row + 1, 0);
+  StreamState& s = m.streams[h.index];
+  if (!s.numeric || !times || !values) {
+    s.invalid += n;
+    s.m_invalid->inc(n);
+    return;
+  }
+  const std::size_t nch = s.nring.stride - 1;
+  const bool block = m.engine.block_ok(h.index);
+  std::size_t i = 0;
+  while (i < n) {
+    if (!block) {
+      if (m.admit(s, times[i])) m.push_row(h.index, s, times[i], values + i * nch, nch);
+      ++i;
+      continue;
+    }
+    // The run of rows in time order from i: the engine evaluates it until its first fire.
+    std::size_t e = i;
+    for (double last = s.last_t; e < n && times[e] >= last; ++e) last = times[e];
+    if (e == i) {  // out of order (or NaN time): refused and counted as push() does
+      m.admit(s, times[i]);
+      ++i;
+      continue;
+    }
+    const std::size_t k = m.engine.observe_block(h.index, times + i, values + i * nch, nch, e - i);
+    const std::size_t last = k < e - i ? i + k : e - 1;  // the row that fires, or the run's last
+    if (s.event == kNone && times[last] <= m.next_deadline) {
+      // Nothing to record and no event to close among these rows: the ring takes them at once.
+      s.last_t = times[last];
+      const std::uint64_t early = s.nring.push_block(times + i, values + i * nch, last + 1 - i,
+                                                       m.evict_hook(h.index));
+      if (early) m.note_overflow(s, early, "ring_bytes evicted rows younger than ring_seconds");
+      s.samples += last + 1 - i;
+      if (k < e - i) m.engine.fire_block_row(h.index, times[last]);
+      i = last + 1;
+      continue;
+    }
+    for (std::size_t r = i; r <= last; ++r) {
+      const double t = times[r];
+      s.last_t = t;
+      if (t > m.next_deadline) m.close_due(t);
+      bool early = false;
+      const double* row = s.nring.push(t, values + r * nch, nch, early, m.evict_hook(h.index));
+      if (early) m.note_overflow(s, 1, "ring_bytes evicted rows younger than ring_seconds");
+      if (s.event != kNone) {
+        m.record(s, {}, reinterpret_cast<const char*>(row), s.nring.row_bytes(), t);
+      }
+    }
+    s.samples += last + 1 - i;
+    if (k < e - i) m.engine.fire_block_row(h.index, times[last]);
+    i = last + 1;
+  }
 }
 
 void Capture::push_blob(StreamHandle h, double t, std::string_view bytes) noexcept {
@@ -213,7 +303,7 @@ void Capture::push_blob(StreamHandle h, double t, std::string_view bytes) noexce
   if (!m.admit(s, t)) return;
   if (t > m.next_deadline) m.close_due(t);
   std::uint64_t early = 0;
-  const bool stored = s.bring.push(t, bytes, early);
+  const bool stored = s.bring.push(t, bytes, early, m.evict_hook(h.index));
   ++s.samples;
   if (!stored) m.note_overflow(s, 1, "a blob larger than ring_bytes was not kept in the ring");
   if (early) m.note_overflow(s, early, "ring bytes/blobs evicted blobs younger than ring_seconds");
@@ -301,12 +391,24 @@ void Capture::tick(double t) noexcept {
 }
 
 void Capture::flush() noexcept {
+  while (impl_->deliver_one()) {
+  }
   for (std::uint32_t i = 0; i < impl_->events.size(); ++i) {
     if (impl_->events[i].used) impl_->close_event(i, "flush");
+    while (impl_->deliver_one()) {
+    }
   }
   impl_->recompute_deadline();
   impl_->publish();
 }
+
+std::size_t Capture::deliver(std::size_t max_events) noexcept {
+  std::size_t done = 0;
+  while (done < max_events && impl_->deliver_one()) ++done;
+  return done;
+}
+
+std::size_t Capture::pending_events() const noexcept { return impl_->pending_count; }
 
 TriggerStats Capture::trigger_stats(TriggerHandle h) const noexcept {
   if (h.index >= impl_->trigger_cfgs.size()) return {};
@@ -322,6 +424,7 @@ CaptureStats Capture::stats() const noexcept {
   }
   s.nan_samples = impl_->engine.nan_samples();
   for (const auto& e : impl_->events) s.open_events += e.used ? 1 : 0;
+  s.handoff_pending = impl_->pending_count;
   return s;
 }
 

@@ -18,6 +18,14 @@ namespace fleetpipe {
 
 namespace detail {
 
+// A section's pre window, still in the ring: entries [lo, hi) (ring sequence numbers), preceded
+// by `copied`, the ones the ring had to overwrite first (Capture::Impl::evict_pinned).
+struct LazyPre {
+  std::string copied;
+  std::uint64_t lo = 0, hi = 0;
+  bool live() const noexcept { return lo < hi; }
+};
+
 struct StreamState {
   const StreamConfig* cfg = nullptr;
   bool numeric = true;
@@ -26,6 +34,7 @@ struct StreamState {
   double last_t = -std::numeric_limits<double>::infinity();
   // The section of the open event this stream belongs to (at most one at a time).
   std::uint32_t event = kNone;
+  LazyPre pre;          // the open event's pre window (then ev_data: its post window)
   std::string ev_data;
   std::uint64_t ev_count = 0;
   double ev_t_first = 0, ev_t_last = 0;
@@ -52,6 +61,28 @@ struct OpenEvent {
   std::vector<std::uint32_t> streams;
 };
 
+// A closed event waiting for its sink: what finish() needs, its sections swapped out of the
+// streams (sections[si] belongs to stream si, so each string keeps one stream's capacity).
+struct ClosedSection {
+  LazyPre pre;
+  std::string data;
+  std::uint64_t count = 0;
+  double t_first = 0, t_last = 0;
+};
+
+struct ClosedEvent {
+  std::uint64_t seq = 0;
+  double t_fire = 0;
+  std::int64_t wall_offset_ns = 0;
+  std::uint8_t priority = 0;
+  std::uint32_t primary = 0;
+  const char* reason = "";
+  bool out_of_memory = false;  // a pre-window entry could not be copied before its eviction
+  std::vector<std::uint32_t> triggers;
+  std::vector<std::uint32_t> streams;  // sorted
+  std::vector<ClosedSection> sections;  // one per stream of the Capture
+};
+
 }  // namespace detail
 
 struct Capture::Impl {
@@ -70,6 +101,12 @@ struct Capture::Impl {
   std::string payload, scratch;
   MetricsRegistry* metrics = nullptr;                 // for set_triggers' new engine
   std::map<std::string, std::string> event_metadata;  // recorded by every event (campaigns)
+  // Hand-off (CaptureOptions::handoff_events; one slot delivered at once when 0).
+  bool deferred = false;
+  std::vector<detail::ClosedEvent> slots;
+  std::vector<std::uint32_t> free_slots;  // stack: the slot freed last is reused first
+  std::vector<std::uint32_t> pending;     // ring of slot indices, closing order
+  std::size_t pending_head = 0, pending_count = 0;
   CaptureStats st;
   std::uint64_t invalid_handle = 0;
   Counter* m_invalid_handle = nullptr;
@@ -79,7 +116,9 @@ struct Capture::Impl {
   Counter* m_merged = nullptr;
   Counter* m_dropped_oom = nullptr;
   Counter* m_dropped_exception = nullptr;
+  Counter* m_dropped_handoff = nullptr;
   Gauge* m_open = nullptr;
+  Gauge* m_handoff = nullptr;
 
   // The engine calls this from its noexcept paths: an allocation failing while an event is
   // opened or joined drops that event (counted) instead of reaching std::terminate.
@@ -144,12 +183,25 @@ struct Capture::Impl {
   void merge(std::uint32_t into, std::uint32_t from);
   void on_fire(std::uint32_t trigger, double t);
   void release(std::uint32_t i) noexcept;
+  void append_entry(std::uint32_t si, std::uint64_t seq, std::string& out);
+  void materialize(std::uint32_t si, detail::LazyPre& p);
+  void evict_pinned(std::uint32_t si, std::uint64_t seq) noexcept;
+  void update_pin(std::uint32_t si) noexcept;
+  // The eviction hook push() hands the ring of stream `si`.
+  auto evict_hook(std::uint32_t si) noexcept {
+    return [this, si](std::uint64_t seq) noexcept { evict_pinned(si, seq); };
+  }
+  void count_drop(std::uint64_t seq, const char* why) noexcept;
   void drop_event(std::uint32_t i, const char* why) noexcept;
   void close_event(std::uint32_t i, const char* reason) noexcept;
-  void finish_event(detail::OpenEvent& e, const char* reason);
+  bool deliver_one() noexcept;
+  void finish_event(detail::ClosedEvent& e);
   void publish() noexcept;
   void compute_primaries();
   std::vector<const detail::NumericRing*> numeric_rings() const;
+  // push() for one admitted row of stream `si` (time order already checked).
+  void push_row(std::uint32_t si, detail::StreamState& s, double t, const double* values,
+                std::size_t n) noexcept;
 };
 
 }  // namespace fleetpipe

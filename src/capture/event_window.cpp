@@ -61,33 +61,106 @@ void Capture::Impl::close_due(double t) noexcept {
   recompute_deadline();
 }
 
+// The stream joins event `ev` with its pre window left in the ring (pinned, copied lazily:
+// evict_pinned before the ring overwrites it, materialize at delivery), so a fire costs no copy.
 void Capture::Impl::add_stream(std::uint32_t ev, std::uint32_t si, double t, double pre_s) {
   StreamState& s = streams[si];
   events[ev].streams.push_back(si);  // reserved: listed first so a drop releases it
   s.event = ev;
   s.ev_data.clear();
   s.ev_count = 0;
+  s.pre.copied.clear();
   const double from = t - std::min(pre_s, s.cfg->ring_seconds);
   if (s.numeric) {
     const auto& r = s.nring;
     std::uint64_t first = r.head;
     while (first > r.oldest() && r.row(first - 1)[0] >= from) --first;
-    for (std::uint64_t q = first; q < r.head; ++q) {
-      const double* row = r.row(q);
-      append_section(s, reinterpret_cast<const char*>(row), r.row_bytes(), row[0]);
+    s.pre.lo = first;
+    s.pre.hi = r.head;
+    if (first < r.head) {
+      s.ev_t_first = r.row(first)[0];
+      s.ev_t_last = r.row(r.head - 1)[0];
     }
   } else {
     const auto& r = s.bring;
     std::size_t first = r.count;
     while (first > 0 && r.at(first - 1).t >= from) --first;
-    for (std::size_t i = first; i < r.count; ++i) {
-      const auto& en = r.at(i);
-      char hdr[detail::kBlobRecordHeader];
-      std::memcpy(hdr, &en.t, 8);
-      std::memcpy(hdr + 8, &en.size, 8);
-      s.ev_data.append(hdr, sizeof hdr);
-      append_section(s, r.data.data() + en.off, en.size, en.t);
+    s.pre.lo = r.popped + first;
+    s.pre.hi = r.popped + r.count;
+    if (first < r.count) {
+      s.ev_t_first = r.at(first).t;
+      s.ev_t_last = r.at(r.count - 1).t;
     }
+  }
+  s.ev_count = s.pre.hi - s.pre.lo;
+  update_pin(si);
+}
+
+// Ring entry `seq` of stream `si` as the event format stores it (a row; a blob header + bytes).
+// Precondition: the ring still holds it. Throws std::bad_alloc.
+void Capture::Impl::append_entry(std::uint32_t si, std::uint64_t seq, std::string& out) {
+  StreamState& s = streams[si];
+  if (s.numeric) {
+    out.append(reinterpret_cast<const char*>(s.nring.row(seq)), s.nring.row_bytes());
+    return;
+  }
+  const auto& en = s.bring.at(static_cast<std::size_t>(seq - s.bring.popped));
+  char hdr[detail::kBlobRecordHeader];
+  std::memcpy(hdr, &en.t, 8);
+  std::memcpy(hdr + 8, &en.size, 8);
+  out.append(hdr, sizeof hdr);
+  out.append(s.bring.data.data() + en.off, en.size);
+}
+
+// Copies what is left of a lazy pre window out of the ring (at delivery). Throws std::bad_alloc.
+void Capture::Impl::materialize(std::uint32_t si, detail::LazyPre& p) {
+  for (; p.lo < p.hi; ++p.lo) append_entry(si, p.lo, p.copied);
+}
+
+// The ring of stream `si` is about to overwrite entry `seq`: every pre window still reading it
+// copies it first. Out of memory drops the event that needed it.
+void Capture::Impl::evict_pinned(std::uint32_t si, std::uint64_t seq) noexcept {
+  StreamState& s = streams[si];
+  if (s.event != kNone && s.pre.live() && s.pre.lo == seq) {
+    try {
+      append_entry(si, seq, s.pre.copied);
+      ++s.pre.lo;
+    } catch (const std::bad_alloc&) {
+      drop_event(s.event, "out_of_memory");
+    }
+  }
+  for (std::size_t q = 0; q < pending_count; ++q) {
+    std::size_t at = pending_head + q;
+    if (at >= pending.size()) at -= pending.size();
+    detail::ClosedEvent& c = slots[pending[at]];
+    detail::LazyPre& p = c.sections[si].pre;
+    if (!p.live() || p.lo != seq) continue;
+    try {
+      append_entry(si, seq, p.copied);
+      ++p.lo;
+    } catch (const std::bad_alloc&) {
+      c.out_of_memory = true;
+      p.lo = p.hi = 0;
+    }
+  }
+  update_pin(si);
+}
+
+// The ring's pin: the oldest entry a live pre window (open event or hand-off) still reads.
+void Capture::Impl::update_pin(std::uint32_t si) noexcept {
+  StreamState& s = streams[si];
+  std::uint64_t lo = std::numeric_limits<std::uint64_t>::max();
+  if (s.event != kNone && s.pre.live()) lo = s.pre.lo;
+  for (std::size_t q = 0; q < pending_count; ++q) {
+    std::size_t at = pending_head + q;
+    if (at >= pending.size()) at -= pending.size();
+    const detail::LazyPre& p = slots[pending[at]].sections[si].pre;
+    if (p.live() && p.lo < lo) lo = p.lo;
+  }
+  if (s.numeric) {
+    s.nring.pin_lo = lo;
+  } else {
+    s.bring.pin_lo = lo;
   }
 }
 
@@ -173,46 +246,121 @@ void Capture::Impl::release(std::uint32_t i) noexcept {
     streams[si].event = kNone;
     streams[si].ev_data.clear();
     streams[si].ev_count = 0;
+    streams[si].pre.copied.clear();
+    streams[si].pre.lo = streams[si].pre.hi = 0;
+    update_pin(si);
   }
   e.used = false;
   e.triggers.clear();
   e.streams.clear();
 }
 
-// An event that cannot be finished (out of memory, a throwing sink): counted by reason,
-// logged without allocating, its slot freed. Never throws.
-void Capture::Impl::drop_event(std::uint32_t i, const char* why) noexcept {
-  if (i >= events.size() || !events[i].used) return;
+// An event that cannot be finished (out of memory, a throwing sink, a full hand-off): counted
+// by reason, logged without allocating. Never throws.
+void Capture::Impl::count_drop(std::uint64_t seq, const char* why) noexcept {
   ++st.events_dropped;
-  (std::strcmp(why, "out_of_memory") == 0 ? m_dropped_oom : m_dropped_exception)->inc();
+  Counter* c = m_dropped_exception;
+  if (std::strcmp(why, "out_of_memory") == 0) {
+    c = m_dropped_oom;
+  } else if (std::strcmp(why, "handoff_full") == 0) {
+    c = m_dropped_handoff;
+    ++st.handoff_full;
+  }
+  c->inc();
   if (log_enabled(port, LogLevel::error)) {
     char msg[160];
     std::snprintf(msg, sizeof msg, "event #%llu dropped (%s; counted in "
                   "fleetpipe_capture_events_dropped_total)",
-                  static_cast<unsigned long long>(events[i].seq), why);
+                  static_cast<unsigned long long>(seq), why);
     log(port, LogLevel::error, "capture", msg);
   }
+}
+
+// Drops open event `i` and frees its slot.
+void Capture::Impl::drop_event(std::uint32_t i, const char* why) noexcept {
+  if (i >= events.size() || !events[i].used) return;
+  count_drop(events[i].seq, why);
   release(i);
   recompute_deadline();
 }
 
+// Closes open event `i` into a hand-off slot: its sections are swapped out of the streams (no
+// copy, no allocation: every vector is reserved at creation). Without a deferred hand-off the
+// slot is delivered at once.
 void Capture::Impl::close_event(std::uint32_t i, const char* reason) noexcept {
   OpenEvent& e = events[i];
   if (!e.used) return;
-  try {
-    finish_event(e, reason);
-  } catch (const std::bad_alloc&) {
-    drop_event(i, "out_of_memory");
-  } catch (...) {  // the sink is host code: its exception must not end the host
-    drop_event(i, "exception");
+  if (free_slots.empty()) {
+    count_drop(e.seq, "handoff_full");
+    release(i);
+    publish();
+    return;
   }
+  const std::uint32_t k = free_slots.back();
+  free_slots.pop_back();
+  detail::ClosedEvent& c = slots[k];
+  c.seq = e.seq;
+  c.t_fire = e.t_fire;
+  c.wall_offset_ns = e.wall_offset_ns;
+  c.priority = e.priority;
+  c.primary = e.primary;
+  c.reason = reason;
+  c.out_of_memory = false;
+  c.triggers.assign(e.triggers.begin(), e.triggers.end());
+  c.streams.assign(e.streams.begin(), e.streams.end());
+  std::sort(c.streams.begin(), c.streams.end());
+  for (auto si : c.streams) {
+    StreamState& s = streams[si];
+    detail::ClosedSection& sec = c.sections[si];
+    sec.pre.copied.swap(s.pre.copied);
+    sec.pre.lo = s.pre.lo;
+    sec.pre.hi = s.pre.hi;
+    s.pre.lo = s.pre.hi = 0;
+    sec.data.swap(s.ev_data);
+    sec.count = s.ev_count;
+    sec.t_first = s.ev_t_first;
+    sec.t_last = s.ev_t_last;
+  }
+  std::size_t tail = pending_head + pending_count;
+  if (tail >= pending.size()) tail -= pending.size();
+  pending[tail] = k;
+  ++pending_count;
   release(i);
+  if (!deferred) deliver_one();
   publish();
 }
 
-// Encodes event `e` and hands it to the sink. Throws std::bad_alloc (and whatever the sink
-// throws); close_event turns that into a counted drop.
-void Capture::Impl::finish_event(OpenEvent& e, const char* reason) {
+// Delivers the oldest closed event; false when none waits.
+bool Capture::Impl::deliver_one() noexcept {
+  if (pending_count == 0) return false;
+  const std::uint32_t k = pending[pending_head];
+  if (++pending_head == pending.size()) pending_head = 0;
+  --pending_count;
+  detail::ClosedEvent& c = slots[k];
+  try {
+    if (c.out_of_memory) throw std::bad_alloc();
+    finish_event(c);
+  } catch (const std::bad_alloc&) {
+    count_drop(c.seq, "out_of_memory");
+  } catch (...) {  // the sink is host code: its exception must not end the host
+    count_drop(c.seq, "exception");
+  }
+  for (auto si : c.streams) {  // clear() keeps the capacity
+    c.sections[si].data.clear();
+    c.sections[si].pre.copied.clear();
+    c.sections[si].pre.lo = c.sections[si].pre.hi = 0;
+    update_pin(si);
+  }
+  c.triggers.clear();
+  c.streams.clear();
+  free_slots.push_back(k);  // reserved: never allocates
+  m_handoff->set(double(pending_count));
+  return true;
+}
+
+// Encodes closed event `e` and hands it to the sink. Throws std::bad_alloc (and whatever the
+// sink throws); deliver_one turns that into a counted drop.
+void Capture::Impl::finish_event(detail::ClosedEvent& e) {
   detail::EventIn in;
   char idbuf[64];
   std::int64_t wall_fire = e.wall_offset_ns + std::llround(e.t_fire * 1e9);
@@ -224,31 +372,35 @@ void Capture::Impl::finish_event(OpenEvent& e, const char* reason) {
   for (auto tr : e.triggers) in.triggers.push_back(trigger_cfgs[tr].name);
   in.priority = e.priority;
   in.t_fire = e.t_fire;
-  in.closed = reason;
+  in.closed = e.reason;
   double t0 = std::numeric_limits<double>::infinity(), t1 = -t0;
   std::vector<detail::SectionIn> secs;
   // {"imu":512,"cam":40}: stream names are [A-Za-z0-9_.-] (validated), nothing to escape.
   // Written by hand, not through a JSON object tree, whose destructor allocates.
   std::string counts = "{";
-  std::vector<std::uint32_t> order = e.streams;
-  std::sort(order.begin(), order.end());
-  for (auto si : order) {
-    StreamState& s = streams[si];
+  for (auto si : e.streams) {
+    detail::ClosedSection& s = e.sections[si];
     detail::SectionIn sec;
-    sec.stream = s.cfg;
-    sec.data = s.ev_data;
-    sec.count = s.ev_count;
-    sec.t_first = s.ev_count ? s.ev_t_first : e.t_fire;
-    sec.t_last = s.ev_count ? s.ev_t_last : e.t_fire;
-    if (s.ev_count) {
-      t0 = std::min(t0, s.ev_t_first);
-      t1 = std::max(t1, s.ev_t_last);
+    sec.stream = streams[si].cfg;
+    // The pre window (what the ring still holds is copied now), then the post window.
+    materialize(si, s.pre);
+    sec.data = s.data;
+    if (!s.pre.copied.empty()) {
+      s.pre.copied.append(s.data);
+      sec.data = s.pre.copied;
+    }
+    sec.count = s.count;
+    sec.t_first = s.count ? s.t_first : e.t_fire;
+    sec.t_last = s.count ? s.t_last : e.t_fire;
+    if (s.count) {
+      t0 = std::min(t0, s.t_first);
+      t1 = std::max(t1, s.t_last);
     }
     if (counts.size() > 1) counts += ',';
     counts += '"';
-    counts += s.cfg->name;
+    counts += sec.stream->name;
     counts += "\":";
-    counts += std::to_string(s.ev_count);
+    counts += std::to_string(s.count);
     secs.push_back(sec);
   }
   counts += '}';

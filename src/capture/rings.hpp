@@ -1,8 +1,12 @@
 // Pre-trigger rings: the preallocated per-stream history Capture records events from (hot path).
 //
 // Rings are preallocated at init(); push() overwrites the oldest entries and never allocates.
+// An open or closed-but-undelivered event reads its pre window from the ring lazily (Capture
+// copies it only when the ring is about to overwrite it, or at delivery): `pin_lo` names the
+// oldest entry still needed, and push() hands it to an `on_evict` callback first.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -19,6 +23,9 @@ struct NumericRing {
   std::uint64_t head = 0;     // rows ever written (sequence number of the next row)
   std::uint64_t wi = 0;       // row index of the next write
   double ring_seconds = 0;
+  // Lowest row sequence an event still reads from the ring (its pre window, not yet copied):
+  // push() hands it to on_evict before overwriting it. Max = none.
+  std::uint64_t pin_lo = std::numeric_limits<std::uint64_t>::max();
 
   void init(std::size_t channels, std::uint64_t bytes, double seconds) {
     stride = static_cast<std::uint32_t>(1 + channels);
@@ -30,6 +37,13 @@ struct NumericRing {
   /// Appends a row; returns the row pointer (t first). `evicted_early` is set when the row it
   /// overwrote was younger than ring_seconds.
   double* push(double t, const double* v, std::size_t n, bool& evicted_early) noexcept {
+    return push(t, v, n, evicted_early, [](std::uint64_t) noexcept {});
+  }
+  /// The same; `on_evict(seq)` runs first when the row it overwrites is pinned (seq == pin_lo).
+  template <class OnEvict>
+  double* push(double t, const double* v, std::size_t n, bool& evicted_early,
+               OnEvict&& on_evict) noexcept {
+    if (head >= cap && head - cap == pin_lo) on_evict(head - cap);
     double* r = buf.data() + wi * stride;
     evicted_early = head >= cap && (t - r[0]) < ring_seconds;
     r[0] = t;
@@ -40,6 +54,44 @@ struct NumericRing {
     ++head;
     if (++wi == cap) wi = 0;
     return r;
+  }
+  /// push() of `n` rows of exactly stride - 1 values each (row-major); returns how many of
+  /// them evicted a row younger than ring_seconds.
+  template <class OnEvict>
+  std::uint64_t push_block(const double* t, const double* v, std::size_t n,
+                           OnEvict&& on_evict) noexcept {
+    const std::size_t nch = stride - 1;
+    std::uint64_t early = 0;
+    std::size_t i = 0;
+    while (i < n) {
+      // Rows up to the ring's end, or to the next pinned row: one tight loop, no checks.
+      std::size_t run = static_cast<std::size_t>(std::min<std::uint64_t>(n - i, cap - wi));
+      if (pin_lo != std::numeric_limits<std::uint64_t>::max() && head + cap > pin_lo) {
+        const std::uint64_t until = pin_lo + cap - head;  // rows before pin_lo is overwritten
+        if (until == 0) {
+          on_evict(pin_lo);
+          continue;
+        }
+        run = static_cast<std::size_t>(std::min<std::uint64_t>(run, until));
+      }
+      double* r = buf.data() + wi * stride;
+      const bool full = head >= cap;
+      for (std::size_t k = 0; k < run; ++k, r += stride) {
+        const double tk = t[i + k];
+        early += (full && (tk - r[0]) < ring_seconds) ? 1 : 0;
+        r[0] = tk;
+        if (nch == 1) {
+          r[1] = v[i + k];
+        } else {
+          for (std::size_t c = 0; c < nch; ++c) r[1 + c] = v[(i + k) * nch + c];
+        }
+      }
+      i += run;
+      head += run;
+      wi += run;
+      if (wi == cap) wi = 0;
+    }
+    return early;
   }
   std::uint64_t oldest() const noexcept { return head > cap ? head - cap : 0; }
   /// Precondition: oldest() <= seq < head.
@@ -62,6 +114,9 @@ struct BlobRing {
   std::size_t first = 0, count = 0;
   std::uint64_t wp = 0;  // next write offset
   double ring_seconds = 0;
+  std::uint64_t popped = 0;  // entries ever evicted: the oldest entry's sequence number
+  // As NumericRing::pin_lo, in entry sequence numbers.
+  std::uint64_t pin_lo = std::numeric_limits<std::uint64_t>::max();
 
   void init(std::uint64_t bytes, std::uint32_t max_blobs, double seconds) {
     data.assign(bytes, 0);
@@ -76,15 +131,23 @@ struct BlobRing {
   void pop() noexcept {
     if (++first == entries.size()) first = 0;
     --count;
+    ++popped;
   }
   /// Returns false when the blob is larger than the ring (not stored). `evicted_early` counts
   /// evictions of blobs younger than ring_seconds.
   bool push(double t, std::string_view bytes, std::uint64_t& evicted_early) noexcept {
+    return push(t, bytes, evicted_early, [](std::uint64_t) noexcept {});
+  }
+  /// The same; `on_evict(seq)` runs before a pinned entry (seq == pin_lo) is evicted.
+  template <class OnEvict>
+  bool push(double t, std::string_view bytes, std::uint64_t& evicted_early,
+            OnEvict&& on_evict) noexcept {
     const std::uint64_t n = bytes.size(), capb = data.size();
     if (n > capb) return false;
     std::uint64_t place = 0;
     for (;;) {
       if (count == entries.size()) {
+        if (popped == pin_lo) on_evict(popped);
         if (t - at(0).t < ring_seconds) ++evicted_early;
         pop();
         continue;
@@ -103,6 +166,7 @@ struct BlobRing {
         place = wp;
         break;
       }
+      if (popped == pin_lo) on_evict(popped);
       if (t - at(0).t < ring_seconds) ++evicted_early;
       pop();
     }

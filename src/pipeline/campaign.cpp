@@ -75,6 +75,7 @@ Result<void> Pipeline::Impl::switch_triggers(MonoTime now) {
       return Error(errc::would_block, "an event is open");
     }
     capture->flush();
+    capture->deliver();  // the finished events, under the triggers (and campaign) that recorded them
     campaign_forced->inc();
   }
   std::map<std::string, std::string> meta;

@@ -2,11 +2,30 @@
 #include "fleetpipe/pipeline.hpp"
 
 
+#include <cstdio>
+
 #include "pipeline/pipeline_impl.hpp"
 
 namespace fleetpipe {
 
 using namespace pipeline_internal;
+
+namespace {
+
+constexpr const char* kPollCauses[7] = {"tick",   "encode",    "buffer_append", "buffer_poll",
+                                        "gauges", "heartbeat", "uploader_io"};
+
+}  // namespace
+
+const char* PollProfile::cause() const noexcept {
+  const std::chrono::nanoseconds parts[7] = {tick,   encode,    buffer_append, buffer_poll,
+                                             gauges, heartbeat, uploader_io};
+  std::size_t best = 0;
+  for (std::size_t i = 1; i < 7; ++i) {
+    if (parts[i] > parts[best]) best = i;
+  }
+  return kPollCauses[best];
+}
 
 void Pipeline::Impl::register_metrics() {
   polls = &metrics.counter("fleetpipe_pipeline_polls_total", "Pipeline::poll calls");
@@ -15,6 +34,12 @@ void Pipeline::Impl::register_metrics() {
       "poll calls cut short by a failed allocation (the work is picked up by a later poll)");
   poll_overruns = &metrics.counter("fleetpipe_pipeline_poll_overruns_total",
                                    "poll calls that returned after their budget");
+  for (std::size_t i = 0; i < 7; ++i) {
+    poll_overrun_cause[i] = &metrics.counter(
+        "fleetpipe_pipeline_poll_overrun_causes_total",
+        "poll calls that overran their budget, by the step that took longest",
+        {{"cause", kPollCauses[i]}});
+  }
   const char* hb_help = "heartbeat objects by result (ok, failed, skipped_offline, skipped_paused)";
   hb_ok = &metrics.counter("fleetpipe_pipeline_heartbeats_total", hb_help, {{"result", "ok"}});
   hb_fail =
@@ -94,6 +119,7 @@ bool Pipeline::Impl::pending() const {
   if (hb_in_flight) return true;
   BufferStats st = buffer->stats();
   if (st.staged) return true;  // an event still being written, one chunk per poll
+  if (capture->pending_events()) return true;  // finished events waiting in the hand-off
   if (!uploader) return false;
   if (!uploader->idle()) return true;
   return st.records > st.parked;
@@ -127,9 +153,14 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(Config config, const Port& ho
   auto buffer = Buffer::open(m.config.buffer, m.port, m.metrics);
   if (!buffer) return std::move(buffer).error();
   m.buffer = std::move(*buffer);
-  m.sink = std::make_unique<BufferSink>(*m.buffer);
+  m.sink = std::make_unique<TimedBufferSink>(*m.buffer);
 
-  auto capture = Capture::create(m.config, *m.sink, m.port, m.metrics);
+  // push never does I/O: finished events wait in the hand-off for poll (pipeline.hpp).
+  CaptureOptions copt;
+  copt.handoff_events =
+      static_cast<std::uint32_t>(std::max<std::size_t>(4, 2 * m.config.streams.size()));
+  m.handoff_slots = copt.handoff_events;
+  auto capture = Capture::create(m.config, *m.sink, m.port, m.metrics, copt);
   if (!capture) return std::move(capture).error();
   m.capture = std::move(*capture);
 
@@ -205,6 +236,20 @@ void Pipeline::push_blob(StreamHandle stream, double t, std::string_view bytes) 
   m.capture->push_blob(stream, t, bytes);
 }
 
+void Pipeline::push_rows(StreamHandle stream, const double* times, const double* values,
+                         std::size_t n) noexcept {
+  Impl& m = *impl_;
+  if (n && times) {
+    double hi = times[0];
+    for (std::size_t i = 1; i < n; ++i) hi = times[i] > hi ? times[i] : hi;
+    if (!m.have_t || hi > m.last_t) {
+      m.last_t = hi;
+      m.have_t = true;
+    }
+  }
+  m.capture->push_rows(stream, times, values, n);
+}
+
 Result<void> Pipeline::push(std::string_view stream, double t,
                             std::initializer_list<std::pair<std::string_view, double>> values) {
   Impl& m = *impl_;
@@ -250,20 +295,66 @@ bool Pipeline::poll(std::chrono::microseconds budget) {
   const auto start = SteadyClock::now();
   const auto deadline = start + budget;
   m.polls->inc();
+  PollProfile& pp = m.last_poll;
+  pp = PollProfile{};
+  pp.budget = budget;
   try {
     MonoTime now = m.port.clock->monotonic();
     m.auto_tick(now);
+    auto t1 = SteadyClock::now();
+    pp.tick = t1 - start;
+    // The Buffer first: a staged event's next chunk is written before another event is
+    // encoded, so one poll does not do both for a large event.
     if (auto r = m.buffer->poll(); !r) m.note_error("buffer", r.error().message);
+    auto t2 = SteadyClock::now();
+    pp.buffer_poll = t2 - t1;
+    // Events finished since the last poll, oldest first, while at least half the budget is
+    // left; regardless of the budget when half the hand-off is taken (so it never fills while
+    // the host polls).
+    m.sink->spent = {};
+    const auto half = start + budget / 2;
+    while (m.capture->pending_events() &&
+           (SteadyClock::now() < half || 2 * m.capture->pending_events() >= m.handoff_slots)) {
+      pp.events_delivered += static_cast<std::uint32_t>(m.capture->deliver(1));
+    }
+    auto t3 = SteadyClock::now();
+    pp.buffer_append = m.sink->spent;
+    pp.encode = (t3 - t2) - m.sink->spent;
     if (m.campaigns) m.poll_campaigns(now);
     if (now - m.last_refresh >= std::chrono::milliseconds(250)) m.refresh_gauges(now);
+    auto t4 = SteadyClock::now();
+    pp.gauges = t4 - t3;
     m.maybe_start_heartbeat(now);
-    m.run_ready(deadline);
+    auto t5 = SteadyClock::now();
+    pp.heartbeat = t5 - t4;
+    pp.io_handlers = static_cast<std::uint32_t>(m.run_ready(deadline));
+    pp.uploader_io = SteadyClock::now() - t5;
   } catch (const std::bad_alloc&) {  // must not reach the host's loop; counted, logged as-is
     m.poll_out_of_memory->inc();
     log(m.port, LogLevel::error, "pipeline", "poll: out of memory (counted; retried next poll)");
     return true;
   }
-  if (SteadyClock::now() > deadline) m.poll_overruns->inc();
+  const auto end = SteadyClock::now();
+  pp.total = end - start;
+  if (end > deadline) {
+    m.poll_overruns->inc();
+    const char* cause = pp.cause();
+    for (std::size_t i = 0; i < 7; ++i) {
+      if (kPollCauses[i] == cause) m.poll_overrun_cause[i]->inc();
+    }
+    if (log_enabled(m.port, LogLevel::debug)) {
+      auto us = [](std::chrono::nanoseconds d) { return static_cast<long long>(d.count() / 1000); };
+      char msg[320];
+      std::snprintf(msg, sizeof msg,
+                    "poll overran its %lld us budget by %lld us (%s): tick %lld, encode %lld, "
+                    "buffer_append %lld, buffer_poll %lld, gauges %lld, heartbeat %lld, "
+                    "uploader_io %lld us (%u handlers), %u events delivered",
+                    us(pp.budget), us(pp.total - pp.budget), cause, us(pp.tick), us(pp.encode),
+                    us(pp.buffer_append), us(pp.buffer_poll), us(pp.gauges), us(pp.heartbeat),
+                    us(pp.uploader_io), pp.io_handlers, pp.events_delivered);
+      log(m.port, LogLevel::debug, "pipeline", msg);
+    }
+  }
   return m.pending();
 }
 
@@ -408,6 +499,8 @@ std::string Pipeline::heartbeat_json() const {
 }
 
 std::string Pipeline::heartbeat_key(WallTime wall) const { return impl_->heartbeat_key(wall); }
+
+const PollProfile& Pipeline::last_poll() const noexcept { return impl_->last_poll; }
 
 Capture& Pipeline::capture() noexcept { return *impl_->capture; }
 Buffer& Pipeline::buffer() noexcept { return *impl_->buffer; }

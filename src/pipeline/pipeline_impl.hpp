@@ -66,6 +66,22 @@ class TrackingLogSink final : public LogSink {
 };
 
 
+// The Buffer sink behind Capture's hand-off, timing its appends for PollProfile.
+class TimedBufferSink final : public EventSink {
+ public:
+  explicit TimedBufferSink(Buffer& buffer) noexcept : inner_(buffer) {}
+  AppendOutcome deliver(const RecordMeta& meta, std::string_view payload) override {
+    const auto t0 = std::chrono::steady_clock::now();
+    AppendOutcome o = inner_.deliver(meta, payload);
+    spent += std::chrono::steady_clock::now() - t0;
+    return o;
+  }
+  std::chrono::nanoseconds spent{};
+
+ private:
+  BufferSink inner_;
+};
+
 }  // namespace pipeline_internal
 
 // ---------------------------------------------------------------------------------------------
@@ -84,7 +100,7 @@ struct Pipeline::Impl {
   // client before the io_context they run on, uploader before buffer).
   MetricsRegistry metrics;
   std::unique_ptr<Buffer> buffer;
-  std::unique_ptr<BufferSink> sink;
+  std::unique_ptr<pipeline_internal::TimedBufferSink> sink;
   std::unique_ptr<Capture> capture;
   // One io_context for the uploader and the heartbeat, run only inside poll/run_for/drain.
   boost::asio::io_context ioc;
@@ -136,6 +152,9 @@ struct Pipeline::Impl {
   // Metrics owned by the pipeline.
   Counter* polls = nullptr;
   Counter* poll_overruns = nullptr;
+  Counter* poll_overrun_cause[7] = {};  // by PollProfile::cause(), kPollCauses order
+  PollProfile last_poll;
+  std::size_t handoff_slots = 0;  // Capture's hand-off (CaptureOptions::handoff_events)
   Counter* poll_out_of_memory = nullptr;
   Counter* hb_ok = nullptr;
   Counter* hb_fail = nullptr;

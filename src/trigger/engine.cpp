@@ -122,6 +122,19 @@ Result<void> TriggerEngine::build(const std::vector<StreamConfig>& streams,
     }
   }
 
+  for (auto& ps : per_stream_) {
+    ps.block = ps.composites.empty();
+    for (auto id : ps.leaves) {
+      const Node& nd = nodes_[id];
+      if (nd.type != TriggerType::threshold ||
+          (nd.op != ThresholdOp::above && nd.op != ThresholdOp::below)) {
+        ps.block = false;
+      }
+    }
+    ps.save.assign(ps.leaves.size(), LeafSave{});
+    ps.fire.assign(ps.leaves.size(), 0);
+  }
+
   // Policies, capture streams and metrics of the top-level triggers.
   policy_.assign(triggers.size(), Policy{});
   names_.clear();
@@ -275,6 +288,13 @@ void TriggerEngine::eval_composites(const std::vector<std::uint32_t>& list, doub
     if (c) nd.last_true = t;
     if (c && !nd.prev && nd.fires) attempt(id, t);
     nd.prev = c;
+  }
+}
+
+void TriggerEngine::fire_block_row(std::uint32_t stream, double t) noexcept {
+  StreamEval& ps = per_stream_[stream];
+  for (std::size_t j = 0; j < ps.leaves.size(); ++j) {
+    if (ps.fire[j]) attempt(ps.leaves[j], t);
   }
 }
 

@@ -79,6 +79,18 @@ class TriggerEngine {
   /// Defined inline below: it is the hot path (threshold leaves are evaluated in place).
   inline void observe(std::uint32_t stream, double t, const double* values,
                       std::size_t blob_size) noexcept;
+  /// True when every trigger reading `stream` is an above/below threshold and no composite
+  /// depends on it: its rows can then be evaluated as a block (observe_block).
+  bool block_ok(std::uint32_t stream) const noexcept { return per_stream_[stream].block; }
+  /// Precondition: block_ok(stream). Evaluates rows `t[r]`, `v[r * stride + channel]` of
+  /// `stream` in order as observe() would, up to and including the first row at which a trigger
+  /// would fire (its cooldown, sampling and budget are not consulted yet); returns that row, or
+  /// `n` when none would. The fire itself is fire_block_row(), called once the caller has put
+  /// the rows up to it into the ring and the open event.
+  inline std::size_t observe_block(std::uint32_t stream, const double* t, const double* v,
+                                   std::size_t stride, std::size_t n) noexcept;
+  /// The fires observe_block stopped at, in the order observe() makes them (leaf order).
+  void fire_block_row(std::uint32_t stream, double t) noexcept;
   /// Stream-less periodic triggers and every composite.
   void tick(double t) noexcept;
   /// Host-driven fire of a top-level trigger (manual). True when it passed the policy.
@@ -91,10 +103,26 @@ class TriggerEngine {
   std::uint64_t nan_samples() const noexcept { return nan_count_; }
 
  private:
+  // A leaf's state before a block scan (observe_block rescans a leaf that ran past a fire).
+  struct LeafSave {
+    bool cond = false, prev = false;
+    double last_true = kNegInf;
+    std::size_t end = 0;   // rows scanned
+    std::size_t nans = 0;  // NaN values among them
+    bool edge = false;     // the last row scanned is a firing leaf's rising edge
+  };
   struct StreamEval {
     std::vector<std::uint32_t> leaves;      // nodes reading this stream (and stream-less ones)
     std::vector<std::uint32_t> composites;  // composites depending on it, topological order
+    bool block = false;                     // see block_ok()
+    std::vector<LeafSave> save;             // per leaf (block scans)
+    std::vector<std::uint8_t> fire;         // per leaf: fires at the row observe_block returned
   };
+  // Scans one above/below threshold leaf over rows [0, n); stops after the first rising edge
+  // of a firing leaf (sv.edge). Returns the rows consumed (also in sv.end, NaNs in sv.nans).
+  static inline std::size_t scan_threshold(Node& nd, const double* t, const double* v,
+                                           std::size_t stride, std::size_t n,
+                                           LeafSave& sv) noexcept;
   bool eval_leaf(Node& nd, double t, const double* v, std::uint32_t stream,
                  std::size_t blob_size) noexcept;
   void note_nan() noexcept;
@@ -143,6 +171,85 @@ inline void TriggerEngine::observe(std::uint32_t stream, double t, const double*
     nd.prev = c;
   }
   if (!ps.composites.empty()) eval_composites(ps.composites, t);
+}
+
+inline std::size_t TriggerEngine::scan_threshold(Node& nd, const double* t, const double* v,
+                                                 std::size_t stride, std::size_t n,
+                                                 LeafSave& sv) noexcept {
+  const double* x = v + nd.channel;
+  const bool above = nd.op == ThresholdOp::above;
+  // above: on when x > level, stays on while x > level - hyst; below mirrored.
+  const double on = nd.level, stay = above ? nd.level - nd.hyst : nd.level + nd.hyst;
+  const bool fires = nd.fires;
+  bool cond = nd.cond, prev = nd.prev;
+  double last_true = nd.last_true;
+  std::size_t r = 0, nans = 0;
+  sv.edge = false;
+  for (; r < n; ++r) {
+    const double xv = x[r * stride];
+    bool c;
+    if (xv != xv) {
+      ++nans;
+      c = cond;
+    } else {
+      c = above ? xv > (cond ? stay : on) : xv < (cond ? stay : on);
+    }
+    if (c) {
+      last_true = t[r];
+      if (!prev && fires) {
+        cond = prev = true;
+        sv.edge = true;
+        ++r;
+        break;
+      }
+    }
+    cond = prev = c;
+  }
+  nd.cond = cond;
+  nd.prev = prev;
+  nd.last_true = last_true;
+  sv.nans = nans;
+  sv.end = r;
+  return r;
+}
+
+inline std::size_t TriggerEngine::observe_block(std::uint32_t stream, const double* t,
+                                                const double* v, std::size_t stride,
+                                                std::size_t n) noexcept {
+  StreamEval& ps = per_stream_[stream];
+  const std::size_t nl = ps.leaves.size();
+  std::size_t limit = n;  // rows every leaf evaluates: up to and including the earliest fire
+  bool stopped = false;
+  for (std::size_t j = 0; j < nl; ++j) {
+    Node& nd = nodes_[ps.leaves[j]];
+    LeafSave& sv = ps.save[j];
+    sv.cond = nd.cond;
+    sv.prev = nd.prev;
+    sv.last_true = nd.last_true;
+    scan_threshold(nd, t, v, stride, limit, sv);
+    if (sv.edge) {  // later leaves stop there too
+      limit = sv.end;
+      stopped = true;
+    }
+  }
+  std::size_t nans = 0;
+  for (std::size_t j = 0; j < nl; ++j) {
+    LeafSave& sv = ps.save[j];
+    Node& nd = nodes_[ps.leaves[j]];
+    if (sv.end > limit) {  // ran past an earlier leaf's fire: again, from where it was, to it
+      nd.cond = sv.cond;
+      nd.prev = sv.prev;
+      nd.last_true = sv.last_true;
+      scan_threshold(nd, t, v, stride, limit, sv);
+    }
+    nans += sv.nans;
+    ps.fire[j] = sv.edge ? 1 : 0;
+  }
+  if (nans) {
+    nan_count_ += nans;
+    nan_counter_->inc(nans);
+  }
+  return stopped ? limit - 1 : n;
 }
 
 }  // namespace fleetpipe::detail

@@ -139,6 +139,40 @@ pybind11::dict capture_stats_dict(const CaptureStats& s) {
 
 }  // namespace
 
+RowsView::RowsView(const pybind11::buffer& t, const pybind11::buffer& v, std::size_t channels)
+    : times(t.request()), values(v.request()) {
+  auto is_f64 = [](const pybind11::buffer_info& b) {
+    return b.itemsize == 8 && (b.format == "d" || b.format == "<d" || b.format == "=d");
+  };
+  auto contiguous = [](const pybind11::buffer_info& b) {
+    pybind11::ssize_t stride = b.itemsize;
+    for (pybind11::ssize_t d = b.ndim; d-- > 0;) {
+      if (b.shape[d] > 1 && b.strides[d] != stride) return false;
+      stride *= b.shape[d];
+    }
+    return true;
+  };
+  if (!is_f64(times) || !is_f64(values)) {
+    raise(Error(errc::invalid_argument, "push_rows: times and values must be float64 arrays"));
+  }
+  if (!contiguous(times) || !contiguous(values)) {
+    raise(Error(errc::invalid_argument,
+                "push_rows: times and values must be C-contiguous (no copy is made)"));
+  }
+  if (times.ndim != 1) raise(Error(errc::invalid_argument, "push_rows: times must be 1-D"));
+  n = static_cast<std::size_t>(times.shape[0]);
+  const bool rows_ok =
+      values.ndim == 2 ? static_cast<std::size_t>(values.shape[0]) == n &&
+                             static_cast<std::size_t>(values.shape[1]) == channels
+      : values.ndim == 1 ? static_cast<std::size_t>(values.shape[0]) == n * channels
+                         : false;
+  if (!rows_ok) {
+    raise(Error(errc::invalid_argument,
+                "push_rows: values must be (n, " + std::to_string(channels) +
+                    ") for n = len(times) = " + std::to_string(n)));
+  }
+}
+
 /// Fills `row` from a list of floats (declared channel order) or a {channel: value} dict.
 template <class Lookup>
 void row_from(pybind11::handle values, std::vector<double>& row, std::size_t n_channels,
@@ -187,6 +221,20 @@ void bind_capture(pybind11::module_& m) {
            pybind11::arg("stream"), pybind11::arg("t"), pybind11::arg("values"),
            "One numeric row: a list of floats in declared channel order, or a dict\n"
            "{channel: value} (missing channels are NaN). Evaluates triggers; may emit events.")
+      .def("push_rows",
+           [](PyCapture& c, const std::string& stream, const pybind11::buffer& times,
+              const pybind11::buffer& values) {
+             StreamHandle h = c.stream(stream);
+             const auto& sc = c.get().streams()[h.index];
+             if (sc.kind != StreamKind::numeric) raise(Error(errc::invalid_argument, "stream \"" + stream + "\" is a blob stream"));
+             RowsView rows(times, values, sc.channels.size());
+             c.get().push_rows(h, rows.t(), rows.v(), rows.n);
+             c.check();
+           },
+           pybind11::arg("stream"), pybind11::arg("times"), pybind11::arg("values"),
+           "A block of rows: `times` float64 (n,), `values` float64 (n, channels), both\n"
+           "C-contiguous (numpy arrays are read in place, never copied). Same fires and events\n"
+           "as n push() calls.")
       .def("push_blob",
            [](PyCapture& c, const std::string& stream, double t, const pybind11::bytes& data) {
              StreamHandle h = c.stream(stream);

@@ -13,6 +13,18 @@
 
 namespace fleetpipe::py {
 
+/// push_rows' arguments read in place through the buffer protocol (numpy arrays, array.array,
+/// memoryview): `times` 1-D float64 of n, `values` float64 of n x channels (2-D (n, channels)
+/// or 1-D n * channels), both C-contiguous. Nothing is copied; the views stay valid while this
+/// object lives. Raises fleetpipe.Error (invalid_argument) on another type, shape or layout.
+struct RowsView {
+  pybind11::buffer_info times, values;
+  std::size_t n = 0;
+  RowsView(const pybind11::buffer& t, const pybind11::buffer& v, std::size_t channels);
+  const double* t() const { return static_cast<const double*>(times.ptr); }
+  const double* v() const { return static_cast<const double*>(values.ptr); }
+};
+
 /// A MetricsRegistry Python object: `obj` when given, else a new registry.
 pybind11::object metrics_or_new(pybind11::handle obj);
 

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "bindings.hpp"
+#include "common.hpp"
 #include "fleetpipe/pipeline.hpp"
 #include "fleetpipe/query.hpp"
 
@@ -148,6 +149,18 @@ void bind_pipeline(pybind11::module_& m) {
            },
            pybind11::arg("stream"), pybind11::arg("t"), pybind11::arg("values"),
            "One numeric row (list in channel order, or {channel: value}); t = monotonic seconds.")
+      .def("push_rows",
+           [](PyPipeline& pp, const std::string& stream, const pybind11::buffer& times,
+              const pybind11::buffer& values) {
+             StreamHandle h = pp.stream(stream);
+             const auto& sc = pp.get().capture().streams()[h.index];
+             if (sc.kind != StreamKind::numeric) raise(Error(errc::invalid_argument, "stream \"" + stream + "\" is a blob stream"));
+             RowsView rows(times, values, sc.channels.size());
+             pp.get().push_rows(h, rows.t(), rows.v(), rows.n);
+           },
+           pybind11::arg("stream"), pybind11::arg("times"), pybind11::arg("values"),
+           "A block of rows: `times` float64 (n,), `values` float64 (n, channels), read in\n"
+           "place (no copy). Same result as n push() calls.")
       .def("push_blob",
            [](PyPipeline& pp, const std::string& stream, double t, const pybind11::bytes& data) {
              unwrap(pp.get().push_blob(stream, t, std::string_view(data)));
