@@ -116,6 +116,7 @@ class S3Client {
     std::function<MonoTime()> mono;       ///< token bucket time
     TokenBucket* bucket = nullptr;        ///< shaping; null = unlimited
     std::function<void(std::uint64_t)> on_bytes_sent;
+    std::function<void(bool resumed)> on_tls_handshake;  ///< each completed TLS handshake
   };
   using Handler = std::function<void(S3Outcome)>;
 

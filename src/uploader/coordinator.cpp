@@ -43,6 +43,10 @@ Engine::Engine(net::io_context& ioc, const UploaderConfig& cfg, Buffer& buffer, 
                                "or completed multipart)", {{"result", "failed"}});
   bytes_sent_ = &m.counter("fleetpipe_uploader_bytes_sent_total",
                            "Request bytes (headers and bodies) handed to the socket");
+  for (int resumed = 0; resumed < 2; ++resumed)
+    tls_handshakes_[resumed] = &m.counter("fleetpipe_uploader_tls_handshakes_total",
+                                          "TLS handshakes completed (resumed: an earlier session reused)",
+                                          {{"resumed", resumed ? "true" : "false"}});
   records_acked_ = &m.counter("fleetpipe_uploader_records_acked_total",
                               "Records acked after their object was stored");
   records_nacked_ = &m.counter("fleetpipe_uploader_records_nacked_total",
@@ -98,6 +102,9 @@ detail::S3Client::Hooks Engine::client_hooks(bool count_bytes) {
     return s ? s->port_.clock->monotonic() : std::chrono::steady_clock::now();
   };
   h.bucket = &bucket_;
+  h.on_tls_handshake = [w](bool resumed) {
+    if (auto s = w.lock()) s->tls_handshakes_[resumed ? 1 : 0]->inc();
+  };
   if (count_bytes) {
     h.on_bytes_sent = [w](std::uint64_t n) {
       if (auto s = w.lock()) {

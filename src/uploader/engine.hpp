@@ -326,6 +326,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   Counter* failed_by_class_[16] = {};
   Counter* retried_by_class_[16] = {};
   Counter *uploads_ok_, *uploads_failed_, *bytes_sent_, *records_acked_, *records_nacked_;
+  Counter* tls_handshakes_[2] = {};  // [resumed]
   Counter *resumed_, *aborted_own_, *aborted_orphan_, *scans_ok_, *scans_failed_;
   Counter *manifests_ok_, *manifests_failed_, *etag_mismatch_;
   Gauge* clock_offset_gauge_;
