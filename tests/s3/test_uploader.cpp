@@ -370,6 +370,23 @@ TEST_CASE("kill -9 during a multipart upload: the restart completes the same upl
   CHECK(readback(env, "uploads " + bucket).empty());
 }
 
+namespace {
+// Uploads one record with `cfg`, whose TLS handshake must fail, until a TLS failure is counted:
+// the uploader's last error then. The record is neither lost nor parked.
+std::string tls_error(const UploaderConfig& cfg, Buffer& buf, const Port& port, MetricsRegistry& metrics) {
+  REQUIRE(buf.append(meta("imu", "t1", 1767225600000000000), "x").accepted);
+  auto up = Uploader::create(cfg, buf, port, metrics);
+  REQUIRE(up.ok());
+  (*up)->flush();
+  REQUIRE(run_until(**up, [&] {
+    return metrics.value("fleetpipe_uploader_request_failures_total", {{"class", "tls"}}) >= 1;
+  }));
+  CHECK(buf.stats().records == 1);
+  CHECK(buf.stats().parked == 0);
+  return (*up)->status().last_error;
+}
+}  // namespace
+
 TEST_CASE("a server certificate not signed by the configured CA is rejected with a clear error",
           "[uploader][s3][tls]") {
   auto env = test::load_s3_env();
@@ -384,22 +401,13 @@ TEST_CASE("a server certificate not signed by the configured CA is rejected with
   port.log = &logs.sink;
   auto buf = Buffer::open(buffer_config(dir.string() + "/db"), port, metrics);
   REQUIRE(buf.ok());
-  REQUIRE((*buf)->append(meta("imu", "t1", 1767225600000000000), "x").accepted);
   auto cfg = base_config(env, "fp-tls-none");
   cfg.ca_file = other_ca;
-  auto up = Uploader::create(cfg, **buf, port, metrics);
-  REQUIRE(up.ok());
-  (*up)->flush();
-  REQUIRE(run_until(**up, [&] {
-    return metrics.value("fleetpipe_uploader_request_failures_total", {{"class", "tls"}}) >= 1;
-  }));
-  auto err = (*up)->status().last_error;
+  auto err = tls_error(cfg, **buf, port, metrics);
   INFO(err);
   CHECK(err.find("TLS handshake") != std::string::npos);
   CHECK(err.find("certificate verification failed") != std::string::npos);
   CHECK(err.find(other_ca) != std::string::npos);
-  CHECK((*buf)->stats().records == 1);  // nothing lost, nothing parked
-  CHECK((*buf)->stats().parked == 0);
 }
 
 TEST_CASE("a certificate for another host name is rejected", "[uploader][s3][tls]") {
@@ -409,21 +417,13 @@ TEST_CASE("a certificate for another host name is rejected", "[uploader][s3][tls
   Port port;
   auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
   REQUIRE(buf.ok());
-  REQUIRE((*buf)->append(meta("imu", "t1", 1767225600000000000), "x").accepted);
   auto cfg = base_config(env, "fp-tls-name");
   auto port_pos = env.endpoint_https.rfind(':');
   cfg.endpoint = "https://wrong-name.example" + env.endpoint_https.substr(port_pos);
   cfg.connect_address = "127.0.0.1";
-  auto up = Uploader::create(cfg, **buf, port, metrics);
-  REQUIRE(up.ok());
-  (*up)->flush();
-  REQUIRE(run_until(**up, [&] {
-    return metrics.value("fleetpipe_uploader_request_failures_total", {{"class", "tls"}}) >= 1;
-  }));
-  auto err = (*up)->status().last_error;
+  auto err = tls_error(cfg, **buf, port, metrics);
   INFO(err);
   CHECK(err.find("hostname mismatch") != std::string::npos);
-  CHECK((*buf)->stats().records == 1);
 }
 
 TEST_CASE("host pause holds uploads and is counted, resume delivers, a pause mid-multipart keeps "
