@@ -1,14 +1,19 @@
 // Crash matrix (issues #9, #24): a forked child runs capture + buffer + upload (Capture and
 // mixed-size records of random priority -> Buffer -> Uploader to the real S3 server) and is
-// killed with SIGKILL at a random point, again and again; after each kill the DB must open. Then
+// killed with SIGKILL at a random point, again and again: 20-320 ms after it accepted its first
+// record, the window stretched on a platform that gets there slower (qemu, sanitizers), so the
+// kills fall as deep into the upload everywhere. After each kill the DB must open. Then
 // a drain uploads the rest, and an independent boto3 read-back (tests/s3/uploader_readback.py)
 // checks the bucket and its index: every accepted record is in exactly one data object and in a
 // manifest line with the right key, offset, size and event id; no line names a missing object.
 //
-// Kill count: $FLEETPIPE_CRASH_KILLS, default 100 (20 in sanitizer builds, which run ~5x slower).
+// Kill count: $FLEETPIPE_CRASH_KILLS, default 100 (20 in sanitizer builds, which run ~5x slower,
+// and where the first child shows a platform more than kSlowPlatform times slower, e.g. qemu).
+// $FLEETPIPE_CRASH_VERBOSE prints how long each child took to accept its first record.
 #include "fleetpipe/capture.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,12 +37,15 @@
 #include "fleetpipe/metrics.hpp"
 #include "fleetpipe/trigger.hpp"
 #include "fleetpipe/uploader.hpp"
+#include "support/buffer_config.hpp"
 #include "support/crash_uploader.hpp"
 #include "support/index_check.hpp"
+#include "support/payload.hpp"
 #include "support/readback.hpp"
 #include "support/s3_env.hpp"
 #include "support/shell.hpp"
 #include "support/test_paths.hpp"
+#include "support/unique_name.hpp"
 
 using namespace fleetpipe;
 using test::readback;
@@ -60,14 +68,7 @@ constexpr int kDefaultKills = 100;
 constexpr int kDefaultKills = 100;
 #endif
 
-BufferConfig buffer_config(const fs::path& dir) {
-  BufferConfig b;
-  b.path = (dir / "db").string();
-  b.durability = Durability::none;  // kill -9 keeps committed transactions (page cache)
-  b.min_free_bytes = 0;
-  b.max_bytes = 256ull << 20;
-  return b;
-}
+BufferConfig buffer_config(const fs::path& dir) { return test::scratch_buffer_config((dir / "db").string()); }
 
 UploaderConfig uploader_config(const test::S3Env& env, const std::string& bucket,
                                const std::string& prefix) {
@@ -85,17 +86,7 @@ UploaderConfig uploader_config(const test::S3Env& env, const std::string& bucket
 
 // A blob record's payload, a function of its event id (the parent checks the bytes).
 std::string blob_payload(const std::string& event_id, std::size_t size) {
-  std::uint64_t x = std::hash<std::string>{}(event_id);
-  std::string out(size, '\0');
-  for (std::size_t i = 0; i < size; i += 8) {
-    x += 0x9e3779b97f4a7c15ull;  // splitmix64
-    std::uint64_t z = x;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    std::memcpy(&out[i], &z, std::min<std::size_t>(8, size - i));
-  }
-  return out;
+  return test::pseudo_random(size, std::hash<std::string>{}(event_id));
 }
 
 // "blob-<run>-<n>-<size>": the size travels in the id, so the parent can rebuild the payload.
@@ -103,23 +94,52 @@ std::size_t blob_size_of(const std::string& event_id) {
   return static_cast<std::size_t>(std::stoull(event_id.substr(event_id.rfind('-') + 1)));
 }
 
-// Appends each finished event to the Buffer; logs its id once the Buffer has accepted it.
+// Appends each finished event to the Buffer; logs its id once the Buffer has accepted it, and
+// tells the parent (one byte on `ready_fd`) when the first one is.
 struct LoggingSink final : EventSink {
   Buffer* buffer = nullptr;
   int log_fd = -1;
+  int ready_fd = -1;
   AppendOutcome deliver(const RecordMeta& meta, std::string_view payload) override {
     auto o = buffer->append(meta, payload);
     if (o.accepted) {
       std::string line = meta.event_id + "\n";
       if (write(log_fd, line.data(), line.size()) < 0) _exit(5);
+      if (ready_fd >= 0) {
+        if (write(ready_fd, "a", 1) != 1) _exit(8);
+        close(ready_fd);
+        ready_fd = -1;
+      }
     }
     return o;
   }
 };
 
+// How long a child may take to accept its first record before the test gives up on it.
+constexpr auto kReadyTimeout = 120s;
+// A child here reaches its first accepted record within tens of ms, also on a loaded machine
+// (Buffer open, Uploader create, the first event). Where the fastest child is slower than this
+// reference (an emulator, a sanitizer), the kill window and the drain's settle time stretch by
+// the same factor, so kills still land as far into the upload.
+constexpr double kNativeReadyS = 0.1;
+// From this slowdown on, the default kill count is the sanitizer builds' (the stretched windows
+// would not fit ctest's timeout 100 times).
+constexpr double kSlowPlatform = 4;
+constexpr int kSlowPlatformKills = 20;
+
+// Waits for the child's first-record mark on `fd`: the seconds it took, or < 0 when the child
+// closed the pipe first (it died) or did not get there within kReadyTimeout.
+double wait_ready(int fd, std::chrono::steady_clock::time_point forked) {
+  pollfd p{fd, POLLIN, 0};
+  const int timeout_ms = static_cast<int>(std::chrono::milliseconds(kReadyTimeout).count());
+  char c = 0;
+  if (poll(&p, 1, timeout_ms) != 1 || read(fd, &c, 1) != 1) return -1;
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - forked).count();
+}
+
 // The child: capture + buffer + upload until killed.
 [[noreturn]] void child_main(const fs::path& dir, const test::S3Env& env, const std::string& bucket,
-                             const std::string& prefix, std::uint64_t seed, int run) {
+                             const std::string& prefix, std::uint64_t seed, int run, int ready_fd) {
   StderrLogSink quiet(LogLevel::off);
   Port port;
   port.log = &quiet;
@@ -128,6 +148,7 @@ struct LoggingSink final : EventSink {
   if (!buf) _exit(3);
   LoggingSink sink;
   sink.buffer = buf->get();
+  sink.ready_fd = ready_fd;
   sink.log_fd = open((dir / "accepted.log").c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
   if (sink.log_fd < 0) _exit(4);
   StreamConfig s;
@@ -176,9 +197,10 @@ TEST_CASE("kill -9 of capture+buffer+upload at random points: the DB opens every
           "[crash][s3]") {
   auto env = test::load_s3_env();
   int kills = kDefaultKills;
-  if (const char* k = std::getenv("FLEETPIPE_CRASH_KILLS")) kills = std::max(1, std::atoi(k));
-  std::string bucket = "fp-crash-" + std::to_string(std::random_device{}() % 1000000000u);
-  std::string prefix = "c" + std::to_string(std::random_device{}() % 100000u);
+  const char* kills_env = std::getenv("FLEETPIPE_CRASH_KILLS");
+  if (kills_env) kills = std::max(1, std::atoi(kills_env));
+  std::string bucket = test::unique_name("fp-crash");
+  std::string prefix = test::unique_name("c");
   readback(env, "mkbucket " + bucket);
   auto dir = test::scratch_dir("crash-matrix");
   std::mt19937_64 rng(std::random_device{}());
@@ -187,11 +209,33 @@ TEST_CASE("kill -9 of capture+buffer+upload at random points: the DB opens every
   port.log = &quiet;
 
   int killed = 0, mid_batch = 0, mid_multipart = 0, orphans_aborted = 0;
+  double fastest_ready_s = 1e9;  // the quickest first record so far: this platform's pace
   for (int i = 0; i < kills; ++i) {
+    int ready[2];
+    REQUIRE(pipe(ready) == 0);
+    const auto forked = std::chrono::steady_clock::now();
     pid_t pid = fork();
     REQUIRE(pid >= 0);
-    if (pid == 0) child_main(dir, env, bucket, prefix, rng(), i);
-    std::this_thread::sleep_for(std::chrono::milliseconds(20 + rng() % 300));
+    if (pid == 0) {
+      close(ready[0]);
+      child_main(dir, env, bucket, prefix, rng(), i, ready[1]);
+    }
+    close(ready[1]);
+    const double ready_s = wait_ready(ready[0], forked);
+    close(ready[0]);
+    if (ready_s < 0) {  // died or stuck before its first record: say so, then see how it ended
+      kill(pid, SIGKILL);
+      int status = 0;
+      waitpid(pid, &status, 0);
+      FAIL("kill " << i << ": the child accepted no record within " << kReadyTimeout.count()
+                   << " s (wait status " << status << ")");
+    }
+    fastest_ready_s = std::min(fastest_ready_s, ready_s);
+    if (std::getenv("FLEETPIPE_CRASH_VERBOSE")) std::printf("kill %d: first record after %.3f s\n", i, ready_s);
+    const double slowdown = std::max(1.0, fastest_ready_s / kNativeReadyS);
+    if (i == 0 && !kills_env && slowdown > kSlowPlatform) kills = std::min(kills, kSlowPlatformKills);
+    std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(
+        static_cast<double>(20 + rng() % 300) * slowdown));
     REQUIRE(kill(pid, SIGKILL) == 0);
     int status = 0;
     REQUIRE(waitpid(pid, &status, 0) == pid);
@@ -234,7 +278,9 @@ TEST_CASE("kill -9 of capture+buffer+upload at random points: the DB opens every
       (*up)->flush();
       (*up)->run_for(20ms);
     }
-    auto settle = std::chrono::steady_clock::now() + 2500ms;  // pending manifests, two scans
+    const double slowdown = std::max(1.0, fastest_ready_s / kNativeReadyS);
+    auto settle = std::chrono::steady_clock::now() +  // pending manifests, two scans
+                  std::chrono::duration_cast<std::chrono::nanoseconds>(2500ms * slowdown);
     while (std::chrono::steady_clock::now() < settle) (*up)->run_for(50ms);
     orphans_aborted = static_cast<int>(metrics.sum("fleetpipe_uploader_multipart_aborted_total"));
     INFO("last error: " << (*up)->status().last_error << "; records " << (*buf)->stats().records
@@ -268,7 +314,9 @@ TEST_CASE("kill -9 of capture+buffer+upload at random points: the DB opens every
   // The matrix must have hit what it is for: kills between the objects of a batch.
   CHECK(mid_batch >= std::max(1, kills / 25));
   std::printf("crash matrix: %d kills (%d with a batch partly delivered, %d during a multipart "
-              "upload, %d orphaned multipart uploads aborted by the drain); %s\n", kills, mid_batch,
-              mid_multipart, orphans_aborted, report.summary().c_str());
+              "upload, %d orphaned multipart uploads aborted by the drain; first record after "
+              "%.3f s at the fastest, kill window x%.1f); %s\n", kills, mid_batch, mid_multipart,
+              orphans_aborted, fastest_ready_s, std::max(1.0, fastest_ready_s / kNativeReadyS),
+              report.summary().c_str());
   if (report.problems.empty()) fs::remove_all(dir);
 }

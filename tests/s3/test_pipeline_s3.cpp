@@ -10,8 +10,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/fake_port.hpp"
+#include "support/pipeline_config.hpp"
 #include "support/s3_env.hpp"
-#include "support/test_paths.hpp"
+#include "support/shell.hpp"
+#include "support/unique_name.hpp"
 
 // End to end against the real server: push samples -> trigger -> capture -> buffer -> upload,
 // then read the bucket back with boto3 (tests/python/s3_bucket_tool.py).
@@ -23,19 +26,9 @@ namespace {
 
 const char* kBucket = "fleetpipe-pipeline-test";
 
+// tests/python/s3_bucket_tool.py's output; a failing run fails the test (test::run throws).
 std::string tool(const std::string& args) {
-  std::string cmd = "/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/python/s3_bucket_tool.py " +
-                    args;
-  std::string out;
-  FILE* f = popen(cmd.c_str(), "r");
-  REQUIRE(f != nullptr);
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  int rc = pclose(f);
-  INFO(cmd);
-  REQUIRE(rc == 0);
-  return out;
+  return test::run("/usr/bin/python3 " FLEETPIPE_SOURCE_DIR "/tests/python/s3_bucket_tool.py " + args);
 }
 
 struct Listed {
@@ -51,46 +44,16 @@ std::vector<Listed> list(const std::string& prefix) {
   return v;
 }
 
-std::string unique_prefix(const std::string& tag) {
-  static std::mt19937_64 rng{std::random_device{}()};
-  return "pl-" + tag + "-" + std::to_string(rng() % 1000000000);
-}
+std::string unique_prefix(const std::string& tag) { return test::unique_name("pl-" + tag); }
 
 // A Port over a FakeClock that starts at the real time (the server checks request time).
-struct Env {
-  FakeClock clock{std::chrono::system_clock::now()};
-  FakeFilesystemStats fs;
-  StderrLogSink log{LogLevel::warning};
-  Port port;
-  Env() {
-    port.clock = &clock;
-    port.filesystem = &fs;
-    port.log = &log;
-  }
+struct Env : test::FakePort {
+  Env() : FakePort(std::chrono::system_clock::now()) {}
 };
 
 Config s3_config(const std::string& prefix) {
-  auto env = test::load_s3_env();
-  Config c;
-  c.device_id = "dev-s3";
-  c.buffer.path = test::scratch_dir("pl-s3").string();
-  c.buffer.durability = Durability::none;
-  StreamConfig s;
-  s.name = "imu";
-  s.channels = {"accel", "speed"};
-  c.streams.push_back(s);
-  auto t = threshold_trigger("bump", "imu", "accel", ThresholdOp::above, 5.0);
-  t.capture.pre_s = 1;
-  t.capture.post_s = 1;
-  c.triggers.push_back(t);
-  c.uploader.endpoint = env.endpoint_https;
-  c.uploader.ca_file = env.ca_file;
-  c.uploader.region = env.region;
-  c.uploader.bucket = kBucket;
-  c.uploader.prefix = prefix;
-  c.uploader.credentials.source = CredentialsSource::static_keys;
-  c.uploader.credentials.access_key_id = env.access_key;
-  c.uploader.credentials.secret_access_key = env.secret_key;
+  Config c = test::bump_pipeline_config("dev-s3", "pl-s3", {"accel", "speed"});
+  c.uploader = test::s3_uploader_config(test::load_s3_env(), kBucket, prefix);
   c.pipeline.heartbeat_interval_s = 60;
   return c;
 }

@@ -10,19 +10,21 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
-#include <mutex>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include "fleetpipe/buffer.hpp"
 #include "fleetpipe/metrics.hpp"
+#include "support/buffer_config.hpp"
+#include "support/log_capture.hpp"
+#include "support/payload.hpp"
 #include "support/readback.hpp"
 #include "support/s3_env.hpp"
 #include "support/shell.hpp"
 #include "support/test_paths.hpp"
+#include "support/unique_name.hpp"
 
 using namespace fleetpipe;
 using test::readback;
@@ -34,32 +36,14 @@ namespace {
 
 // ---- helpers ---------------------------------------------------------------------------------
 
-std::string unique_bucket(const std::string& tag) {
-  static std::mt19937_64 rng{std::random_device{}()};
-  return "fp-" + tag + "-" + std::to_string(rng() % 1000000000ull);
-}
+using test::LogCapture;
+using test::pseudo_random;
 
-std::string pseudo_random(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (std::size_t i = 0; i < n; i += 8) {
-    std::uint64_t v = rng();
-    std::memcpy(&s[i], &v, std::min<std::size_t>(8, n - i));
-  }
-  return s;
-}
+std::string unique_bucket(const std::string& tag) { return test::unique_name("fp-" + tag); }
 
 UploaderConfig base_config(const test::S3Env& env, const std::string& bucket) {
-  UploaderConfig c;
-  c.endpoint = env.endpoint_https;
-  c.bucket = bucket;
-  c.region = env.region;
-  c.ca_file = env.ca_file;
-  c.credentials.source = CredentialsSource::static_keys;
-  c.credentials.access_key_id = env.access_key;
-  c.credentials.secret_access_key = env.secret_key;
+  UploaderConfig c = test::s3_uploader_config(env, bucket, "fp");
   c.device_id = "dev-1";
-  c.prefix = "fp";
   c.part_bytes = 5ull << 20;
   c.multipart_threshold_bytes = 5ull << 20;
   c.large_record_bytes = 4ull << 20;
@@ -70,14 +54,7 @@ UploaderConfig base_config(const test::S3Env& env, const std::string& bucket) {
   return c;
 }
 
-BufferConfig buffer_config(const std::string& dir) {
-  BufferConfig b;
-  b.path = dir;
-  b.durability = Durability::none;
-  b.min_free_bytes = 0;
-  b.max_bytes = 256ull << 20;
-  return b;
-}
+BufferConfig buffer_config(const std::string& dir) { return test::scratch_buffer_config(dir); }
 
 RecordMeta meta(const std::string& stream, const std::string& event, std::int64_t start_ns) {
   RecordMeta m;
@@ -92,26 +69,54 @@ RecordMeta meta(const std::string& stream, const std::string& event, std::int64_
   return m;
 }
 
-// Log lines captured from the uploader (thread-safe: the kill test's child also uses one).
-struct LogCapture {
-  std::mutex mu;
-  std::vector<std::string> lines;
-  CallbackLogSink sink{[this](LogLevel, std::string_view c, std::string_view m) {
-    std::lock_guard<std::mutex> g(mu);
-    lines.push_back(std::string(c) + ": " + std::string(m));
-  }};
-  bool contains(const std::string& s) {
-    std::lock_guard<std::mutex> g(mu);
-    for (const auto& l : lines)
-      if (l.find(s) != std::string::npos) return true;
-    return false;
+// The one object under `prefix` in `bucket` (there must be exactly one): its listing entry, and
+// its bytes downloaded into `dir`.
+std::pair<json, std::string> only_object(const test::S3Env& env, const std::string& bucket,
+                                         const std::filesystem::path& dir, const std::string& prefix) {
+  auto objs = readback(env, "list " + bucket + " " + prefix);
+  REQUIRE(objs.size() == 1);
+  auto out = (dir / "readback.bin").string();
+  readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
+  return {objs[0], test::slurp(out)};
+}
+
+// What most tests start from: a new bucket on the server, a scratch directory, and a Buffer in
+// it whose Port logs into `logs` (and reads `clock` / `network` when given).
+struct Rig {
+  test::S3Env env = test::load_s3_env();
+  std::string bucket;
+  std::filesystem::path dir;
+  MetricsRegistry metrics;
+  test::LogCapture logs;
+  Port port;
+  Result<std::unique_ptr<Buffer>> buf;
+  explicit Rig(const std::string& tag, Clock* clock = nullptr, NetworkStatus* network = nullptr)
+      : bucket(unique_bucket(tag)),
+        dir(test::scratch_dir("uploader-" + tag)),
+        port(with_log(logs.sink, clock, network)),
+        buf(Buffer::open(buffer_config(dir.string()), port, metrics)) {
+    readback(env, "mkbucket " + bucket);
+    REQUIRE(buf.ok());
   }
-  std::string all() {
-    std::lock_guard<std::mutex> g(mu);
-    std::string out;
-    for (const auto& l : lines) out += l + "\n";
-    return out;
+  static Port with_log(LogSink& log, Clock* clock, NetworkStatus* network) {
+    Port p;
+    p.log = &log;
+    p.clock = clock;
+    p.network = network;
+    return p;
   }
+  /// only_object() in this rig's bucket, downloaded into its scratch directory.
+  std::pair<json, std::string> only_object(const std::string& prefix) {
+    return ::only_object(env, bucket, dir, prefix);
+  }
+};
+
+// The system clocks, the wall clock `offset` away from the server's.
+struct OffsetClock final : Clock {
+  explicit OffsetClock(std::chrono::seconds o) : offset(o) {}
+  std::chrono::seconds offset;
+  MonoTime monotonic() const noexcept override { return std::chrono::steady_clock::now(); }
+  WallTime wall() const noexcept override { return std::chrono::system_clock::now() + offset; }
 };
 
 bool run_until(Uploader& u, const std::function<bool()>& done, std::chrono::seconds limit = 60s) {
@@ -127,39 +132,30 @@ bool run_until(Uploader& u, const std::function<bool()>& done, std::chrono::seco
 
 TEST_CASE("small records are packed into one object, read back byte-exact with metadata and "
           "a manifest", "[uploader][s3]") {
-  auto env = test::load_s3_env();
-  auto bucket = unique_bucket("pack");
-  readback(env, "mkbucket " + bucket);
-  auto dir = test::scratch_dir("uploader-pack");
-  MetricsRegistry metrics;
-  LogCapture logs;
-  Port port;
-  port.log = &logs.sink;
-  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
-  REQUIRE(buf.ok());
+  Rig r("pack");
   std::int64_t t0 = 1767225600000000000;  // 2026-01-01T00:00:00Z
   std::vector<std::string> payloads;
   std::vector<RecordId> ids;
   for (int i = 0; i < 5; ++i) {
     payloads.push_back(pseudo_random(1000 + i * 777, i));
-    auto o = (*buf)->append(meta("imu", "ev-" + std::to_string(i), t0 + i * 1000000000LL), payloads.back());
+    auto o = (*r.buf)->append(meta("imu", "ev-" + std::to_string(i), t0 + i * 1000000000LL), payloads.back());
     REQUIRE(o.accepted);
     ids.push_back(o.id);
   }
-  auto cfg = base_config(env, bucket);
-  auto up = Uploader::create(cfg, **buf, port, metrics);
+  auto cfg = base_config(r.env, r.bucket);
+  auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
   REQUIRE(up.ok());
   (*up)->flush();
-  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
+  REQUIRE(run_until(**up, [&] { return (*r.buf)->stats().records == 0 && (*up)->idle(); }));
 
-  auto objs = readback(env, "list " + bucket + " fp/stream=imu/");
+  auto objs = readback(r.env, "list " + r.bucket + " fp/stream=imu/");
   REQUIRE(objs.size() == 1);
   std::string key = objs[0]["key"];
   char seq[32];
   std::snprintf(seq, sizeof seq, "%016llu", static_cast<unsigned long long>(ids[0]));
   CHECK(key == "fp/stream=imu/date=2026-01-01/device=cart-7/20260101T000000.000Z-" + std::string(seq) + ".fpev");
-  auto out = (dir / "readback.bin").string();
-  auto info = readback(env, "get " + bucket + " '" + key + "' " + out);
+  auto out = (r.dir / "readback.bin").string();
+  auto info = readback(r.env, "get " + r.bucket + " '" + key + "' " + out);
   std::string expected;
   for (const auto& p : payloads) expected += p;
   CHECK(test::slurp(out) == expected);
@@ -169,9 +165,9 @@ TEST_CASE("small records are packed into one object, read back byte-exact with m
   CHECK(info["metadata"]["fleetpipe-start-ns"] == std::to_string(t0));
   CHECK(info["metadata"]["fleetpipe-sdk-version"].get<std::string>().size() > 0);
 
-  auto manifests = readback(env, "list " + bucket + " fp/_manifests/");
+  auto manifests = readback(r.env, "list " + r.bucket + " fp/_manifests/");
   REQUIRE(manifests.size() == 1);
-  readback(env, "get " + bucket + " '" + manifests[0]["key"].get<std::string>() + "' " + out);
+  readback(r.env, "get " + r.bucket + " '" + manifests[0]["key"].get<std::string>() + "' " + out);
   std::istringstream lines(test::slurp(out));
   std::string line;
   std::vector<json> entries;
@@ -181,185 +177,124 @@ TEST_CASE("small records are packed into one object, read back byte-exact with m
   CHECK(entries[0]["record_count"] == 5);
   CHECK(entries[0]["records"][2]["event_id"] == "ev-2");
   CHECK(entries[0]["records"][2]["offset"] == payloads[0].size() + payloads[1].size());
-  CHECK(metrics.value("fleetpipe_uploader_uploads_total", {{"result", "ok"}}) == 1);
-  CHECK(metrics.value("fleetpipe_uploader_records_acked_total") == 5);
+  CHECK(r.metrics.value("fleetpipe_uploader_uploads_total", {{"result", "ok"}}) == 1);
+  CHECK(r.metrics.value("fleetpipe_uploader_records_acked_total") == 5);
 }
 
 TEST_CASE("a large record is uploaded multipart and reads back byte-exact", "[uploader][s3]") {
-  auto env = test::load_s3_env();
-  auto bucket = unique_bucket("mpu");
-  readback(env, "mkbucket " + bucket);
-  auto dir = test::scratch_dir("uploader-mpu");
-  MetricsRegistry metrics;
-  Port port;
-  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
-  REQUIRE(buf.ok());
+  Rig r("mpu");
   std::string big = pseudo_random((12u << 20) + 12345, 99);
-  auto o = (*buf)->append(meta("camera", "ev-big", 1767225600000000000), big);
+  auto o = (*r.buf)->append(meta("camera", "ev-big", 1767225600000000000), big);
   REQUIRE(o.accepted);
-  auto cfg = base_config(env, bucket);
+  auto cfg = base_config(r.env, r.bucket);
   cfg.unsigned_payload = true;  // exercised here; the other tests sign the payload
-  auto up = Uploader::create(cfg, **buf, port, metrics);
+  auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
   REQUIRE(up.ok());
-  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
-  auto objs = readback(env, "list " + bucket + " fp/stream=camera/");
-  REQUIRE(objs.size() == 1);
-  CHECK(objs[0]["etag"].get<std::string>().find("-3") != std::string::npos);  // 3 parts
-  auto out = (dir / "readback.bin").string();
-  readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
-  CHECK(test::slurp(out) == big);
-  CHECK(readback(env, "uploads " + bucket).empty());
-  auto st = (*buf)->list_state("uploader/mpu/");
+  REQUIRE(run_until(**up, [&] { return (*r.buf)->stats().records == 0 && (*up)->idle(); }));
+  auto [obj, bytes] = r.only_object("fp/stream=camera/");
+  CHECK(obj["etag"].get<std::string>().find("-3") != std::string::npos);  // 3 parts
+  CHECK(bytes == big);
+  CHECK(readback(r.env, "uploads " + r.bucket).empty());
+  auto st = (*r.buf)->list_state("uploader/mpu/");
   REQUIRE(st.ok());
   CHECK(st->empty());
 }
 
 TEST_CASE("a multipart record with compressed chunks is hashed part by part and reads back byte-exact",
           "[uploader][s3]") {
+  Rig r("mpz");
   // Text-like chunks are stored zstd-compressed, random ones raw: the eight-lane digest pass
   // cannot view compressed chunks in place, so the uploader falls back to hashing each part
   // through its copy buffer. ETags and the bytes must still match.
-  auto env = test::load_s3_env();
-  auto bucket = unique_bucket("mpz");
-  readback(env, "mkbucket " + bucket);
-  auto dir = test::scratch_dir("uploader-mpz");
-  MetricsRegistry metrics;
-  Port port;
-  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
-  REQUIRE(buf.ok());
   std::string big;
   for (int i = 0; big.size() < (7u << 20); ++i) big += "frame " + std::to_string(i) + " ts=" + std::to_string(i * 33) + ";";
   big += pseudo_random((6u << 20) + 4321, 5);
-  REQUIRE((*buf)->append(meta("camera", "ev-mpz", 1767225600000000000), big).accepted);
-  CHECK((*buf)->stats().compression_ratio > 1.5);  // some chunks really are stored compressed
-  auto cfg = base_config(env, bucket);  // 5 MiB parts
-  auto up = Uploader::create(cfg, **buf, port, metrics);
+  REQUIRE((*r.buf)->append(meta("camera", "ev-mpz", 1767225600000000000), big).accepted);
+  CHECK((*r.buf)->stats().compression_ratio > 1.5);  // some chunks really are stored compressed
+  auto cfg = base_config(r.env, r.bucket);  // 5 MiB parts
+  auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
   REQUIRE(up.ok());
-  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
-  auto objs = readback(env, "list " + bucket + " fp/stream=camera/");
-  REQUIRE(objs.size() == 1);
-  CHECK(objs[0]["etag"].get<std::string>().find("-3") != std::string::npos);  // 3 parts
-  auto out = (dir / "readback.bin").string();
-  readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
-  CHECK(test::slurp(out) == big);
+  REQUIRE(run_until(**up, [&] { return (*r.buf)->stats().records == 0 && (*up)->idle(); }));
+  auto [obj, bytes] = r.only_object("fp/stream=camera/");
+  CHECK(obj["etag"].get<std::string>().find("-3") != std::string::npos);  // 3 parts
+  CHECK(bytes == big);
 }
 
 TEST_CASE("a PutObject larger than the I/O chunk is hashed in slices and reads back byte-exact",
           "[uploader][s3]") {
+  Rig r("slice");
   // 3 MiB below the multipart threshold with 64 KiB chunks: its MD5/SHA-256 pass runs as ~48
   // posted steps (so poll() budgets hold), then the signed PutObject must still match exactly.
-  auto env = test::load_s3_env();
-  auto bucket = unique_bucket("slice");
-  readback(env, "mkbucket " + bucket);
-  auto dir = test::scratch_dir("uploader-slice");
-  MetricsRegistry metrics;
-  Port port;
-  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
-  REQUIRE(buf.ok());
   std::string payload = pseudo_random((3u << 20) + 777, 7);
-  REQUIRE((*buf)->append(meta("camera", "ev-slice", 1767225600000000000), payload).accepted);
-  auto cfg = base_config(env, bucket);
+  REQUIRE((*r.buf)->append(meta("camera", "ev-slice", 1767225600000000000), payload).accepted);
+  auto cfg = base_config(r.env, r.bucket);
   cfg.io_chunk_bytes = 64u << 10;
   cfg.multipart_threshold_bytes = 16ull << 20;
   cfg.large_record_bytes = 8ull << 20;
-  auto up = Uploader::create(cfg, **buf, port, metrics);
+  auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
   REQUIRE(up.ok());
-  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
-  auto objs = readback(env, "list " + bucket + " fp/stream=camera/");
-  REQUIRE(objs.size() == 1);
-  CHECK(objs[0]["etag"].get<std::string>().find('-') == std::string::npos);  // a single PUT
-  auto out = (dir / "readback.bin").string();
-  readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
-  CHECK(test::slurp(out) == payload);
-  CHECK(metrics.value("fleetpipe_uploader_uploads_total", {{"result", "ok"}}) >= 1);
+  REQUIRE(run_until(**up, [&] { return (*r.buf)->stats().records == 0 && (*up)->idle(); }));
+  auto [obj, bytes] = r.only_object("fp/stream=camera/");
+  CHECK(obj["etag"].get<std::string>().find('-') == std::string::npos);  // a single PUT
+  CHECK(bytes == payload);
+  CHECK(r.metrics.value("fleetpipe_uploader_uploads_total", {{"result", "ok"}}) >= 1);
 }
 
 TEST_CASE("a wrong secret holds the uploader, not the records: counted, reported, nothing parked "
           "or lost",
           "[uploader][s3]") {
-  auto env = test::load_s3_env();
-  auto bucket = unique_bucket("auth");
-  readback(env, "mkbucket " + bucket);
-  auto dir = test::scratch_dir("uploader-auth");
-  MetricsRegistry metrics;
-  LogCapture logs;
-  Port port;
-  port.log = &logs.sink;
-  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
-  REQUIRE(buf.ok());
-  for (int i = 0; i < 3; ++i) REQUIRE((*buf)->append(meta("imu", "e" + std::to_string(i), 1767225600000000000), "abc").accepted);
-  auto cfg = base_config(env, bucket);
+  Rig r("auth");
+  for (int i = 0; i < 3; ++i) REQUIRE((*r.buf)->append(meta("imu", "e" + std::to_string(i), 1767225600000000000), "abc").accepted);
+  auto cfg = base_config(r.env, r.bucket);
   cfg.credentials.secret_access_key = "definitely-wrong-secret";
-  auto up = Uploader::create(cfg, **buf, port, metrics);
+  auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
   REQUIRE(up.ok());
   (*up)->flush();
   REQUIRE(run_until(**up, [&] { return (*up)->status().destination_fault == "SignatureDoesNotMatch" && (*up)->idle(); }));
-  CHECK((*buf)->stats().records == 3);  // kept, not lost
-  CHECK((*buf)->stats().parked == 0);   // the uploader's fault, not the records'
-  CHECK(metrics.value("fleetpipe_uploader_request_failures_total", {{"class", "auth"}}) >= 1);
-  CHECK(metrics.value("fleetpipe_uploader_destination_faults_total", {{"code", "SignatureDoesNotMatch"}}) >= 1);
-  CHECK(metrics.value("fleetpipe_uploader_destination_fault") == 1);
-  CHECK(metrics.sum("fleetpipe_uploader_records_parked_total") == 0);
+  CHECK((*r.buf)->stats().records == 3);  // kept, not lost
+  CHECK((*r.buf)->stats().parked == 0);   // the uploader's fault, not the records'
+  CHECK(r.metrics.value("fleetpipe_uploader_request_failures_total", {{"class", "auth"}}) >= 1);
+  CHECK(r.metrics.value("fleetpipe_uploader_destination_faults_total", {{"code", "SignatureDoesNotMatch"}}) >= 1);
+  CHECK(r.metrics.value("fleetpipe_uploader_destination_fault") == 1);
+  CHECK(r.metrics.sum("fleetpipe_uploader_records_parked_total") == 0);
   CHECK((*up)->status().records_parked == 0);
-  CHECK(readback(env, "list " + bucket).empty());
+  CHECK(readback(r.env, "list " + r.bucket).empty());
   // The secret never reaches the logs or the status.
-  CHECK_FALSE(logs.contains("definitely-wrong-secret"));
+  CHECK_FALSE(r.logs.contains("definitely-wrong-secret"));
   CHECK((*up)->status().last_error.find("definitely-wrong-secret") == std::string::npos);
   CHECK((*up)->status().last_error.find("SignatureDoesNotMatch") != std::string::npos);
 }
 
 TEST_CASE("virtual-host addressing with a connect_address override", "[uploader][s3]") {
-  auto env = test::load_s3_env();
-  auto bucket = unique_bucket("vhost");
-  readback(env, "mkbucket " + bucket);
-  auto dir = test::scratch_dir("uploader-vhost");
-  MetricsRegistry metrics;
-  Port port;
-  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
-  REQUIRE(buf.ok());
-  REQUIRE((*buf)->append(meta("gps", "g1", 1767225600000000000), "hello vhost").accepted);
-  auto cfg = base_config(env, bucket);
-  auto port_pos = env.endpoint_https.rfind(':');
-  cfg.endpoint = "https://s3.localhost" + env.endpoint_https.substr(port_pos);
+  Rig r("vhost");
+  REQUIRE((*r.buf)->append(meta("gps", "g1", 1767225600000000000), "hello vhost").accepted);
+  auto cfg = base_config(r.env, r.bucket);
+  auto port_pos = r.env.endpoint_https.rfind(':');
+  cfg.endpoint = "https://s3.localhost" + r.env.endpoint_https.substr(port_pos);
   cfg.virtual_host_style = true;
   cfg.connect_address = "127.0.0.1";  // *.s3.localhost does not resolve here
-  auto up = Uploader::create(cfg, **buf, port, metrics);
+  auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
   REQUIRE(up.ok());
   (*up)->flush();
-  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
-  auto objs = readback(env, "list " + bucket + " fp/stream=gps/");
+  REQUIRE(run_until(**up, [&] { return (*r.buf)->stats().records == 0 && (*up)->idle(); }));
+  auto objs = readback(r.env, "list " + r.bucket + " fp/stream=gps/");
   REQUIRE(objs.size() == 1);
   CHECK(objs[0]["size"] == 11);
 }
 
-namespace {
-// Wall clock one hour behind: the server answers RequestTimeTooSkewed until corrected.
-struct SkewedClock final : Clock {
-  MonoTime monotonic() const noexcept override { return std::chrono::steady_clock::now(); }
-  WallTime wall() const noexcept override { return std::chrono::system_clock::now() - 1h; }
-};
-}  // namespace
 
 TEST_CASE("RequestTimeTooSkewed corrects the clock offset and the upload succeeds",
           "[uploader][s3]") {
-  auto env = test::load_s3_env();
-  auto bucket = unique_bucket("skew");
-  readback(env, "mkbucket " + bucket);
-  auto dir = test::scratch_dir("uploader-skew");
-  MetricsRegistry metrics;
-  SkewedClock clock;
-  Port port;
-  port.clock = &clock;
-  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
-  REQUIRE(buf.ok());
-  REQUIRE((*buf)->append(meta("imu", "s1", 1767225600000000000), "skewed").accepted);
-  auto up = Uploader::create(base_config(env, bucket), **buf, port, metrics);
+  OffsetClock clock(-1h);  // the server answers RequestTimeTooSkewed until corrected
+  Rig r("skew", &clock);
+  REQUIRE((*r.buf)->append(meta("imu", "s1", 1767225600000000000), "skewed").accepted);
+  auto up = Uploader::create(base_config(r.env, r.bucket), **r.buf, r.port, r.metrics);
   REQUIRE(up.ok());
   (*up)->flush();
-  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
-  CHECK(metrics.value("fleetpipe_uploader_retries_total", {{"class", "clock_skew"}}) >= 1);
+  REQUIRE(run_until(**up, [&] { return (*r.buf)->stats().records == 0 && (*up)->idle(); }));
+  CHECK(r.metrics.value("fleetpipe_uploader_retries_total", {{"class", "clock_skew"}}) >= 1);
   CHECK((*up)->status().clock_offset_s > 3000);
-  CHECK(readback(env, "list " + bucket + " fp/stream=imu/").size() == 1);
+  CHECK(readback(r.env, "list " + r.bucket + " fp/stream=imu/").size() == 1);
 }
 
 TEST_CASE("kill -9 during a multipart upload: the restart completes the same upload id, one "
@@ -430,13 +365,27 @@ TEST_CASE("kill -9 during a multipart upload: the restart completes the same upl
   INFO(logs.all());
   CHECK(logs.contains("resumed multipart upload " + upload_id));
   CHECK(logs.contains("completed multipart upload " + upload_id));
-  auto objs = readback(env, "list " + bucket + " fp/stream=camera/");
-  REQUIRE(objs.size() == 1);
-  auto out = (dir / "readback.bin").string();
-  readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
-  CHECK(test::slurp(out) == big);
+  auto [obj, bytes] = only_object(env, bucket, dir, "fp/stream=camera/");
+  CHECK(bytes == big);
   CHECK(readback(env, "uploads " + bucket).empty());
 }
+
+namespace {
+// Uploads one record with `cfg`, whose TLS handshake must fail, until a TLS failure is counted:
+// the uploader's last error then. The record is neither lost nor parked.
+std::string tls_error(const UploaderConfig& cfg, Buffer& buf, const Port& port, MetricsRegistry& metrics) {
+  REQUIRE(buf.append(meta("imu", "t1", 1767225600000000000), "x").accepted);
+  auto up = Uploader::create(cfg, buf, port, metrics);
+  REQUIRE(up.ok());
+  (*up)->flush();
+  REQUIRE(run_until(**up, [&] {
+    return metrics.value("fleetpipe_uploader_request_failures_total", {{"class", "tls"}}) >= 1;
+  }));
+  CHECK(buf.stats().records == 1);
+  CHECK(buf.stats().parked == 0);
+  return (*up)->status().last_error;
+}
+}  // namespace
 
 TEST_CASE("a server certificate not signed by the configured CA is rejected with a clear error",
           "[uploader][s3][tls]") {
@@ -452,22 +401,13 @@ TEST_CASE("a server certificate not signed by the configured CA is rejected with
   port.log = &logs.sink;
   auto buf = Buffer::open(buffer_config(dir.string() + "/db"), port, metrics);
   REQUIRE(buf.ok());
-  REQUIRE((*buf)->append(meta("imu", "t1", 1767225600000000000), "x").accepted);
   auto cfg = base_config(env, "fp-tls-none");
   cfg.ca_file = other_ca;
-  auto up = Uploader::create(cfg, **buf, port, metrics);
-  REQUIRE(up.ok());
-  (*up)->flush();
-  REQUIRE(run_until(**up, [&] {
-    return metrics.value("fleetpipe_uploader_request_failures_total", {{"class", "tls"}}) >= 1;
-  }));
-  auto err = (*up)->status().last_error;
+  auto err = tls_error(cfg, **buf, port, metrics);
   INFO(err);
   CHECK(err.find("TLS handshake") != std::string::npos);
   CHECK(err.find("certificate verification failed") != std::string::npos);
   CHECK(err.find(other_ca) != std::string::npos);
-  CHECK((*buf)->stats().records == 1);  // nothing lost, nothing parked
-  CHECK((*buf)->stats().parked == 0);
 }
 
 TEST_CASE("a certificate for another host name is rejected", "[uploader][s3][tls]") {
@@ -477,79 +417,51 @@ TEST_CASE("a certificate for another host name is rejected", "[uploader][s3][tls
   Port port;
   auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
   REQUIRE(buf.ok());
-  REQUIRE((*buf)->append(meta("imu", "t1", 1767225600000000000), "x").accepted);
   auto cfg = base_config(env, "fp-tls-name");
   auto port_pos = env.endpoint_https.rfind(':');
   cfg.endpoint = "https://wrong-name.example" + env.endpoint_https.substr(port_pos);
   cfg.connect_address = "127.0.0.1";
-  auto up = Uploader::create(cfg, **buf, port, metrics);
-  REQUIRE(up.ok());
-  (*up)->flush();
-  REQUIRE(run_until(**up, [&] {
-    return metrics.value("fleetpipe_uploader_request_failures_total", {{"class", "tls"}}) >= 1;
-  }));
-  auto err = (*up)->status().last_error;
+  auto err = tls_error(cfg, **buf, port, metrics);
   INFO(err);
   CHECK(err.find("hostname mismatch") != std::string::npos);
-  CHECK((*buf)->stats().records == 1);
 }
 
 TEST_CASE("host pause holds uploads and is counted, resume delivers, a pause mid-multipart keeps "
           "the stored parts", "[uploader][s3][shaping]") {
-  auto env = test::load_s3_env();
-  auto bucket = unique_bucket("pause");
-  readback(env, "mkbucket " + bucket);
-  auto dir = test::scratch_dir("uploader-pause");
-  MetricsRegistry metrics;
-  LogCapture logs;
-  Port port;
-  port.log = &logs.sink;
-  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
-  REQUIRE(buf.ok());
+  Rig r("pause");
   std::string big = pseudo_random(11u << 20, 5);
-  REQUIRE((*buf)->append(meta("camera", "p1", 1767225600000000000), big).accepted);
-  auto cfg = base_config(env, bucket);
+  REQUIRE((*r.buf)->append(meta("camera", "p1", 1767225600000000000), big).accepted);
+  auto cfg = base_config(r.env, r.bucket);
   cfg.bytes_per_second = 4 << 20;
-  auto up = Uploader::create(cfg, **buf, port, metrics);
+  auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
   REQUIRE(up.ok());
   (*up)->pause();
   (*up)->run_for(300ms);
   CHECK((*up)->status().paused_by_host);
   CHECK((*up)->idle());
-  CHECK(metrics.value("fleetpipe_uploader_pauses_total", {{"reason", "host"}}) == 1);
+  CHECK(r.metrics.value("fleetpipe_uploader_pauses_total", {{"reason", "host"}}) == 1);
   (*up)->resume();
-  REQUIRE(run_until(**up, [&] { return logs.contains("stored part 1/"); }));
+  REQUIRE(run_until(**up, [&] { return r.logs.contains("stored part 1/"); }));
   (*up)->pause();
   (*up)->run_for(100ms);
   CHECK((*up)->idle());                  // the lease went back to the buffer
-  CHECK((*buf)->stats().records == 1);
-  CHECK((*buf)->stats().leased == 0);
-  CHECK(metrics.value("fleetpipe_uploader_pauses_total", {{"reason", "host"}}) == 2);
-  CHECK(metrics.value("fleetpipe_uploader_paused_seconds") > 0.2);
+  CHECK((*r.buf)->stats().records == 1);
+  CHECK((*r.buf)->stats().leased == 0);
+  CHECK(r.metrics.value("fleetpipe_uploader_pauses_total", {{"reason", "host"}}) == 2);
+  CHECK(r.metrics.value("fleetpipe_uploader_paused_seconds") > 0.2);
   (*up)->set_rate(0);  // unlimited from now on
   (*up)->resume();
-  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
-  CHECK(metrics.value("fleetpipe_uploader_multipart_resumed_total") == 1);
-  auto objs = readback(env, "list " + bucket + " fp/stream=camera/");
-  REQUIRE(objs.size() == 1);
-  auto out = (dir / "readback.bin").string();
-  readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
-  CHECK(test::slurp(out) == big);
+  REQUIRE(run_until(**up, [&] { return (*r.buf)->stats().records == 0 && (*up)->idle(); }));
+  CHECK(r.metrics.value("fleetpipe_uploader_multipart_resumed_total") == 1);
+  auto [obj, bytes] = r.only_object("fp/stream=camera/");
+  CHECK(bytes == big);
 }
 
 TEST_CASE("schedule windows and the network state pause uploads", "[uploader][s3][shaping]") {
-  auto env = test::load_s3_env();
-  auto bucket = unique_bucket("sched");
-  readback(env, "mkbucket " + bucket);
-  auto dir = test::scratch_dir("uploader-sched");
-  MetricsRegistry metrics;
   NetworkStatus net;
-  Port port;
-  port.network = &net;
-  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
-  REQUIRE(buf.ok());
-  REQUIRE((*buf)->append(meta("imu", "s1", 1767225600000000000), "scheduled").accepted);
-  auto cfg = base_config(env, bucket);
+  Rig r("sched", nullptr, &net);
+  REQUIRE((*r.buf)->append(meta("imu", "s1", 1767225600000000000), "scheduled").accepted);
+  auto cfg = base_config(r.env, r.bucket);
   // The only window starts two hours from now: outside it, uploads pause.
   auto now_min = static_cast<int>(std::chrono::duration_cast<std::chrono::minutes>(
                                       std::chrono::system_clock::now().time_since_epoch()).count() % 1440);
@@ -559,27 +471,27 @@ TEST_CASE("schedule windows and the network state pause uploads", "[uploader][s3
   cfg.schedule.windows = {w};
   cfg.schedule.pause_outside_windows = true;
   {
-    auto up = Uploader::create(cfg, **buf, port, metrics);
+    auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
     REQUIRE(up.ok());
     (*up)->flush();
     (*up)->run_for(300ms);
     CHECK((*up)->status().paused_by_schedule);
-    CHECK((*buf)->stats().records == 1);
-    CHECK(metrics.value("fleetpipe_uploader_pauses_total", {{"reason", "schedule"}}) == 1);
+    CHECK((*r.buf)->stats().records == 1);
+    CHECK(r.metrics.value("fleetpipe_uploader_pauses_total", {{"reason", "schedule"}}) == 1);
   }
   cfg.schedule.pause_outside_windows = false;
   cfg.schedule.windows.clear();
   net.set(NetworkState::metered);  // pause_when_metered is the default
-  auto up = Uploader::create(cfg, **buf, port, metrics);
+  auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
   REQUIRE(up.ok());
   (*up)->flush();
   (*up)->run_for(300ms);
   CHECK((*up)->status().paused_by_network);
-  CHECK((*buf)->stats().records == 1);
+  CHECK((*r.buf)->stats().records == 1);
   net.set(NetworkState::online);
   (*up)->flush();
-  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
-  CHECK(metrics.value("fleetpipe_uploader_pauses_total", {{"reason", "network"}}) == 1);
+  REQUIRE(run_until(**up, [&] { return (*r.buf)->stats().records == 0 && (*up)->idle(); }));
+  CHECK(r.metrics.value("fleetpipe_uploader_pauses_total", {{"reason", "network"}}) == 1);
 }
 
 // ---- abandoned multipart uploads (issues #6, #9) ----------------------------------------------
@@ -596,91 +508,73 @@ double aborted(const MetricsRegistry& m) { return m.sum("fleetpipe_uploader_mult
 
 TEST_CASE("the bucket scan aborts multipart uploads under the prefix older than abandon_after, "
           "whoever started them, and keeps the rest", "[uploader][s3][orphans]") {
-  auto env = test::load_s3_env();
-  auto bucket = unique_bucket("orphan");
-  readback(env, "mkbucket " + bucket);
+  Rig r("orphans");
   const std::string stranger = "fp/stream=camera/date=2026-01-01/device=wiped-dev/20260101T000000.000Z-0000000000000007.bin";
   const std::string own = "fp/stream=camera/date=2026-01-01/device=cart-7/20260101T000000.000Z-0000000000000042.fpev";
   const std::string outside = "other/stream=camera/keep.bin";
   const std::string lookalike = "fpx/stream=camera/keep.bin";  // starts with "fp" but is not under "fp/"
-  auto made = readback(env, "mkorphans " + bucket + " '" + stranger + "' '" + own + "' '" + outside + "' '" +
+  auto made = readback(r.env, "mkorphans " + r.bucket + " '" + stranger + "' '" + own + "' '" + outside + "' '" +
                                 lookalike + "'");
   REQUIRE(made.size() == 4);
   const std::string own_id = made[1]["upload_id"];
-  auto dir = test::scratch_dir("uploader-orphans");
-  MetricsRegistry metrics;
-  LogCapture logs;
-  Port port;
-  port.log = &logs.sink;
-  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
-  REQUIRE(buf.ok());
   // Resume state of ours for `own`, written just now (the start-up rule, which trusts the state's
   // own creation time, keeps it): only the server's Initiated time shows it is abandoned.
   auto now_s = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   json st = {{"key", own}, {"upload_id", own_id}, {"size", 6u << 20}, {"part_size", 5u << 20},
              {"ids", {424242}}, {"created_unix", now_s}, {"parts", json::array()}};
-  REQUIRE((*buf)->put_state("uploader/mpu/" + own, st.dump()).ok());
+  REQUIRE((*r.buf)->put_state("uploader/mpu/" + own, st.dump()).ok());
 
   {  // Younger than abandon_after: the scan runs and keeps everything.
-    auto cfg = base_config(env, bucket);
+    auto cfg = base_config(r.env, r.bucket);
     cfg.abandon_multipart_after_s = 3600;
-    auto up = Uploader::create(cfg, **buf, port, metrics);
+    auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
     REQUIRE(up.ok());
     REQUIRE(run_until(**up, [&] {
-      return metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}}) >= 1;
+      return r.metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}}) >= 1;
     }, 30s));
-    CHECK(aborted(metrics) == 0);
-    CHECK(upload_keys(readback(env, "uploads " + bucket)).size() == 4);
+    CHECK(aborted(r.metrics) == 0);
+    CHECK(upload_keys(readback(r.env, "uploads " + r.bucket)).size() == 4);
   }
   std::this_thread::sleep_for(1100ms);  // every upload is now older than the 1 s below
-  auto cfg = base_config(env, bucket);
+  auto cfg = base_config(r.env, r.bucket);
   cfg.abandon_multipart_after_s = 1;
-  auto up = Uploader::create(cfg, **buf, port, metrics);
+  auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
   REQUIRE(up.ok());
   auto t0 = std::chrono::steady_clock::now();
-  REQUIRE(run_until(**up, [&] { return aborted(metrics) >= 2; }, 30s));
-  INFO(logs.all());
+  REQUIRE(run_until(**up, [&] { return aborted(r.metrics) >= 2; }, 30s));
+  INFO(r.logs.all());
   INFO("aborted after " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s");
-  CHECK(metrics.value("fleetpipe_uploader_multipart_aborted_total", {{"reason", "orphan"}}) == 1);
-  CHECK(metrics.value("fleetpipe_uploader_multipart_aborted_total", {{"reason", "own_state"}}) == 1);
-  CHECK(logs.contains("aborted abandoned multipart upload " + made[0]["upload_id"].get<std::string>() + " of " + stranger));
-  CHECK(logs.contains("reason orphan"));
-  auto state = (*buf)->list_state("uploader/mpu/");
+  CHECK(r.metrics.value("fleetpipe_uploader_multipart_aborted_total", {{"reason", "orphan"}}) == 1);
+  CHECK(r.metrics.value("fleetpipe_uploader_multipart_aborted_total", {{"reason", "own_state"}}) == 1);
+  CHECK(r.logs.contains("aborted abandoned multipart upload " + made[0]["upload_id"].get<std::string>() + " of " + stranger));
+  CHECK(r.logs.contains("reason orphan"));
+  auto state = (*r.buf)->list_state("uploader/mpu/");
   REQUIRE(state.ok());
   CHECK(state->empty());  // the aborted upload's resume state is gone too
-  CHECK(upload_keys(readback(env, "uploads " + bucket)) == std::set<std::string>{outside, lookalike});
+  CHECK(upload_keys(readback(r.env, "uploads " + r.bucket)) == std::set<std::string>{outside, lookalike});
   // Later scans find nothing more to abort under the prefix; the others stay.
-  double scans = metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}});
+  double scans = r.metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}});
   REQUIRE(run_until(**up, [&] {
-    return metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}}) >= scans + 2;
+    return r.metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}}) >= scans + 2;
   }, 30s));
-  CHECK(aborted(metrics) == 2);
-  CHECK(metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "failed"}}) == 0);
-  CHECK(upload_keys(readback(env, "uploads " + bucket)).size() == 2);
+  CHECK(aborted(r.metrics) == 2);
+  CHECK(r.metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "failed"}}) == 0);
+  CHECK(upload_keys(readback(r.env, "uploads " + r.bucket)).size() == 2);
 }
 
 TEST_CASE("the bucket scan keeps the multipart upload in progress here, which completes under the same "
           "upload id", "[uploader][s3][orphans]") {
-  auto env = test::load_s3_env();
-  auto bucket = unique_bucket("inprog");
-  readback(env, "mkbucket " + bucket);
-  auto dir = test::scratch_dir("uploader-inprog");
-  MetricsRegistry metrics;
-  LogCapture logs;
-  Port port;
-  port.log = &logs.sink;
-  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
-  REQUIRE(buf.ok());
+  Rig r("inprog");
   std::string big = pseudo_random(11u << 20, 11);
-  REQUIRE((*buf)->append(meta("camera", "ip1", 1767225600000000000), big).accepted);
-  auto cfg = base_config(env, bucket);
+  REQUIRE((*r.buf)->append(meta("camera", "ip1", 1767225600000000000), big).accepted);
+  auto cfg = base_config(r.env, r.bucket);
   cfg.abandon_multipart_after_s = 1;
   cfg.max_concurrent_requests = 1;  // parts in order: the pause lands while part 2 is on the wire
   cfg.bytes_per_second = 4 << 20;
-  auto up = Uploader::create(cfg, **buf, port, metrics);
+  auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
   REQUIRE(up.ok());
-  REQUIRE(run_until(**up, [&] { return logs.contains("stored part 1/"); }));
-  auto st = (*buf)->list_state("uploader/mpu/");
+  REQUIRE(run_until(**up, [&] { return r.logs.contains("stored part 1/"); }));
+  auto st = (*r.buf)->list_state("uploader/mpu/");
   REQUIRE(st.ok());
   REQUIRE(st->size() == 1);
   std::string upload_id = json::parse((*st)[0].second)["upload_id"];
@@ -690,53 +584,34 @@ TEST_CASE("the bucket scan keeps the multipart upload in progress here, which co
   (*up)->run_for(1500ms);
   (*up)->set_rate(0);
   (*up)->resume();
-  REQUIRE(run_until(**up, [&] { return (*buf)->stats().records == 0 && (*up)->idle(); }));
-  INFO(logs.all());
-  CHECK(logs.contains("keeping multipart upload " + upload_id));
-  CHECK(logs.contains("completed multipart upload " + upload_id));
-  CHECK(metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}}) >= 1);
-  CHECK(aborted(metrics) == 0);
-  CHECK(metrics.value("fleetpipe_uploader_multipart_resumed_total") == 1);
-  auto objs = readback(env, "list " + bucket + " fp/stream=camera/");
-  REQUIRE(objs.size() == 1);
-  auto out = (dir / "readback.bin").string();
-  readback(env, "get " + bucket + " '" + objs[0]["key"].get<std::string>() + "' " + out);
-  CHECK(test::slurp(out) == big);
-  CHECK(readback(env, "uploads " + bucket).empty());
+  REQUIRE(run_until(**up, [&] { return (*r.buf)->stats().records == 0 && (*up)->idle(); }));
+  INFO(r.logs.all());
+  CHECK(r.logs.contains("keeping multipart upload " + upload_id));
+  CHECK(r.logs.contains("completed multipart upload " + upload_id));
+  CHECK(r.metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}}) >= 1);
+  CHECK(aborted(r.metrics) == 0);
+  CHECK(r.metrics.value("fleetpipe_uploader_multipart_resumed_total") == 1);
+  auto [obj, bytes] = r.only_object("fp/stream=camera/");
+  CHECK(bytes == big);
+  CHECK(readback(r.env, "uploads " + r.bucket).empty());
 }
-
-namespace {
-// Wall clock one hour ahead of the server.
-struct AheadClock final : Clock {
-  MonoTime monotonic() const noexcept override { return std::chrono::steady_clock::now(); }
-  WallTime wall() const noexcept override { return std::chrono::system_clock::now() + 1h; }
-};
-}  // namespace
 
 TEST_CASE("the bucket scan judges an upload's age by the server-corrected clock",
           "[uploader][s3][orphans]") {
+  OffsetClock clock(1h);
+  Rig r("orphskew", &clock);
   // The device clock runs 1 h ahead: uncorrected, a fresh upload would look 1 h old (older than
   // the 30 min abandon_after) and be aborted.
-  auto env = test::load_s3_env();
-  auto bucket = unique_bucket("orphskew");
-  readback(env, "mkbucket " + bucket);
-  readback(env, "mkorphans " + bucket + " fp/stream=imu/fresh.bin");
-  auto dir = test::scratch_dir("uploader-orphskew");
-  MetricsRegistry metrics;
-  AheadClock clock;
-  Port port;
-  port.clock = &clock;
-  auto buf = Buffer::open(buffer_config(dir.string()), port, metrics);
-  REQUIRE(buf.ok());
-  auto cfg = base_config(env, bucket);
+  readback(r.env, "mkorphans " + r.bucket + " fp/stream=imu/fresh.bin");
+  auto cfg = base_config(r.env, r.bucket);
   cfg.abandon_multipart_after_s = 1800;
-  auto up = Uploader::create(cfg, **buf, port, metrics);
+  auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
   REQUIRE(up.ok());
   REQUIRE(run_until(**up, [&] {
-    return metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}}) >= 1;
+    return r.metrics.value("fleetpipe_uploader_multipart_scans_total", {{"result", "ok"}}) >= 1;
   }, 30s));
-  CHECK(metrics.value("fleetpipe_uploader_retries_total", {{"class", "clock_skew"}}) >= 1);
+  CHECK(r.metrics.value("fleetpipe_uploader_retries_total", {{"class", "clock_skew"}}) >= 1);
   CHECK((*up)->status().clock_offset_s < -3000);
-  CHECK(aborted(metrics) == 0);
-  CHECK(readback(env, "uploads " + bucket).size() == 1);
+  CHECK(aborted(r.metrics) == 0);
+  CHECK(readback(r.env, "uploads " + r.bucket).size() == 1);
 }

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/bucket_options.hpp"
+#include "cli/bucket_reader.hpp"
 #include "cli/commands.hpp"
 #include "capture/event_format.hpp"
 #include "fleetpipe/query.hpp"
@@ -64,20 +65,9 @@ int run(const QueryOptions& o) {
   q.min_priority = o.min_priority;
   q.limit = o.limit;
   q.campaign = o.campaign;
-  for (auto [text, slot] : {std::pair{&o.since, &q.since}, std::pair{&o.until, &q.until}}) {
-    if (text->empty()) continue;
-    auto t = parse_query_time(*text);
-    if (!t) {
-      std::fprintf(stderr, "fleetpipe query: %s\n", t.error().message.c_str());
-      return 2;
-    }
-    *slot = *t;
-  }
-  auto reader = BucketReader::open(cfg);
-  if (!reader) {
-    std::fprintf(stderr, "fleetpipe query: %s\n", reader.error().message.c_str());
-    return 1;
-  }
+  if (!parse_time_flag("query", o.since, q.since) || !parse_time_flag("query", o.until, q.until)) return 2;
+  auto reader = open_reader("query", cfg);
+  if (!reader) return 1;
   LabelSelector selector;
   for (const auto& l : o.labels) {
     auto kv = parse_label_selector(l);

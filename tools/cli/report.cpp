@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cli/bucket_options.hpp"
+#include "cli/bucket_reader.hpp"
 #include "cli/commands.hpp"
 #include "cloud/report.hpp"
 
@@ -29,19 +30,9 @@ int run(const ReportCliOptions& o) {
   r.bucket = cfg.bucket;
   if (!o.title.empty()) r.title = o.title;
   r.object_url_base = o.link_base;
-  if (!o.now.empty()) {
-    auto t = parse_query_time(o.now);
-    if (!t) {
-      std::fprintf(stderr, "fleetpipe report: %s\n", t.error().message.c_str());
-      return 2;
-    }
-    r.status.now = *t;
-  }
-  auto reader = BucketReader::open(cfg);
-  if (!reader) {
-    std::fprintf(stderr, "fleetpipe report: %s\n", reader.error().message.c_str());
-    return 1;
-  }
+  if (!parse_time_flag("report", o.now, r.status.now)) return 2;
+  auto reader = open_reader("report", cfg);
+  if (!reader) return 1;
   auto written = detail::write_report(**reader, r, o.out);
   if (!written) {
     std::fprintf(stderr, "fleetpipe report: %s\n", written.error().message.c_str());

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/bucket_options.hpp"
+#include "cli/bucket_reader.hpp"
 #include "cli/commands.hpp"
 #include "cli/status_fleet.hpp"
 #include "cli/format.hpp"
@@ -38,19 +39,9 @@ int run(const StatusOptions& o) {
   q.device_glob = o.device;
   q.silent_after_s = o.silent_after_s;
   q.window_s = o.window_s;
-  if (!o.now.empty()) {
-    auto t = parse_query_time(o.now);
-    if (!t) {
-      std::fprintf(stderr, "fleetpipe status: %s\n", t.error().message.c_str());
-      return 2;
-    }
-    q.now = *t;
-  }
-  auto reader = BucketReader::open(cfg);
-  if (!reader) {
-    std::fprintf(stderr, "fleetpipe status: %s\n", reader.error().message.c_str());
-    return 1;
-  }
+  if (!parse_time_flag("status", o.now, q.now)) return 2;
+  auto reader = open_reader("status", cfg);
+  if (!reader) return 1;
   if (!o.by.empty() || o.prometheus) return run_fleet(**reader, q, o.by, o.json, o.prometheus);
   auto devices = (*reader)->status(q);
   if (!devices) {
