@@ -227,6 +227,9 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
   }
 
   void close() {
+    // Dropped without a close_notify, OpenSSL would take the session as broken and never
+    // resume it; after a completed handshake it is not (an idle close, or a server's).
+    if (tls && connected) SSL_set_shutdown(tls->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     connected = false;
     if (tls || plain) {
       boost::system::error_code ec;
