@@ -2,6 +2,7 @@
 // their outcomes — rejections, evictions, failed commits — are counted and logged.
 #include <algorithm>
 #include <cerrno>
+#include <new>
 
 #include "buffer/impl.hpp"
 
@@ -64,31 +65,35 @@ void Buffer::Impl::append_core(const AppendItem* in, std::size_t n, AppendOutcom
       for (auto& p : prepared) reasons[p.index] = commit_failure(rc, out[p.index]);
     }
   }
-  // Count and log (after the outcome is final: a failed commit evicted nothing).
-  report_evictions(evictions);
-  std::map<std::tuple<std::string, int, std::string>, std::pair<std::uint64_t, std::string>> rj;
-  for (std::size_t i = 0; i < n; ++i) {
-    if (out[i].accepted) {
-      m_appended.inc();
-      continue;
-    }
-    const RecordMeta& m = *in[i].meta;
-    int prio = std::min<int>(m.priority, 255);
-    count_rejection(reasons[i], prio, m.stream);
-    auto& g = rj[{reasons[i], prio, m.stream}];
-    if (g.first++ == 0) g.second = out[i].message;
-  }
-  for (auto& [key, g] : rj) {
-    if (std::get<0>(key) == "fs_stats") {  // summed up in the once-a-minute warning (fs_stats())
-      fs_stats_refused += g.first;
-      continue;
-    }
-    log(LogLevel::warning, "rejected " + std::to_string(g.first) + " append(s) of priority " +
-                               std::to_string(std::get<1>(key)) + ", stream \"" + std::get<2>(key) +
-                               "\": " + g.second);
-  }
+  // Count and log (after the outcome is final: a failed commit evicted nothing). The outcome
+  // stands whatever happens here: out of memory while grouping or formatting loses a log line
+  // or a labelled count, never turns a stored record into an exception for the caller.
+  for (std::size_t i = 0; i < n; ++i)
+    if (out[i].accepted) m_appended.inc();
   for (auto& p : prepared)
     if (out[p.index].accepted) m_appended_bytes.inc(p.header.stored_bytes);
+  try {
+    report_evictions(evictions);
+    std::map<std::tuple<std::string, int, std::string>, std::pair<std::uint64_t, std::string>> rj;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (out[i].accepted) continue;
+      const RecordMeta& m = *in[i].meta;
+      int prio = std::min<int>(m.priority, 255);
+      count_rejection(reasons[i], prio, m.stream);
+      auto& g = rj[{reasons[i], prio, m.stream}];
+      if (g.first++ == 0) g.second = out[i].message;
+    }
+    for (auto& [key, g] : rj) {
+      if (std::get<0>(key) == "fs_stats") {  // summed up in the once-a-minute warning (fs_stats())
+        fs_stats_refused += g.first;
+        continue;
+      }
+      log(LogLevel::warning, "rejected " + std::to_string(g.first) + " append(s) of priority " +
+                                 std::to_string(std::get<1>(key)) + ", stream \"" + std::get<2>(key) +
+                                 "\": " + g.second);
+    }
+  } catch (const std::bad_alloc&) {
+  }
   refresh_gauges();
 }
 
@@ -108,18 +113,19 @@ std::string Buffer::Impl::commit_failure(int rc, AppendOutcome& out) {
   return rc == MDB_MAP_FULL ? "map_full" : full ? "fs_full" : "io_error";
 }
 
-void Buffer::Impl::report_evictions(const std::vector<Eviction>& evictions) {
-  std::map<std::tuple<std::string, int, std::string>, std::uint64_t> ev_groups;
-  for (auto& e : evictions) {
-    ev_groups[{e.reason, e.priority, e.stream}]++;
-    auto it = leased.find(e.id);
-    if (it != leased.end()) leased.erase(it);
-  }
-  for (auto& [key, n] : ev_groups) {
-    count_eviction(std::get<0>(key), std::get<1>(key), std::get<2>(key), n);
-    log(LogLevel::warning, "evicted " + std::to_string(n) + " record(s) of priority " +
-                               std::to_string(std::get<1>(key)) + ", stream \"" + std::get<2>(key) +
-                               "\" (" + std::get<0>(key) + ")");
+/// Counts and logs what a commit evicted. Never throws: out of memory loses the log line.
+void Buffer::Impl::report_evictions(const std::vector<Eviction>& evictions) noexcept {
+  for (auto& e : evictions) leased.erase(e.id);  // first: erasing never allocates
+  try {
+    std::map<std::tuple<std::string, int, std::string>, std::uint64_t> ev_groups;
+    for (auto& e : evictions) ev_groups[{e.reason, e.priority, e.stream}]++;
+    for (auto& [key, n] : ev_groups) {
+      count_eviction(std::get<0>(key), std::get<1>(key), std::get<2>(key), n);
+      log(LogLevel::warning, "evicted " + std::to_string(n) + " record(s) of priority " +
+                                 std::to_string(std::get<1>(key)) + ", stream \"" + std::get<2>(key) +
+                                 "\" (" + std::get<0>(key) + ")");
+    }
+  } catch (...) {
   }
 }
 

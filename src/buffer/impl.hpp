@@ -283,7 +283,7 @@ struct Buffer::Impl {
   AppendOutcome append_one(const RecordMeta& m, std::string_view payload);
   void append_core(const AppendItem* in, std::size_t n, AppendOutcome* out, std::string* reasons);
   std::string commit_failure(int rc, AppendOutcome& out);
-  void report_evictions(const std::vector<Eviction>& evictions);
+  void report_evictions(const std::vector<Eviction>& evictions) noexcept;
 
   // ---- staging.cpp: append_staged, one chunk per poll() ---------------------------------
   AppendOutcome stage(const RecordMeta& m, std::string_view payload);
