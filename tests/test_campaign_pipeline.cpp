@@ -155,7 +155,11 @@ TEST_CASE("Capture::set_triggers waits for open events and keeps the pre-trigger
   REQUIRE_FALSE(refused.ok());
   CHECK(refused.error().is(errc::would_block));
   CHECK(cap.triggers().size() == 1);
-  for (t += 0.1; t < 6; t += 0.1) p.push(imu, t, {0.0, 0.0});  // the event closes
+  for (t += 0.1; t < 6; t += 0.1) p.push(imu, t, {0.0, 0.0});  // the event closes ...
+  // ... into the hand-off, where it still counts: it is encoded with its own campaign's metadata.
+  CHECK(cap.has_open_events());
+  CHECK_FALSE(cap.set_triggers({fast}, {{"campaign_id", "x"}}).ok());
+  p.poll();  // delivers it
   REQUIRE_FALSE(cap.has_open_events());
   auto bad = cap.set_triggers({threshold_trigger("g", "gps", "x", ThresholdOp::above, 1)}, {});
   CHECK_FALSE(bad.ok());
