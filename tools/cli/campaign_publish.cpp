@@ -1,7 +1,6 @@
 // `fleetpipe campaign publish|rollout|suspend|resume`: a new signed version of a campaign,
 // uploaded to `{prefix}/_campaigns/<id>.json` (docs/campaigns.md).
 #include <CLI/CLI.hpp>
-#include <boost/asio/io_context.hpp>
 
 #include <cstdio>
 #include <fstream>
@@ -17,8 +16,7 @@
 #include "cli/commands.hpp"
 #include "fleetpipe/campaign.hpp"
 #include "fleetpipe/query.hpp"
-#include "s3/credentials.hpp"
-#include "s3/s3_client.hpp"
+#include "s3/put_once.hpp"
 
 namespace fleetpipe::cli {
 namespace {
@@ -38,34 +36,6 @@ struct PublishOptions {
 int fail(const char* what, const std::string& message) {
   std::fprintf(stderr, "fleetpipe campaign %s: %s\n", what, message.c_str());
   return 1;
-}
-
-// One PUT through the S3 client (no retry: the operator sees the error and runs it again).
-Result<void> put_object(const UploaderConfig& cfg, const std::string& key, const std::string& body) {
-  boost::asio::io_context ioc;
-  detail::CredentialResolver creds(cfg.credentials, nullptr);
-  detail::S3Client::Hooks hooks;
-  hooks.credentials = [&creds] { return creds.get(); };
-  hooks.wall = [] { return std::chrono::system_clock::now(); };
-  hooks.mono = [] { return std::chrono::steady_clock::now(); };
-  auto client = detail::S3Client::create(ioc, cfg, std::move(hooks));
-  if (!client) return std::move(client).error();
-  detail::S3Request req;
-  req.method = "PUT";
-  req.key = key;
-  req.headers = {{"content-type", "application/json"}};
-  req.body_inline = body;
-  req.body_size = body.size();
-  std::optional<detail::S3Outcome> out;
-  (*client)->async_send(std::move(req), [&](detail::S3Outcome o) { out = std::move(o); });
-  while (!out && ioc.run_one() > 0) {
-  }
-  if (!out) return Error(errc::internal, "PUT finished without an outcome");
-  if (!out->ok) {
-    return Error(detail::errc_of(out->failure.cls),
-                 "PUT s3://" + cfg.bucket + "/" + key + ": " + out->failure.message);
-  }
-  return {};
 }
 
 // The document of the envelope now in the bucket (nullopt when there is none).
@@ -98,7 +68,7 @@ int sign_and_put(const char* what, const PublishOptions& o, const UploaderConfig
   if (!env) return fail(what, env.error().message);
   const std::string id = doc.value("id", "");
   const std::string key = campaign_object_key(cfg.prefix, id);
-  if (auto r = put_object(cfg, key, *env); !r) return fail(what, r.error().message);
+  if (auto r = detail::put_once(cfg, key, *env); !r) return fail(what, r.error().message);
   std::printf("%s: campaign %s version %llu -> s3://%s/%s\n", what, id.c_str(),
               static_cast<unsigned long long>(doc.value("version", 0ull)), cfg.bucket.c_str(),
               key.c_str());
