@@ -308,13 +308,16 @@ bool Pipeline::poll(std::chrono::microseconds budget) {
     if (auto r = m.buffer->poll(); !r) m.note_error("buffer", r.error().message);
     auto t2 = SteadyClock::now();
     pp.buffer_poll = t2 - t1;
-    // Events finished since the last poll, oldest first, while at least half the budget is
-    // left; regardless of the budget when half the hand-off is taken (so it never fills while
-    // the host polls).
+    // Events finished since the last poll, oldest first: at least one per poll (so a platform
+    // whose poll steps alone take half the budget still makes progress), more while at least
+    // half the budget is left, and regardless of the budget when half the hand-off is taken (so
+    // it never fills while the host polls).
     m.sink->spent = {};
     const auto half = start + budget / 2;
+    bool first = true;
     while (m.capture->pending_events() &&
-           (SteadyClock::now() < half || 2 * m.capture->pending_events() >= m.handoff_slots)) {
+           (first || SteadyClock::now() < half || 2 * m.capture->pending_events() >= m.handoff_slots)) {
+      first = false;
       pp.events_delivered += static_cast<std::uint32_t>(m.capture->deliver(1));
     }
     auto t3 = SteadyClock::now();
