@@ -116,10 +116,16 @@ struct Device {
     REQUIRE(applied == std::vector<std::string>{"fleet@1"});
     return now;
   }
-  // Runs the loop until the agent has made one more request (at most 15 min).
+  // Runs the loop until the agent has made one more request (at most 15 min), then the polls
+  // that take its reply through (one step each: verify, check and take, persist, apply).
   void next_fetch() {
     const auto n = bucket->requests.size();
     for (int i = 0; i < 900 && bucket->requests.size() == n; ++i) {
+      agent->poll();
+      clock.advance(seconds(1));
+    }
+    REQUIRE(bucket->requests.size() == n + 1);
+    for (int i = 0; i < 4; ++i) {
       agent->poll();
       clock.advance(seconds(1));
     }
@@ -480,4 +486,32 @@ TEST_CASE("a later-starting version keeps the running one in force until its sta
   dev.run_for(minutes(30));
   CHECK(dev.applied == std::vector<std::string>{"fleet@1", "fleet@2"});
   CHECK(dev.status().state == CampaignState::active);
+}
+
+TEST_CASE("a fetched document is verified, taken, persisted and applied in separate polls",
+          "[campaign]") {
+  FakeBucket bucket;
+  Device dev(bucket);
+  dev.boot();
+  bucket.put(kKey, signed_envelope(campaign_doc("fleet", 1, dev.clock.wall())));
+  // The poll that receives the reply does nothing else with it.
+  for (int i = 0; i < 120 && bucket.requests.empty(); ++i) {
+    dev.agent->poll();
+    dev.clock.advance(seconds(1));
+  }
+  REQUIRE(bucket.requests.size() == 1);
+  CHECK(dev.updates("accepted") == 0);
+  CHECK(dev.state.empty());
+  dev.agent->poll();  // the signature check
+  CHECK(dev.updates("accepted") == 0);
+  dev.agent->poll();  // version, expiry and target checks; the triggers resolved
+  CHECK(dev.updates("accepted") == 1);
+  CHECK(dev.state.empty());
+  CHECK(dev.applied.empty());
+  dev.agent->poll();  // the state table write
+  CHECK(dev.state.count("campaign/fleet") == 1);
+  CHECK(dev.applied.empty());
+  dev.agent->poll();  // in force only once it is persisted
+  CHECK(dev.applied == std::vector<std::string>{"fleet@1"});
+  CHECK(bucket.requests.size() == 1);
 }

@@ -315,7 +315,9 @@ class CampaignAgent {
   /// verifies is dropped, counted and logged, not an error.
   Result<void> resume();
   /// Starts the fetches that are due and applies start/expiry transitions. Cheap when nothing
-  /// is due (clock reads and comparisons).
+  /// is due (clock reads and comparisons). A fetched document takes one step per call (verify
+  /// the signature, then check and resolve it, then persist it), and it is applied at the call
+  /// after that, so no single call does more than one of them.
   void poll();
   /// Monotonic time of the next fetch that is due (for an owner that sleeps).
   MonoTime next_fetch_due() const noexcept;

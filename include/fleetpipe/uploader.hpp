@@ -227,6 +227,9 @@ class Uploader {
   /// (bodies above 4 MiB are refused). A shutdown() drops it. Driving thread only.
   void fetch_object(std::string key, std::string if_none_match,
                     std::function<void(fleetpipe::Result<FetchReply>)> done);
+  /// Sets up fetch_object's connection state now (TLS context, CA file) instead of in the first
+  /// fetch, so that work stays out of the owner's poll(). Errors: tls_error (CA file). Optional.
+  fleetpipe::Result<void> prepare_fetch();
 
   /// True when no batch is leased and nothing is in flight.
   bool idle() const;

@@ -68,6 +68,11 @@ struct CampaignAgent::Impl {
     // until the new start (in memory only; after a reboot the new one waits alone).
     std::optional<CampaignDocument> bridge_doc;
     std::optional<CampaignApplication> bridge_app;
+    // A fetched document goes through one step per poll (verify, then take, then persist), so
+    // the signature check, the trigger resolution and the state write never share one poll().
+    enum class Step { none, verify, take, persist } step = Step::none;
+    std::string received;                    // the body fetched (Step::verify)
+    std::optional<OpenedCampaign> verified;  // its verified document (Step::take)
   };
 
   CampaignAgentConfig config;
@@ -154,46 +159,87 @@ struct CampaignAgent::Impl {
       return;
     }
     s.seen_etag = reply->etag;
-    auto opened = open_campaign_envelope(reply->body, config.settings.trusted_keys);
-    if (!opened) return reject(s, opened.error());
-    const CampaignDocument& doc = opened->document;
+    s.received = std::move(reply->body);
+    s.step = Slot::Step::verify;
+  }
+
+  // Runs the next step of a fetched document; true when there was one.
+  bool advance(Slot& s) {
+    switch (s.step) {
+      case Slot::Step::none:
+        return false;
+      case Slot::Step::verify: {
+        s.step = Slot::Step::none;
+        auto opened = open_campaign_envelope(s.received, config.settings.trusted_keys);
+        if (!opened) {
+          s.received.clear();
+          reject(s, opened.error());
+          return true;
+        }
+        s.verified = std::move(*opened);
+        s.step = Slot::Step::take;
+        return true;
+      }
+      case Slot::Step::take: {
+        s.step = Slot::Step::none;
+        OpenedCampaign opened = std::move(*s.verified);
+        s.verified.reset();
+        std::string envelope = std::move(s.received);
+        s.received.clear();
+        if (take_checked(s, std::move(opened), std::move(envelope))) s.step = Slot::Step::persist;
+        return true;
+      }
+      case Slot::Step::persist:
+        s.step = Slot::Step::none;
+        persist(s);
+        return true;
+    }
+    return false;
+  }
+
+  // The checks on a verified document against the accepted one, then take(); true when the
+  // slot's record must be persisted (accepted, or the same document under a new ETag).
+  bool take_checked(Slot& s, OpenedCampaign opened, std::string envelope) {
+    const CampaignDocument& doc = opened.document;
     if (doc.id != s.id) {
-      return reject(s, detail::campaign_error(campaign_errc::invalid,
-                                              "/id: the object of campaign \"" + s.id +
-                                                  "\" holds campaign \"" + doc.id + "\"",
-                                              "/id"));
+      reject(s, detail::campaign_error(campaign_errc::invalid,
+                                       "/id: the object of campaign \"" + s.id +
+                                           "\" holds campaign \"" + doc.id + "\"",
+                                       "/id"));
+      return false;
     }
     if (s.accepted) {
       const std::uint64_t have = s.accepted->document.version;
-      if (doc.version == have && detail::campaign_sha256(opened->payload) == s.accepted_digest) {
+      if (doc.version == have && detail::campaign_sha256(opened.payload) == s.accepted_digest) {
         count(kUnchanged);
-        persist(s);  // the new ETag saves a download after a reboot
-        return;
+        return true;  // the new ETag saves a download after a reboot
       }
       if (doc.version <= have) {
-        return reject(s, detail::campaign_error(
-                             campaign_errc::rollback,
-                             "/version: " + std::to_string(doc.version) +
-                                 (doc.version == have ? " with other content than the accepted "
-                                                      : " is older than the accepted ") +
-                                 std::to_string(have),
-                             "/version"));
+        reject(s, detail::campaign_error(
+                      campaign_errc::rollback,
+                      "/version: " + std::to_string(doc.version) +
+                          (doc.version == have ? " with other content than the accepted "
+                                               : " is older than the accepted ") +
+                          std::to_string(have),
+                      "/version"));
+        return false;
       }
     }
     if (port.clock->wall() >= doc.expiry) {
-      return reject(s, detail::campaign_error(campaign_errc::expired,
-                                              "/expiry: " + format_campaign_time(doc.expiry) +
-                                                  " has passed",
-                                              "/expiry"));
+      reject(s, detail::campaign_error(campaign_errc::expired,
+                                       "/expiry: " + format_campaign_time(doc.expiry) +
+                                           " has passed",
+                                       "/expiry"));
+      return false;
     }
-    if (auto t = take(s, std::move(*opened), std::move(reply->body)); !t) {
-      return reject(s, t.error());
+    if (auto t = take(s, std::move(opened), std::move(envelope)); !t) {
+      reject(s, t.error());
+      return false;
     }
     count(kAccepted);
     log(LogLevel::info, "campaign \"" + s.id + "\" version " +
                             std::to_string(s.accepted->document.version) + " accepted");
-    persist(s);
-    evaluate();
+    return true;
   }
 
   void persist(Slot& s) {
@@ -358,9 +404,13 @@ Result<void> CampaignAgent::resume() {
 
 void CampaignAgent::poll() {
   auto& d = *impl_;
+  // One step of one fetched document per poll; the apply (evaluate) comes in a later poll.
+  for (auto& s : d.slots) {
+    if (d.advance(s)) return;
+  }
   const MonoTime now = d.port.clock->monotonic();
   for (auto& s : d.slots) {
-    if (s.in_flight || now < s.next_fetch) continue;
+    if (s.in_flight || s.step != Impl::Slot::Step::none || now < s.next_fetch) continue;
     s.in_flight = true;
     s.next_fetch = now + d.interval_with_jitter();
     std::weak_ptr<int> alive = d.alive;

@@ -53,6 +53,10 @@ Result<void> Pipeline::Impl::start_campaigns() {
   };
   hooks.store_get = [this](std::string_view key) { return buffer->get_state(key); };
 
+  // The fetch connection's TLS context (CA file) is loaded here, not in the first poll that
+  // fetches; a failure is left to that fetch, which reports it through the agent's counters.
+  if (uploader) (void)uploader->prepare_fetch();
+
   auto agent = CampaignAgent::create(std::move(ac), std::move(device), port, metrics,
                                      std::move(hooks));
   if (!agent) return std::move(agent).error();

@@ -117,6 +117,7 @@ class Engine : public std::enable_shared_from_this<Engine> {
   // ---- conditional GETs (fetch.cpp): campaigns, driving thread only -----------------------
   void fetch_object(std::string key, std::string if_none_match,
                     std::function<void(Result<FetchReply>)> done);
+  Result<void> prepare_fetch();
 
   // ---- heartbeats (heartbeat.cpp), driving thread only ------------------------------------
   void send_heartbeat(std::string_view device, const std::function<Result<std::string>()>& build,

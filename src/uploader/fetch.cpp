@@ -7,6 +7,14 @@
 
 namespace fleetpipe::uploader_internal {
 
+Result<void> Engine::prepare_fetch() {
+  if (fetch_client_) return {};
+  auto c = detail::S3Client::create(ioc_, cfg_, client_hooks(false));
+  if (!c) return std::move(c).error();
+  fetch_client_ = std::move(*c);
+  return {};
+}
+
 void Engine::fetch_object(std::string key, std::string if_none_match,
                           std::function<void(Result<FetchReply>)> done) {
   if (port_.network->get() == NetworkState::offline) {
@@ -15,11 +23,7 @@ void Engine::fetch_object(std::string key, std::string if_none_match,
   if (shaper_.paused_now()) {  // a paused link carries nothing (as for heartbeats)
     return done(Error(errc::paused, "uploads are paused"));
   }
-  if (!fetch_client_) {
-    auto c = detail::S3Client::create(ioc_, cfg_, client_hooks(false));
-    if (!c) return done(std::move(c).error());
-    fetch_client_ = std::move(*c);
-  }
+  if (auto r = prepare_fetch(); !r) return done(std::move(r).error());
   if (fetch_client_->busy()) {
     return done(Error(errc::would_block, "the previous fetch is still in flight"));
   }

@@ -89,6 +89,7 @@ void Uploader::fetch_object(std::string key, std::string if_none_match,
                             std::function<void(Result<FetchReply>)> done) {
   impl_->engine->fetch_object(std::move(key), std::move(if_none_match), std::move(done));
 }
+Result<void> Uploader::prepare_fetch() { return impl_->engine->prepare_fetch(); }
 
 void Uploader::send_heartbeat(std::string_view device, const std::function<Result<std::string>()>& build,
                               std::function<void(const HeartbeatOutcome&)> done) {

@@ -120,9 +120,11 @@ struct Fleet {
       p->poll();
       while (updates(*p) == before && std::chrono::steady_clock::now() < deadline) {
         p->run_for(5ms);
+        p->poll();  // a fetched document is verified, then checked, one step per poll
       }
       REQUIRE(updates(*p) > before);
-      p->poll();  // the trigger switch comes at the next poll (a clean point)
+      // Then the state-table write, the apply, and the trigger switch at the next clean point.
+      for (int i = 0; i < 3; ++i) p->poll();
     }
   }
 
