@@ -66,6 +66,7 @@ TEST_CASE("the example uploader config parses with every key", "[uploader_config
   CHECK(c.virtual_host_style);
   CHECK(c.connect_timeout_s == 10);
   CHECK(c.credentials.profile == "fleet-uploader");
+  CHECK(c.content_md5);
   CHECK(c.target_object_bytes == 8ull << 20);
   CHECK(c.max_object_age_s == 60);
   CHECK(c.abandon_multipart_after_s == 7 * 86400);
@@ -80,6 +81,14 @@ TEST_CASE("the example uploader config parses with every key", "[uploader_config
   CHECK(c.schedule.windows[0].bytes_per_second == 5000000);
   CHECK(c.schedule.windows[1].pause);
   CHECK(c.schedule.utc_offset_minutes == 60);
+}
+
+TEST_CASE("content_md5 can be turned off", "[uploader_config]") {
+  auto r = parse_uploader(R"({"unsigned_payload": true, "content_md5": false})");
+  REQUIRE(r.ok());
+  CHECK_FALSE(r->uploader.content_md5);
+  CHECK(r->uploader.unsigned_payload);
+  CHECK(error_of(R"({"content_md5": "no"})").rfind("/uploader/content_md5:", 0) == 0);
 }
 
 TEST_CASE("out-of-range values name the key and the value", "[uploader_config]") {

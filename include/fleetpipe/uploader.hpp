@@ -94,6 +94,10 @@ struct UploaderConfig {
   // --- who -------------------------------------------------------------------------------
   UploaderCredentialsConfig credentials;
   bool unsigned_payload = false;    ///< sign UNSIGNED-PAYLOAD (Content-MD5 still sent)
+  /// Send Content-MD5 with each PutObject (the server checks the body, the ETag is compared).
+  /// false with unsigned_payload: an object's body is not hashed at all, as `curl -T` sends it;
+  /// TLS still protects it in transit. Multipart parts keep theirs (resume checks their ETags).
+  bool content_md5 = true;
   // --- what ------------------------------------------------------------------------------
   std::string prefix = "fleetpipe";
   std::string key_template =

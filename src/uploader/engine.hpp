@@ -206,7 +206,9 @@ class Engine : public std::enable_shared_from_this<Engine> {
     }
     return {};
   }
-  Result<Digests> digest(const Batch& b, const ObjectPlan& p, std::uint64_t off, std::uint64_t len);
+  // The range's MD5 (unless !with_md5) and SHA-256 (unless unsigned_payload), one pass.
+  Result<Digests> digest(const Batch& b, const ObjectPlan& p, std::uint64_t off, std::uint64_t len,
+                         bool with_md5 = true);
   Result<std::string_view> object_piece(const Batch& b, const ObjectPlan& p, std::uint64_t off,
                                         std::uint64_t max, bool may_copy);
   std::string object_campaigns(const Batch& b, const ObjectPlan& p);

@@ -39,17 +39,18 @@ Result<std::size_t> Engine::read_object(const Batch& b, const ObjectPlan& p, std
 }
 
 // First pass over LMDB: MD5 (always) and SHA-256 (when the payload is signed).
-Result<Digests> Engine::digest(const Batch& b, const ObjectPlan& p, std::uint64_t off, std::uint64_t len) {
-  detail::Digest md5(detail::Digest::Kind::md5);
-  std::optional<detail::Digest> sha;
+Result<Digests> Engine::digest(const Batch& b, const ObjectPlan& p, std::uint64_t off, std::uint64_t len,
+                               bool with_md5) {
+  std::optional<detail::Digest> md5, sha;
+  if (with_md5) md5.emplace(detail::Digest::Kind::md5);
   if (!cfg_.unsigned_payload) sha.emplace(detail::Digest::Kind::sha256);
   auto r = visit_object(b, p, off, len, [&](const char* d, std::size_t n) {
-    md5.update(d, n);
+    if (md5) md5->update(d, n);
     if (sha) sha->update(d, n);
   });
   if (!r) return std::move(r).error();
   Digests d;
-  d.md5_raw = md5.finish();
+  if (md5) d.md5_raw = md5->finish();
   d.sha256_hex = sha ? detail::to_hex(sha->finish()) : "UNSIGNED-PAYLOAD";
   return d;
 }
@@ -143,7 +144,8 @@ HeaderList Engine::object_headers(const Batch& b, const ObjectPlan& p) {
 
 void Engine::put_object(ObjectPlan& p, bool hashed_ahead) {
   Batch& b = *batch_;
-  if (!hashed_ahead && p.size > cfg_.io_chunk_bytes) {
+  const bool hash = cfg_.content_md5 || !cfg_.unsigned_payload;  // else nothing reads the body twice
+  if (hash && !hashed_ahead && p.size > cfg_.io_chunk_bytes) {
     // Hash in kDigestSliceBytes slices between handlers, as for multipart parts, so one large
     // object cannot hold the host's poll() for a whole MD5 pass (tens of ms for 8 MiB).
     start_digest_ahead(p, {{0, p.size}});
@@ -154,23 +156,24 @@ void Engine::put_object(ObjectPlan& p, bool hashed_ahead) {
     };
     return;
   }
-  auto d = hashed_ahead ? part_digest(p, 0, p.size) : digest(b, p, 0, p.size);
+  Result<Digests> d = Digests{{}, "UNSIGNED-PAYLOAD"};
+  if (hash) d = hashed_ahead ? part_digest(p, 0, p.size) : digest(b, p, 0, p.size, cfg_.content_md5);
   if (!d) return object_unreadable(p, d.error());
   S3Request r;
   r.method = "PUT";
   r.key = p.key;
   r.headers = object_headers(b, p);
-  r.headers.emplace_back("content-md5", detail::base64_encode(d->md5_raw));
+  if (cfg_.content_md5) r.headers.emplace_back("content-md5", detail::base64_encode(d->md5_raw));
   r.body_size = p.size;
   r.payload_sha256 = d->sha256_hex;
   Batch* bp = &b;
   ObjectPlan* pp = &p;
   r.reader = [this, bp, pp](std::uint64_t off, char* out, std::size_t n) { return read_object(*bp, *pp, off, out, n); };
-  std::string want = detail::to_hex(d->md5_raw);
+  std::string want = cfg_.content_md5 ? detail::to_hex(d->md5_raw) : std::string();
   send(std::move(r), b.gen, [this, pp, want](S3Outcome o) {
     if (!o.ok) return handle_object_failure(*pp, o.failure);
     std::string etag = strip_quotes(o.response.header("ETag"));
-    if (!etag.empty() && etag.find('-') == std::string::npos && etag != want) {
+    if (!want.empty() && !etag.empty() && etag.find('-') == std::string::npos && etag != want) {
       etag_mismatch_->inc();
       detail::S3Failure f;
       f.cls = FailureClass::bad_digest;

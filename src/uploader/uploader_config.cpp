@@ -69,6 +69,7 @@ UploaderConfig parse_uploader_config(JsonReader& r) {
     k.finish();
   }
   c.unsigned_payload = r.boolean("unsigned_payload", c.unsigned_payload);
+  c.content_md5 = r.boolean("content_md5", c.content_md5);
   {
     auto o = r.object("objects");
     c.prefix = o.string("prefix", c.prefix);

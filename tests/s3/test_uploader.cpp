@@ -240,6 +240,26 @@ TEST_CASE("a PutObject larger than the I/O chunk is hashed in slices and reads b
   CHECK(r.metrics.value("fleetpipe_uploader_uploads_total", {{"result", "ok"}}) >= 1);
 }
 
+TEST_CASE("without Content-MD5 and with UNSIGNED-PAYLOAD a PutObject goes unhashed and reads back "
+          "byte-exact",
+          "[uploader][s3]") {
+  Rig r("nomd5");
+  std::string payload = pseudo_random((3u << 20) + 4242, 11);
+  REQUIRE((*r.buf)->append(meta("camera", "ev-nomd5", 1767225600000000000), payload).accepted);
+  auto cfg = base_config(r.env, r.bucket);
+  cfg.unsigned_payload = true;
+  cfg.content_md5 = false;
+  cfg.multipart_threshold_bytes = 16ull << 20;
+  cfg.large_record_bytes = 8ull << 20;
+  auto up = Uploader::create(cfg, **r.buf, r.port, r.metrics);
+  REQUIRE(up.ok());
+  REQUIRE(run_until(**up, [&] { return (*r.buf)->stats().records == 0 && (*up)->idle(); }));
+  auto [obj, bytes] = r.only_object("fp/stream=camera/");
+  CHECK(obj["etag"].get<std::string>().find('-') == std::string::npos);  // a single PUT
+  CHECK(bytes == payload);
+  CHECK(r.metrics.value("fleetpipe_uploader_etag_mismatch_total") == 0);
+}
+
 TEST_CASE("a wrong secret holds the uploader, not the records: counted, reported, nothing parked "
           "or lost",
           "[uploader][s3]") {
