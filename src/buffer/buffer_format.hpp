@@ -217,18 +217,17 @@ struct PersistentCounters {
     for (auto b : bytes) n += b;
     return n;
   }
-  std::string encode() const {
-    std::string s;
-    s.reserve(kSize);
-    put_le(s, next_id, 8);
-    put_le(s, static_cast<std::uint64_t>(wear_day), 8);
-    put_le(s, wear_bytes, 8);
-    put_le(s, parked, 8);
-    for (int p = 0; p < 8; ++p) {
-      put_le(s, records[p], 8);
-      put_le(s, bytes[p], 8);
+  /// The kSize bytes of the stored value at `p` (written straight into the page LMDB reserves).
+  void encode_to(char* p) const {
+    auto* u = reinterpret_cast<unsigned char*>(p);
+    boost::endian::store_little_u64(u, next_id);
+    boost::endian::store_little_u64(u + 8, static_cast<std::uint64_t>(wear_day));
+    boost::endian::store_little_u64(u + 16, wear_bytes);
+    boost::endian::store_little_u64(u + 24, parked);
+    for (int q = 0; q < 8; ++q) {
+      boost::endian::store_little_u64(u + 32 + 16 * q, records[q]);
+      boost::endian::store_little_u64(u + 40 + 16 * q, bytes[q]);
     }
-    return s;
   }
   static std::optional<PersistentCounters> decode(std::string_view v) {
     if (v.size() != kSize) return std::nullopt;

@@ -217,10 +217,14 @@ int Buffer::Impl::recount(MDB_txn* txn) {
   return 0;
 }
 
+// Every write transaction's: encoded in place, in the space LMDB reserves (no string per commit).
 int Buffer::Impl::put_counters(MDB_txn* txn) {
-  std::string c = pc.encode();
-  MDB_val k = val(kCountersKey, std::strlen(kCountersKey)), v = val(c.data(), c.size());
-  return mdb_put(txn, db_main, &k, &v, 0);
+  static const std::size_t key_len = std::strlen(kCountersKey);
+  MDB_val k = val(kCountersKey, key_len), v;
+  v.mv_size = PersistentCounters::kSize;
+  int rc = mdb_put(txn, db_main, &k, &v, MDB_RESERVE);
+  if (rc == 0) pc.encode_to(static_cast<char*>(v.mv_data));
+  return rc;
 }
 
 /// Moves data.mdb into quarantine/ (and drops lock.mdb); prunes old quarantined files.
