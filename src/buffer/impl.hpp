@@ -227,7 +227,8 @@ struct Buffer::Impl {
   /// A record ready to be written (compressed outside the transaction).
   struct Prepared {
     std::size_t index = 0;
-    std::string value;                // header + meta (+ inline payload)
+    std::string value;                // header + meta (+ compressed inline payload)
+    std::string_view inline_payload;  // raw inline payload, the caller's (stored after `value`)
     std::vector<std::string> chunks;  // chunk values (kind byte + data)
     RecordHeader header;
     std::string stream;
