@@ -23,7 +23,7 @@ inline constexpr const char* kDbRecords = "records";  // id(be64) -> RecordHeade
 inline constexpr const char* kDbOrder = "order";      // (7-priority u8, id be64) -> OrderValue
 inline constexpr const char* kDbChunks = "chunks";    // (id be64, index be32) -> kind u8 + data
 inline constexpr const char* kDbState = "state";      // uploader resume state, key -> value
-inline constexpr const char* kDbMeta = "meta";        // "format", "quota", "staging"
+inline constexpr const char* kDbMeta = "meta";        // "format", "quota", "chunk", "staging"
 inline constexpr const char* kDbParked = "parked";    // id(be64) -> reason, for parked records
 // The counters live in the main DB, beside the named databases' records: every commit rewrites
 // that page anyway (the trees' roots), so they cost no page of their own. Stores written before

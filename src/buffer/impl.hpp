@@ -75,7 +75,7 @@ struct Buffer::Impl {
           db_main = 0;
   std::uint64_t map_size = 0, map_cap = 0;
   mutable std::uint64_t file_bytes = 0;  // data.mdb's size at the last fstat (note_file_size)
-  std::size_t chunk_raw = 0;     // payload bytes per chunk (a chunk value fills whole pages)
+  std::size_t chunk_raw = 0;     // payload bytes per chunk (a chunk value fills whole pages), the store's
 
   PersistentCounters pc;      // mirror of the stored counters as of the last commit
   bool env_broken = false;    // MDB_PANIC / corruption seen: reopen when no lease is open
@@ -197,6 +197,7 @@ struct Buffer::Impl {
   int open_env(std::string& why);
   int recount(MDB_txn* txn);
   int put_counters(MDB_txn* txn);
+  int use_stored_chunk_size(MDB_txn* txn);
   void quarantine(const std::string& why);
   Result<void> open_or_recover();
   void note_failure(int rc);
