@@ -49,8 +49,14 @@ std::uint64_t Buffer::Impl::file_bytes_bound() const {
   return std::max<std::uint64_t>(file_bytes, (static_cast<std::uint64_t>(info.me_last_pgno) + 1) * st.ms_psize);
 }
 
+// At most one fstat per bound: a file that stays under its bound (pages LMDB allocated but did
+// not write) costs no stat per call.
 std::uint64_t Buffer::Impl::exact_file_bytes() const {
-  if (file_bytes_bound() > file_bytes) note_file_size();
+  const std::uint64_t bound = file_bytes_bound();
+  if (bound > file_bytes && bound != file_bytes_checked_at) {
+    note_file_size();
+    file_bytes_checked_at = bound;
+  }
   return file_bytes;
 }
 

@@ -75,6 +75,7 @@ struct Buffer::Impl {
           db_main = 0;
   std::uint64_t map_size = 0, map_cap = 0;
   mutable std::uint64_t file_bytes = 0;  // data.mdb's size at the last fstat (note_file_size)
+  mutable std::uint64_t file_bytes_checked_at = 0;  // file_bytes_bound() at exact_file_bytes()' last fstat
   std::size_t chunk_raw = 0;     // payload bytes per chunk (a chunk value fills whole pages), the store's
 
   PersistentCounters pc;      // mirror of the stored counters as of the last commit

@@ -173,6 +173,7 @@ int Buffer::Impl::open_env(std::string& why) {
   if (rc) return close_env(), why = "commit: " + lmdb::text(rc), rc;
   env_broken = false;
   note_file_size();
+  file_bytes_checked_at = 0;
   refresh_gauges();
   start_checkpoints();
   if (rolled_back_at_open) m_rollbacks->inc();
