@@ -1052,6 +1052,34 @@ std::string read_all(Buffer& b, RecordId id, std::size_t n) {
 }
 }  // namespace
 
+TEST_CASE("a store keeps the chunk size it was created with: a later chunk_bytes applies to new stores only") {
+  Env e("buf-chunk-size");
+  e.cfg.chunk_bytes = 64 * 1024;
+  const std::string first = random_bytes(300000, 21), second = random_bytes(200000, 22);
+  RecordId a = 0;
+  {
+    auto b = e.open();
+    a = b->append(meta(1), first).id;
+    REQUIRE(a != 0);
+  }
+  e.cfg.chunk_bytes = 256 * 1024;  // reopened with another size: its 64 KiB chunks still read back
+  auto b = e.open();
+  auto o = b->append(meta(1), second);
+  REQUIRE(o.accepted);
+  CHECK(read_all(*b, a, first.size()) == first);
+  CHECK(read_all(*b, o.id, second.size()) == second);
+  auto l = b->lease(UINT64_MAX);
+  REQUIRE(l->records().size() == 2);
+  auto piece = l->payload_piece(0, 0, SIZE_MAX);
+  REQUIRE(piece.ok());
+  CHECK(piece->size() == 64 * 1024 - 17);  // one stored chunk of the store's size
+  l->release();
+  REQUIRE(b->ack({a, o.id}).ok());  // deleting walks the same chunk indexes
+  CHECK(e.logged("keeps the chunk size it was created with, 65536 bytes"));
+  b.reset();
+  CHECK(raw_chunk_entries(e.cfg.path) == 0);
+}
+
 TEST_CASE("a store that kept its counters in meta (older versions) opens with them intact") {
   // The counters moved to the main DB (no page of their own per commit). Rewrite a store the
   // old way with raw LMDB: counters under meta/"counters", none in the main DB.

@@ -96,10 +96,11 @@ Result<FsStats> Buffer::Impl::headroom_stats() {
   constexpr std::uint64_t kInodeMargin = 1024;
   FsStatsCache& c = fs_cache;
   const MonoTime now = port.clock->monotonic();
-  if (c.valid && !fs_pressure && now >= c.at && now - c.at < kMaxAge && file_bytes >= c.file_bytes &&
-      file_bytes - c.file_bytes < kMaxGrowth) {
+  const std::uint64_t file = file_bytes_bound();  // data.mdb is no larger than this
+  if (c.valid && !fs_pressure && now >= c.at && now - c.at < kMaxAge && file >= c.file_bytes &&
+      file - c.file_bytes < kMaxGrowth) {
     FsStats s = c.stats;
-    const std::uint64_t grown = file_bytes - c.file_bytes;
+    const std::uint64_t grown = file - c.file_bytes;
     s.free_bytes = s.free_bytes > grown ? s.free_bytes - grown : 0;
     if (s.free_bytes > cfg.min_free_bytes + kByteMargin && s.free_inodes > cfg.min_free_inodes + kInodeMargin)
       return s;
@@ -109,7 +110,7 @@ Result<FsStats> Buffer::Impl::headroom_stats() {
   if (st) {
     c.stats = *st;
     c.at = now;
-    c.file_bytes = file_bytes;
+    c.file_bytes = exact_file_bytes();
   }
   return st;
 }
@@ -165,7 +166,7 @@ std::uint64_t Buffer::Impl::free_in_file(MDB_txn* txn) {
     MDB_stat ds;
     if (mdb_stat(txn, d, &ds) == 0) used += ds.ms_branch_pages + ds.ms_leaf_pages + ds.ms_overflow_pages;
   }
-  std::uint64_t file = file_bytes / st.ms_psize;  // unchanged since the last commit
+  std::uint64_t file = file_bytes / st.ms_psize;  // at the last fstat: max() below bounds its growth
   std::uint64_t high = static_cast<std::uint64_t>(info.me_last_pgno) + 1;
   std::uint64_t pages = std::max(file, high);
   // Pages freed by the last transactions (copy-on-write of the trees) are not reusable yet

@@ -68,10 +68,14 @@ void Buffer::Impl::append_core(const AppendItem* in, std::size_t n, AppendOutcom
   // Count and log (after the outcome is final: a failed commit evicted nothing). The outcome
   // stands whatever happens here: out of memory while grouping or formatting loses a log line
   // or a labelled count, never turns a stored record into an exception for the caller.
-  for (std::size_t i = 0; i < n; ++i)
-    if (out[i].accepted) m_appended.inc();
-  for (auto& p : prepared)
-    if (out[p.index].accepted) m_appended_bytes.inc(p.header.stored_bytes);
+  std::uint64_t accepted = 0, accepted_bytes = 0;
+  for (auto& p : prepared) {
+    if (!out[p.index].accepted) continue;
+    ++accepted;
+    accepted_bytes += p.header.stored_bytes;
+  }
+  m_appended.inc(accepted);
+  m_appended_bytes.inc(accepted_bytes);
   try {
     report_evictions(evictions);
     std::map<std::tuple<std::string, int, std::string>, std::pair<std::uint64_t, std::string>> rj;

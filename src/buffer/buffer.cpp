@@ -203,7 +203,7 @@ BufferStats Buffer::stats() const {
   s.parked = b.pc.parked;
   s.staged = b.staged.active ? 1 : 0;
   s.map_bytes = b.map_size;
-  s.file_bytes = b.file_bytes;
+  s.file_bytes = b.exact_file_bytes();
   s.written_today = b.pc.wear_day == utc_day(wall_ns(b.port)) ? b.pc.wear_bytes : 0;
   s.evicted_total = b.evicted_total;
   s.rejected_total = b.rejected_total;

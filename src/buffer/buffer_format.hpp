@@ -23,7 +23,7 @@ inline constexpr const char* kDbRecords = "records";  // id(be64) -> RecordHeade
 inline constexpr const char* kDbOrder = "order";      // (7-priority u8, id be64) -> OrderValue
 inline constexpr const char* kDbChunks = "chunks";    // (id be64, index be32) -> kind u8 + data
 inline constexpr const char* kDbState = "state";      // uploader resume state, key -> value
-inline constexpr const char* kDbMeta = "meta";        // "format", "quota", "staging"
+inline constexpr const char* kDbMeta = "meta";        // "format", "quota", "chunk", "staging"
 inline constexpr const char* kDbParked = "parked";    // id(be64) -> reason, for parked records
 // The counters live in the main DB, beside the named databases' records: every commit rewrites
 // that page anyway (the trees' roots), so they cost no page of their own. Stores written before
@@ -76,15 +76,22 @@ struct RecordHeader {
   std::uint64_t stored_bytes = 0;   // quota accounting: whole value + chunk values
   std::int64_t append_ns = 0;       // wall clock at append
 
+  /// The kSize bytes at `p`.
+  void encode_to(char* p) const {
+    auto* u = reinterpret_cast<unsigned char*>(p);
+    u[0] = version;
+    u[1] = priority;
+    u[2] = flags;
+    u[3] = 0;
+    boost::endian::store_little_u32(u + 4, meta_len);
+    boost::endian::store_little_u64(u + 8, payload_size);
+    boost::endian::store_little_u64(u + 16, stored_bytes);
+    boost::endian::store_little_u64(u + 24, static_cast<std::uint64_t>(append_ns));
+  }
   void encode(std::string& s) const {
-    s.push_back(static_cast<char>(version));
-    s.push_back(static_cast<char>(priority));
-    s.push_back(static_cast<char>(flags));
-    s.push_back(0);
-    put_le(s, meta_len, 4);
-    put_le(s, payload_size, 8);
-    put_le(s, stored_bytes, 8);
-    put_le(s, static_cast<std::uint64_t>(append_ns), 8);
+    const std::size_t at = s.size();
+    s.resize(at + kSize);
+    encode_to(s.data() + at);
   }
   static std::optional<RecordHeader> decode(std::string_view v) {
     if (v.size() < kSize || static_cast<unsigned char>(v[0]) != 1) return std::nullopt;
@@ -141,24 +148,46 @@ struct ChunkKey {
   }
 };
 
-/// Record metadata: u32-length-prefixed strings, i64 times, counted lists.
-inline void encode_meta(const RecordMeta& m, std::string& s) {
+/// Record metadata: u32-length-prefixed strings, i64 times, counted lists. meta_size() bytes.
+inline std::size_t meta_size(const RecordMeta& m) {
+  std::size_t n = 3 * 4 + m.stream.size() + m.event_id.size() + m.content_type.size() + 16 + 4 + 4;
+  for (const auto& t : m.trigger_ids) n += 4 + t.size();
+  for (const auto& [k, v] : m.metadata) n += 8 + k.size() + v.size();
+  return n;
+}
+/// Writes `m`'s metadata at `p` (meta_size(m) bytes, one pass, no string appends).
+inline void encode_meta_to(const RecordMeta& m, char* p) {
+  auto* u = reinterpret_cast<unsigned char*>(p);
+  auto u32 = [&](std::size_t x) {
+    boost::endian::store_little_u32(u, static_cast<std::uint32_t>(x));
+    u += 4;
+  };
+  auto u64 = [&](std::int64_t x) {
+    boost::endian::store_little_u64(u, static_cast<std::uint64_t>(x));
+    u += 8;
+  };
   auto str = [&](const std::string& x) {
-    put_le(s, x.size(), 4);
-    s.append(x);
+    u32(x.size());
+    std::memcpy(u, x.data(), x.size());
+    u += x.size();
   };
   str(m.stream);
   str(m.event_id);
   str(m.content_type);
-  put_le(s, static_cast<std::uint64_t>(m.start_ns), 8);
-  put_le(s, static_cast<std::uint64_t>(m.end_ns), 8);
-  put_le(s, m.trigger_ids.size(), 4);
+  u64(m.start_ns);
+  u64(m.end_ns);
+  u32(m.trigger_ids.size());
   for (const auto& t : m.trigger_ids) str(t);
-  put_le(s, m.metadata.size(), 4);
+  u32(m.metadata.size());
   for (const auto& [k, v] : m.metadata) {
     str(k);
     str(v);
   }
+}
+inline void encode_meta(const RecordMeta& m, std::string& s) {
+  const std::size_t at = s.size();
+  s.resize(at + meta_size(m));
+  encode_meta_to(m, s.data() + at);
 }
 
 inline bool decode_meta(std::string_view v, std::uint8_t priority, RecordMeta& m) {
@@ -217,18 +246,17 @@ struct PersistentCounters {
     for (auto b : bytes) n += b;
     return n;
   }
-  std::string encode() const {
-    std::string s;
-    s.reserve(kSize);
-    put_le(s, next_id, 8);
-    put_le(s, static_cast<std::uint64_t>(wear_day), 8);
-    put_le(s, wear_bytes, 8);
-    put_le(s, parked, 8);
-    for (int p = 0; p < 8; ++p) {
-      put_le(s, records[p], 8);
-      put_le(s, bytes[p], 8);
+  /// The kSize bytes of the stored value at `p` (written straight into the page LMDB reserves).
+  void encode_to(char* p) const {
+    auto* u = reinterpret_cast<unsigned char*>(p);
+    boost::endian::store_little_u64(u, next_id);
+    boost::endian::store_little_u64(u + 8, static_cast<std::uint64_t>(wear_day));
+    boost::endian::store_little_u64(u + 16, wear_bytes);
+    boost::endian::store_little_u64(u + 24, parked);
+    for (int q = 0; q < 8; ++q) {
+      boost::endian::store_little_u64(u + 32 + 16 * q, records[q]);
+      boost::endian::store_little_u64(u + 40 + 16 * q, bytes[q]);
     }
-    return s;
   }
   static std::optional<PersistentCounters> decode(std::string_view v) {
     if (v.size() != kSize) return std::nullopt;

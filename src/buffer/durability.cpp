@@ -37,10 +37,30 @@ bool Buffer::Impl::grow_map() {
   return true;
 }
 
-// fstat of the open data file after each commit: LMDB (no MDB_WRITEMAP) writes data.mdb only
-// when a transaction commits, so stats() and free_in_file() read this instead of a stat(2) by
-// path on every call.
-void Buffer::Impl::note_file_size() {
+// data.mdb's size without a stat(2) per commit. LMDB (no MDB_WRITEMAP) extends the file only by
+// writing pages, and every page it writes is at most the last used one: the file is at most
+// max(its size at the last fstat, (last_pgno + 1) pages). file_bytes is that fstat; the bound
+// is read from the environment (no system call); an fstat happens only where an exact size is
+// asked for (stats(), a fresh headroom query) and the bound says the file may have grown.
+std::uint64_t Buffer::Impl::file_bytes_bound() const {
+  MDB_envinfo info;
+  MDB_stat st;
+  if (!env || mdb_env_info(env.get(), &info) != 0 || mdb_env_stat(env.get(), &st) != 0) return file_bytes;
+  return std::max<std::uint64_t>(file_bytes, (static_cast<std::uint64_t>(info.me_last_pgno) + 1) * st.ms_psize);
+}
+
+// At most one fstat per bound: a file that stays under its bound (pages LMDB allocated but did
+// not write) costs no stat per call.
+std::uint64_t Buffer::Impl::exact_file_bytes() const {
+  const std::uint64_t bound = file_bytes_bound();
+  if (bound > file_bytes && bound != file_bytes_checked_at) {
+    note_file_size();
+    file_bytes_checked_at = bound;
+  }
+  return file_bytes;
+}
+
+void Buffer::Impl::note_file_size() const {
   mdb_filehandle_t fd;
   struct stat st {};
   if (env && mdb_env_get_fd(env.get(), &fd) == 0 && ::fstat(fd, &st) == 0)
@@ -48,7 +68,6 @@ void Buffer::Impl::note_file_size() {
 }
 
 void Buffer::Impl::after_commit(bool force_sync) {
-  note_file_size();
   if (cfg.durability == Durability::sync) return;
   unsynced = true;
   if (force_sync && cfg.durability == Durability::interval && cfg.async_sync) {

@@ -74,8 +74,9 @@ struct Buffer::Impl {
   MDB_dbi db_records = 0, db_order = 0, db_chunks = 0, db_state = 0, db_meta = 0, db_parked = 0,
           db_main = 0;
   std::uint64_t map_size = 0, map_cap = 0;
-  std::uint64_t file_bytes = 0;  // data.mdb's size as of the last commit (note_file_size)
-  std::size_t chunk_raw = 0;     // payload bytes per chunk (a chunk value fills whole pages)
+  mutable std::uint64_t file_bytes = 0;  // data.mdb's size at the last fstat (note_file_size)
+  mutable std::uint64_t file_bytes_checked_at = 0;  // file_bytes_bound() at exact_file_bytes()' last fstat
+  std::size_t chunk_raw = 0;     // payload bytes per chunk (a chunk value fills whole pages), the store's
 
   PersistentCounters pc;      // mirror of the stored counters as of the last commit
   bool env_broken = false;    // MDB_PANIC / corruption seen: reopen when no lease is open
@@ -174,7 +175,7 @@ struct Buffer::Impl {
     bool valid = false;
     FsStats stats;
     MonoTime at{};
-    std::uint64_t file_bytes = 0;  // data.mdb's size when they were queried
+    std::uint64_t file_bytes = 0;  // data.mdb's size (fstat) when they were queried
   } fs_cache;
   std::string dir_string;  // dir.string(): the path every stats query is asked for
   std::uint64_t evicted_total = 0, rejected_total = 0, quarantined_total = 0;
@@ -197,6 +198,7 @@ struct Buffer::Impl {
   int open_env(std::string& why);
   int recount(MDB_txn* txn);
   int put_counters(MDB_txn* txn);
+  int use_stored_chunk_size(MDB_txn* txn);
   void quarantine(const std::string& why);
   Result<void> open_or_recover();
   void note_failure(int rc);
@@ -209,7 +211,9 @@ struct Buffer::Impl {
   int write_txn(Body&& body, bool force_sync = false);
   void grow_ahead();
   bool grow_map();
-  void note_file_size();
+  void note_file_size() const;
+  std::uint64_t file_bytes_bound() const;
+  std::uint64_t exact_file_bytes() const;
   void after_commit(bool force_sync);
   int sync_if_due(MonoTime now);
   void note_sync_result(int err);
@@ -225,7 +229,8 @@ struct Buffer::Impl {
   /// A record ready to be written (compressed outside the transaction).
   struct Prepared {
     std::size_t index = 0;
-    std::string value;                // header + meta (+ inline payload)
+    std::string value;                // header + meta (+ compressed inline payload)
+    std::string_view inline_payload;  // raw inline payload, the caller's (stored after `value`)
     std::vector<std::string> chunks;  // chunk values (kind byte + data)
     RecordHeader header;
     std::string stream;

@@ -98,7 +98,6 @@ int Buffer::Impl::open_env(std::string& why) {
     close_env();
     return MDB_CORRUPTED;
   }
-  chunk_raw = cfg.chunk_bytes - kPageHeader - 1;
   unpacked.valid = false;
 
   lmdb::Txn txn;
@@ -160,6 +159,7 @@ int Buffer::Impl::open_env(std::string& why) {
     rc = recount(txn.get());
     if (rc) return fail(rc, "recount: " + lmdb::text(rc));
   }
+  if ((rc = use_stored_chunk_size(txn.get()))) return fail(rc, "chunk size: " + lmdb::text(rc));
   if ((rc = drop_interrupted_staging(txn.get()))) return fail(rc, "staged chunks: " + lmdb::text(rc));
   // Quotas as last opened with, for `fleetpipe inspect`.
   std::string q;
@@ -173,10 +173,38 @@ int Buffer::Impl::open_env(std::string& why) {
   if (rc) return close_env(), why = "commit: " + lmdb::text(rc), rc;
   env_broken = false;
   note_file_size();
+  file_bytes_checked_at = 0;
   refresh_gauges();
   start_checkpoints();
   if (rolled_back_at_open) m_rollbacks->inc();
   rolled_back_at_open = false;
+  return 0;
+}
+
+/// Sets chunk_raw from the chunk size the store was created with (meta "chunk"): chunked records
+/// are read and deleted by chunk index, so a store keeps its size whatever a later config says
+/// (cfg.chunk_bytes applies to new stores). A store written before the key existed used the
+/// configured size — the only one it can have been read with — and records it now.
+int Buffer::Impl::use_stored_chunk_size(MDB_txn* txn) {
+  MDB_val k = val("chunk", 5), v;
+  int rc = mdb_get(txn, db_meta, &k, &v);
+  std::uint64_t bytes = cfg.chunk_bytes;
+  if (rc == 0) {
+    if (v.mv_size != 4) return MDB_CORRUPTED;
+    bytes = get_le(static_cast<const char*>(v.mv_data), 4);
+    if (bytes < 8192 || bytes % 4096 != 0) return MDB_CORRUPTED;
+    if (bytes != cfg.chunk_bytes)
+      log(LogLevel::info, "the store keeps the chunk size it was created with, " + std::to_string(bytes) +
+                              " bytes (chunk_bytes " + std::to_string(cfg.chunk_bytes) + " applies to new stores)");
+  } else if (rc == MDB_NOTFOUND) {
+    std::string b;
+    put_le(b, bytes, 4);
+    MDB_val bv = val(b.data(), b.size());
+    if ((rc = mdb_put(txn, db_meta, &k, &bv, 0))) return rc;
+  } else {
+    return rc;
+  }
+  chunk_raw = static_cast<std::size_t>(bytes) - kPageHeader - 1;
   return 0;
 }
 
@@ -217,10 +245,14 @@ int Buffer::Impl::recount(MDB_txn* txn) {
   return 0;
 }
 
+// Every write transaction's: encoded in place, in the space LMDB reserves (no string per commit).
 int Buffer::Impl::put_counters(MDB_txn* txn) {
-  std::string c = pc.encode();
-  MDB_val k = val(kCountersKey, std::strlen(kCountersKey)), v = val(c.data(), c.size());
-  return mdb_put(txn, db_main, &k, &v, 0);
+  static const std::size_t key_len = std::strlen(kCountersKey);
+  MDB_val k = val(kCountersKey, key_len), v;
+  v.mv_size = PersistentCounters::kSize;
+  int rc = mdb_put(txn, db_main, &k, &v, MDB_RESERVE);
+  if (rc == 0) pc.encode_to(static_cast<char*>(v.mv_data));
+  return rc;
 }
 
 /// Moves data.mdb into quarantine/ (and drops lock.mdb); prunes old quarantined files.

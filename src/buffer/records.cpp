@@ -43,19 +43,9 @@ bool Buffer::Impl::maybe_compress(std::string_view in, std::string& out) {
   return true;
 }
 
-namespace {
-/// encode_meta()'s output size for `m`.
-std::size_t meta_size(const RecordMeta& m) {
-  std::size_t n = 3 * 4 + m.stream.size() + m.event_id.size() + m.content_type.size() + 16 + 4 + 4;
-  for (const auto& t : m.trigger_ids) n += 4 + t.size();
-  for (const auto& [k, v] : m.metadata) n += 8 + k.size() + v.size();
-  return n;
-}
-}  // namespace
-
-/// The stored value is built in place, in one allocation: the header as if the payload were
-/// stored raw and inline, the metadata, the payload (compressed straight into the value when
-/// that pays); the header is rewritten when compression or chunking changed it.
+/// The stored value is built in place: the header, the metadata, then the payload — compressed
+/// into the value when that pays, else left where the caller has it (`inline_payload`) and
+/// copied once, by insert_record, into the page LMDB reserves.
 Buffer::Impl::Prepared Buffer::Impl::prepare(std::size_t index, const RecordMeta& m,
                                              std::string_view payload, std::int64_t now_ns) {
   Prepared p;
@@ -69,13 +59,9 @@ Buffer::Impl::Prepared Buffer::Impl::prepare(std::size_t index, const RecordMeta
   if (chunked) h.flags |= kChunked;
   const std::size_t meta = meta_size(m);
   h.meta_len = static_cast<std::uint32_t>(meta);
-  h.stored_bytes = RecordHeader::kSize + meta + (chunked ? 0 : payload.size());
-  const RecordHeader as_encoded = h;
   std::string& v = p.value;
-  v.reserve(RecordHeader::kSize + meta + (chunked ? 0 : payload.size()));
-  h.encode(v);
-  encode_meta(m, v);
-  h.meta_len = static_cast<std::uint32_t>(v.size() - RecordHeader::kSize);
+  v.resize(RecordHeader::kSize + meta);
+  encode_meta_to(m, v.data() + RecordHeader::kSize);
   std::uint64_t chunk_total = 0;
   if (chunked) {
     for (std::size_t off = 0; off < payload.size(); off += chunk_raw) {
@@ -91,14 +77,10 @@ Buffer::Impl::Prepared Buffer::Impl::prepare(std::size_t index, const RecordMeta
   } else if (maybe_compress(payload, v)) {
     h.flags |= kCompressed;
   } else {
-    v.append(payload);
+    p.inline_payload = payload;
   }
-  h.stored_bytes = v.size() + chunk_total;
-  if (h.flags != as_encoded.flags || h.meta_len != as_encoded.meta_len || h.stored_bytes != as_encoded.stored_bytes) {
-    std::string head;
-    h.encode(head);
-    std::memcpy(v.data(), head.data(), RecordHeader::kSize);
-  }
+  h.stored_bytes = v.size() + p.inline_payload.size() + chunk_total;
+  h.encode_to(v.data());
   return p;
 }
 
@@ -109,9 +91,13 @@ int Buffer::Impl::insert_record(MDB_txn* txn, Prepared& p, AppendOutcome& out) {
   // A staged record's id was reserved before later appends took theirs: no MDB_APPEND.
   RecordId id = p.fixed_id ? p.fixed_id : pc.next_id++;
   IdKey ik(id);
-  MDB_val k = val(ik.b, 8), v = val(p.value.data(), p.value.size());
-  int rc = mdb_put(txn, db_records, &k, &v, p.fixed_id ? 0u : unsigned{MDB_APPEND});
+  MDB_val k = val(ik.b, 8), v;
+  v.mv_size = p.value.size() + p.inline_payload.size();
+  int rc = mdb_put(txn, db_records, &k, &v, MDB_RESERVE | (p.fixed_id ? 0u : unsigned{MDB_APPEND}));
   if (rc) return rc;
+  char* dst = static_cast<char*>(v.mv_data);
+  std::memcpy(dst, p.value.data(), p.value.size());
+  if (!p.inline_payload.empty()) std::memcpy(dst + p.value.size(), p.inline_payload.data(), p.inline_payload.size());
   for (std::size_t i = 0; i < p.chunks.size(); ++i) {
     ChunkKey ck(id, static_cast<std::uint32_t>(i));
     MDB_val ckv = val(ck.b, 12), cv = val(p.chunks[i].data(), p.chunks[i].size());
