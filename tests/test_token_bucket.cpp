@@ -3,6 +3,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <deque>
+#include <random>
+
 using fleetpipe::MonoTime;
 using fleetpipe::detail::TokenBucket;
 using namespace std::chrono_literals;
@@ -63,7 +67,7 @@ TEST_CASE("bytes granted over a long run stay within rate*t + burst", "[token_bu
   MonoTime now = t0();
   std::uint64_t sent = 0;
   std::size_t chunk = b.chunk_size(256 * 1024);
-  CHECK(chunk == 1024);  // 1/100 s at 100 kB/s is 1000: at least 1 KiB
+  CHECK(chunk == 8192);  // one burst
   const MonoTime end = t0() + 20s;
   while (now < end) {
     auto avail = b.available(now);
@@ -107,7 +111,7 @@ TEST_CASE("after an idle spell a 100 ms window carries at most 1.2 x the rate", 
   CHECK(b.burst() == 20000);
   const MonoTime start = t0() + 10s;  // idle for 10 s: the bucket is full
   const std::size_t chunk = b.chunk_size(256 * 1024);
-  CHECK(chunk == 10000);
+  CHECK(chunk == 20000);  // one burst
   MonoTime now = start;
   std::uint64_t sent = 0;
   while (now < start + 100ms) {
@@ -146,4 +150,102 @@ TEST_CASE("a long idle spell at the highest rate fills the bucket without overfl
   b.consume(TokenBucket::kMaxBurst, t0() + std::chrono::hours(24 * 365));
   CHECK(b.available(t0() + std::chrono::hours(24 * 365)) == 0);
   CHECK(b.available(t0() + std::chrono::hours(24 * 365) + 1s) == TokenBucket::kMaxRate);
+}
+
+TEST_CASE("a write is at most one burst and at most the caller's chunk", "[token_bucket]") {
+  TokenBucket b(400000, 0, t0());
+  CHECK(b.burst() == 8000);
+  CHECK(b.chunk_size(256 * 1024) == 8000);
+  CHECK(b.chunk_size(4096) == 4096);
+  TokenBucket u(0, 0, t0());
+  CHECK(u.chunk_size(256 * 1024) == 256 * 1024);
+  CHECK(u.wait_target(1000) == 1000);
+}
+
+TEST_CASE("the wait target follows the timers' lateness, between burst/2 and the burst", "[token_bucket]") {
+  TokenBucket b(400000, 0, t0());  // burst 8000 = 20 ms
+  CHECK(b.wait_target(8000) == 4000);  // nothing measured yet: half the burst, as before
+  CHECK(b.wait_target(3000) == 3000);  // never more than asked for
+  b.note_wake_lateness(1ms);  // 400 bytes accrue per 1 ms late
+  CHECK(b.wait_target(8000) == 8000 - 800 - 500);
+  for (int i = 0; i < 100; ++i) b.note_wake_lateness(0ms);  // on time: the slack decays
+  CHECK(b.wait_target(8000) == 8000 - 500);
+  b.note_wake_lateness(50ms);  // far later than the burst lasts: back to half
+  CHECK(b.wait_target(8000) == 4000);
+  b.note_wake_lateness(-5ms);  // a clock set back counts as on time
+  CHECK(b.wait_target(8000) == 4000);  // the decaying maximum still holds the 50 ms
+}
+
+// A writer as S3Client's: waits for wait_target, its timer fires `late` after the wait it asked
+// for, then writes what is available up to one burst. Checks every window against rate*T + burst
+// and the long-run rate against the cap.
+namespace {
+struct WriterRun {
+  double achieved = 0;
+  std::uint64_t worst_excess = 0;  // max over windows of bytes - (rate*T + burst), clamped at 0
+  std::size_t writes = 0;
+};
+template <class Late>
+WriterRun run_writer(double rate, std::chrono::seconds length, Late late) {
+  TokenBucket b(rate, 0, t0());
+  const std::size_t chunk = b.chunk_size(256 * 1024);
+  MonoTime now = t0();
+  const MonoTime end = t0() + length;
+  std::vector<std::pair<MonoTime, std::uint64_t>> writes;
+  std::uint64_t sent = 0;
+  while (now < end) {
+    const auto avail = b.available(now);
+    if (avail < b.wait_target(chunk)) {
+      const auto w = b.wait_for(b.wait_target(chunk), now);
+      const auto l = late();
+      now += w + l;
+      b.note_wake_lateness(l);
+      continue;
+    }
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(avail, chunk));
+    b.consume(n, now);
+    writes.emplace_back(now, n);
+    sent += n;
+  }
+  WriterRun r;
+  r.achieved = static_cast<double>(sent) / static_cast<double>(length.count());
+  r.writes = writes.size();
+  // Every window that starts at a write and ends at a later write (the worst ones).
+  for (std::size_t i = 0; i < writes.size(); ++i) {
+    std::uint64_t bytes = 0;
+    for (std::size_t j = i; j < writes.size() && j < i + 400; ++j) {
+      bytes += writes[j].second;
+      const double t = std::chrono::duration<double>(writes[j].first - writes[i].first).count();
+      const double bound = rate * t + static_cast<double>(b.burst());
+      if (static_cast<double>(bytes) > bound + 1)
+        r.worst_excess = std::max<std::uint64_t>(r.worst_excess, static_cast<std::uint64_t>(bytes - bound));
+    }
+  }
+  return r;
+}
+}  // namespace
+
+TEST_CASE("writes of about one burst keep the cap exact with on-time or late timers", "[token_bucket]") {
+  SECTION("on time") {
+    auto r = run_writer(400000, 20s, [] { return std::chrono::nanoseconds(0); });
+    CHECK(r.worst_excess == 0);
+    CHECK(r.achieved <= 400000 + 8000 / 20.0 + 1);
+    CHECK(r.achieved >= 400000 * 0.995);
+    CHECK(r.writes <= 20 * 400000 / 7000);  // ~7.5 kB writes: ~53/s (4 kB chunks made 100/s)
+  }
+  SECTION("a 1 kHz host poll: up to 1 ms late") {
+    std::mt19937 rng(7);
+    std::uniform_int_distribution<int> us(0, 1000);
+    auto r = run_writer(400000, 20s, [&] { return std::chrono::microseconds(us(rng)); });
+    CHECK(r.worst_excess == 0);
+    CHECK(r.achieved >= 400000 * 0.995);
+    CHECK(r.writes <= 20 * 400000 / 6000);
+  }
+  SECTION("a 100 Hz host poll: up to 10 ms late, half the burst's time") {
+    std::mt19937 rng(11);
+    std::uniform_int_distribution<int> us(0, 10000);
+    auto r = run_writer(400000, 20s, [&] { return std::chrono::microseconds(us(rng)); });
+    CHECK(r.worst_excess == 0);
+    CHECK(r.achieved >= 400000 * 0.99);
+  }
 }

@@ -103,15 +103,36 @@ void Pipeline::Impl::auto_tick(MonoTime now) {
 }
 
 
-// Runs ready handlers (uploader and heartbeat) one at a time until none is ready or the deadline.
-std::size_t Pipeline::Impl::run_ready(SteadyClock::time_point deadline) {
+// Runs ready handlers (uploader and heartbeat) one at a time until none is ready or the next
+// one would end past the deadline: a handler starts only where its expected cost (the longest
+// recent one, decaying, plus half of it) fits in what is left. The first handler of a poll also starts while half
+// the budget is left, or after two polls in a row that ran none because none fitted, so a handler
+// costing more than the budget still runs (progress).
+std::size_t Pipeline::Impl::run_ready(SteadyClock::time_point start, SteadyClock::time_point deadline) {
   std::size_t total = 0;
   if (ioc.stopped()) ioc.restart();
-  while (SteadyClock::now() < deadline) {
+  auto now = SteadyClock::now();
+  const auto half = start + (deadline - start) / 2;
+  while (now < deadline) {
+    // With half the estimate again as margin: handlers of one kind vary (a hashing slice that
+    // spans two records, a write that meets a full socket buffer).
+    if (now + handler_cost + handler_cost / 2 > deadline &&
+        !(total == 0 && (now < half || starved_polls >= 2))) {
+      if (total == 0) ++starved_polls;
+      return total;
+    }
     std::size_t n = ioc.poll_one();
+    const auto after = SteadyClock::now();
     if (n == 0) break;
     total += n;
+    // A decaying maximum: one long handler (a handshake, a response) raises it at once; it
+    // halves over ~44 handlers after that, so the short write completions between two runs of
+    // hashing slices do not wear it down before the next run.
+    const auto cost = std::chrono::duration_cast<std::chrono::nanoseconds>(after - now);
+    handler_cost = std::max(cost, handler_cost - handler_cost / 64);
+    now = after;
   }
+  starved_polls = 0;
   return total;
 }
 
@@ -330,7 +351,7 @@ bool Pipeline::poll(std::chrono::microseconds budget) {
     m.maybe_start_heartbeat(now);
     auto t5 = SteadyClock::now();
     pp.heartbeat = t5 - t4;
-    pp.io_handlers = static_cast<std::uint32_t>(m.run_ready(deadline));
+    pp.io_handlers = static_cast<std::uint32_t>(m.run_ready(start, deadline));
     pp.uploader_io = SteadyClock::now() - t5;
   } catch (const std::bad_alloc&) {  // must not reach the host's loop; counted, logged as-is
     m.poll_out_of_memory->inc();

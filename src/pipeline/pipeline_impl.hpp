@@ -178,7 +178,12 @@ struct Pipeline::Impl {
   void auto_tick(MonoTime now);
   void maybe_start_heartbeat(MonoTime now);
   void heartbeat_done(const HeartbeatOutcome& o);
-  std::size_t run_ready(pipeline_internal::SteadyClock::time_point deadline);
+  std::size_t run_ready(pipeline_internal::SteadyClock::time_point start,
+                        pipeline_internal::SteadyClock::time_point deadline);
+  // What one I/O handler is expected to cost: the longest of the recent ones (decaying), so
+  // run_ready starts a handler only where it fits in what is left of the budget.
+  std::chrono::nanoseconds handler_cost{0};
+  std::uint32_t starved_polls = 0;  // polls in a row that ran no handler because none fitted
   bool pending() const;
   void heartbeat_checkpoint(MonoTime now);
   bool next_heartbeat_has_metrics() const;

@@ -199,6 +199,7 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
   bool busy = false;
   std::string head;
   std::uint64_t sent = 0;
+  MonoTime wake_at{};  // when the bucket wait for the next body write should end
 
   beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
 
@@ -431,19 +432,29 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
 
   void write_body() {
     if (sent >= req.body_size) return read_response();
+    // Writes of up to one burst: what is available once the bucket holds wait_target bytes (a
+    // write, its TLS record and its syscall cost about the same whatever their size here).
     std::size_t chunk_size = hooks.bucket ? hooks.bucket->chunk_size(chunk_cap) : chunk_cap;
     std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_size, req.body_size - sent));
     auto self = shared_from_this();
     auto g = gen;
     if (hooks.bucket && !hooks.bucket->unlimited()) {
       MonoTime now = hooks.mono();
-      if (hooks.bucket->available(now) < want) {
-        timer.expires_after(hooks.bucket->wait_for(want, now));
-        timer.async_wait([self, g](boost::system::error_code ec) {
-          if (ec || g != self->gen || !self->busy) return;
-          self->write_body();
-        });
-        return;
+      const std::uint64_t avail = hooks.bucket->available(now);
+      if (avail < want) {
+        const std::size_t target = hooks.bucket->wait_target(want);
+        if (avail < target) {
+          const auto wait = hooks.bucket->wait_for(target, now);
+          wake_at = now + wait;
+          timer.expires_after(wait);
+          timer.async_wait([self, g](boost::system::error_code ec) {
+            if (ec || g != self->gen || !self->busy) return;
+            self->hooks.bucket->note_wake_lateness(self->hooks.mono() - self->wake_at);
+            self->write_body();
+          });
+          return;
+        }
+        want = static_cast<std::size_t>(avail);
       }
     }
     if (req.reader) {

@@ -89,10 +89,29 @@ std::chrono::nanoseconds TokenBucket::wait_for(std::uint64_t n, MonoTime now) no
 
 std::size_t TokenBucket::chunk_size(std::size_t max_chunk) const noexcept {
   if (unlimited()) return max_chunk;
-  std::uint64_t c = std::max<std::uint64_t>(rate_ / 100, 1024);
-  c = std::min<std::uint64_t>(c, burst_ / 2);
-  c = std::min<std::uint64_t>(c, max_chunk);
-  return static_cast<std::size_t>(std::max<std::uint64_t>(1, c));
+  return static_cast<std::size_t>(std::max<std::uint64_t>(1, std::min<std::uint64_t>(burst_, max_chunk)));
+}
+
+std::size_t TokenBucket::wait_target(std::size_t want) const noexcept {
+  if (unlimited()) return want;
+  // Bytes that accrue during the lateness, doubled; a new bucket assumes burst/4 of them.
+  const std::uint64_t late_bytes =
+      late_ns_ < 0 ? burst_ / 4
+                   : static_cast<std::uint64_t>(std::min<std::int64_t>(late_ns_, 1'000'000'000)) * rate_ /
+                         1'000'000'000u;
+  const std::uint64_t slack = 2 * late_bytes + burst_ / 16;
+  const std::uint64_t fits = burst_ > slack ? burst_ - slack : 0;
+  const std::uint64_t target = std::max<std::uint64_t>(fits, burst_ / 2);
+  return static_cast<std::size_t>(std::max<std::uint64_t>(1, std::min<std::uint64_t>(want, target)));
+}
+
+void TokenBucket::note_wake_lateness(std::chrono::nanoseconds late) noexcept {
+  const std::int64_t l = std::max<std::int64_t>(0, late.count());
+  if (late_ns_ < 0) {
+    late_ns_ = l;
+    return;
+  }
+  late_ns_ = std::max(l, late_ns_ - late_ns_ / 8);  // halves over ~5 on-time wakes
 }
 
 }  // namespace fleetpipe::detail

@@ -52,10 +52,20 @@ class TokenBucket {
   double rate() const noexcept { return rate_set_; }
   std::uint64_t burst() const noexcept { return burst_; }
 
-  /// A good write-chunk size for this rate: about 1/100 s of traffic, within [1 KiB, max_chunk]
-  /// and never more than half the burst (a writer waiting for its chunk never finds the bucket
-  /// full, so timer slack loses no tokens) (so writes are smooth and the rate error stays small).
+  /// The largest write for this bucket: its burst, at most `max_chunk` (`max_chunk` when
+  /// unlimited). A writer writes what is available up to this, so at a steady cap each socket
+  /// write (one TLS record, a syscall and a timer wait) carries about one burst.
   std::size_t chunk_size(std::size_t max_chunk) const noexcept;
+
+  /// How many bytes a writer that wants `want` (<= chunk_size) waits for before writing what is
+  /// available: `want`, or less where a wait that long plus its timer's lateness would find the
+  /// bucket full and lose tokens (burst - 2 x the recent lateness in bytes - burst/16, at least
+  /// burst/2). So the cap stays exact while the writes stay as large as the burst allows.
+  std::size_t wait_target(std::size_t want) const noexcept;
+
+  /// How late a writer's timer fired after the wait_for it asked for (the host's poll period
+  /// when the io_context is polled). Feeds wait_target; a decaying maximum.
+  void note_wake_lateness(std::chrono::nanoseconds late) noexcept;
 
  private:
   void refill(MonoTime now) noexcept;
@@ -65,6 +75,9 @@ class TokenBucket {
   std::uint64_t burst_ = 0;
   std::int64_t tokens_ = 0;  ///< nano-bytes; negative = debt
   MonoTime last_{};
+  // Recent timer lateness (decaying maximum), ns. Starts at a quarter of the burst's time, so a
+  // new bucket waits for burst/2 (no token lost until the first timers have been measured).
+  std::int64_t late_ns_ = -1;
 };
 
 }  // namespace fleetpipe::detail
