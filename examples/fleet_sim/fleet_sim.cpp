@@ -10,6 +10,10 @@
 //
 //   fleet_sim --devices 20 --sim-minutes 10 --db-root /tmp/fleet [--speed 12] [S3 flags, see
 //   ../common/example_args.hpp] [--campaign-key BASE64 [--campaign-poll SECONDS]]
+//   [--imu-hz 20] [--frame-every 1] [--heartbeat 20] [--object-age 5]
+// The last four trade detail for scale (scripts/bench fleet runs 1,000 devices in one process
+// with 5 Hz IMUs, a frame every 4 s, heartbeats every 120 s and objects of up to 30 s); the
+// events keep their shape: the same triggers, windows and rates per simulated second.
 // With --campaign-key every device follows campaign "fleet" (labels site=store-01,
 // model=cart-v3 or cart-v2 on alternate devices), polled every --campaign-poll s (10).
 #include <chrono>
@@ -82,8 +86,8 @@ static Config device_config(int i, const example::Args& args, const std::string&
   c.uploader.prefix = args.get("--prefix", c.uploader.prefix);  // default "fleetpipe"
   c.uploader.bytes_per_second = 4096.0 * (1 << (i % 4));  // 4, 8, 16, 32 KB/s
   c.uploader.target_object_bytes = 256 << 10;
-  c.uploader.max_object_age_s = 5;
-  c.pipeline.heartbeat_interval_s = 20;
+  c.uploader.max_object_age_s = args.number("--object-age", 5);
+  c.pipeline.heartbeat_interval_s = args.number("--heartbeat", 20);
   // Labels for campaign targeting and queries: half the fleet is the newer cart model.
   c.labels = {{"site", "store-01"}, {"model", i % 2 == 0 ? "cart-v3" : "cart-v2"}};
   // --campaign-key BASE64: follow campaign "fleet", trusting that Ed25519 key (docs/campaigns.md).
@@ -95,17 +99,17 @@ static Config device_config(int i, const example::Args& args, const std::string&
   return c;
 }
 
-// One 50 ms step of one device's sensors.
-static void simulate(Device& d, double t, std::string& frame) {
+// One step (one IMU sample, `step` s) of one device's sensors.
+static void simulate(Device& d, double t, double step, double frame_every, std::string& frame) {
   std::normal_distribution<double> noise(0.0, 0.3);
   std::uniform_real_distribution<double> u(0.0, 1.0);
-  if (u(d.rng) < 0.05 / 20 / 30) d.shock_until = t + 0.3;  // about one shock per 10 minutes
-  if (u(d.rng) < 1.0 / 20 / 900) d.temp_target = 78;       // rarely: a fan fails ...
-  if (d.temp > 75) d.temp_target = 40;                      // ... and recovers
-  d.temp += (d.temp_target - d.temp) * 0.01;
+  if (u(d.rng) < step / 600) d.shock_until = t + std::max(0.3, step);  // a shock per 10 minutes
+  if (u(d.rng) < step / 900) d.temp_target = 78;       // rarely: a fan fails ...
+  if (d.temp > 75) d.temp_target = 40;                  // ... and recovers
+  d.temp += (d.temp_target - d.temp) * 0.2 * step;
   double ax = (t < d.shock_until ? 4.0 : 0.0) + noise(d.rng);
   d.p->push(d.imu, t, {ax, noise(d.rng), d.temp + noise(d.rng)});
-  if (std::fmod(t + 1e-9, 1.0) < 0.05) {  // 1 Hz camera frame
+  if (std::fmod(t + 1e-9, frame_every) < step) {  // a camera frame every `frame_every` s
     for (auto& ch : frame) ch = static_cast<char>(d.rng());
     d.p->push_blob(d.camera, t, frame);
   }
@@ -152,11 +156,12 @@ int main(int argc, char** argv) {
 
   std::string frame(6000, '\0');
   const auto real_start = steady_clock::now();
-  const double step = 0.05;
+  const double step = 1.0 / std::max(1.0, args.number("--imu-hz", 20));
+  const double frame_every = std::max(step, args.number("--frame-every", 1));
   for (int k = 0; k * step < sim_s; ++k) {
     double t = k * step;
     for (auto& d : fleet) {
-      simulate(d, t, frame);
+      simulate(d, t, step, frame_every, frame);
       d.p->poll(microseconds(200));
     }
     // Pace: never run more than `speed` times faster than real time; spend the slack polling.

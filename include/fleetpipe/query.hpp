@@ -131,6 +131,10 @@ struct DeviceStatus {
 };
 
 /// Reads one bucket. Create with `open`; blocking calls (see Caveats).
+namespace detail {
+struct ReaderAccess;  // the reader's internal files (src/cloud/)
+}
+
 class BucketReader {
  public:
   /// Uses `config.endpoint`, `bucket`, `region`, `credentials`, TLS settings and `prefix`.
@@ -170,6 +174,7 @@ class BucketReader {
   struct Impl;  // internal
 
  private:
+  friend struct detail::ReaderAccess;
   explicit BucketReader(std::unique_ptr<Impl> impl) noexcept;
   std::unique_ptr<Impl> impl_;
 };
