@@ -61,7 +61,7 @@ Result<std::vector<DeviceKeys>> list_heartbeat_keys(
   const std::string list_prefix = devices_prefix + literal_prefix(glob);
   std::string start_after, token;
   for (;;) {
-    auto page = r.list_page(list_prefix, start_after, token, false);
+    auto page = r.list_page(list_prefix, start_after, token, false, r.heartbeat_page_keys);
     if (!page) return std::move(page).error();
     for (const auto& o : page->objects) {
       const std::size_t slash = o.key.find('/', devices_prefix.size());
@@ -117,7 +117,8 @@ Result<std::vector<DeviceKeys>> list_heartbeat_keys(
         std::string after = last_probe ? acc.gap_from : dev_prefix + before_second(from - back);
         std::string tok;
         for (;;) {
-          auto page = r.list_page(dev_prefix, tok.empty() ? after : std::string(), tok, false);
+          auto page = r.list_page(dev_prefix, tok.empty() ? after : std::string(), tok, false,
+                                 r.heartbeat_page_keys);
           if (!page) return std::move(page).error();
           bool reached = false;
           for (const auto& o : page->objects) {

@@ -33,6 +33,7 @@ struct BucketReader::Impl {
   detail::ExponentialBackoff retry_policy{{reader_internal::kAttempts, 0.2, 0.8, /*full_jitter=*/false}};
   detail::RequestSender sender{ioc, retry_policy, {}};
   QueryStats stats;
+  unsigned heartbeat_page_keys = 1000;  ///< max-keys of heartbeat listings (tests shrink it)
 
   /// One request, retried as retry_policy says (backoff 0.2, 0.4, 0.8 s), the io_context run
   /// until its outcome.
