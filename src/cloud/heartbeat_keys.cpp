@@ -75,21 +75,26 @@ Result<std::vector<DeviceKeys>> list_heartbeat_keys(
       }
       if (devs.back().matches) add(devs.back(), o.key);
     }
-    if (page->next.empty() || devs.empty()) break;
-    Acc& last = devs.back();
+    if (page->next.empty()) break;
     token.clear();
     start_after.clear();
-    if (!last.matches) {
-      // Past every key of that device ("device=X/..." < "device=X0"; no byte sorts between).
-      start_after = devices_prefix + last.segment + "0";
-    } else if (last.keys.empty() || last.keys.back().time >= margin_start) {
-      token = page->next;  // inside the window: read on
-    } else {
+    const std::string jump = devs.empty() || page->objects.empty() ? std::string()
+                             : !devs.back().matches
+                                 // Past every key of that device ("device=X/..." < "device=X0").
+                                 ? devices_prefix + devs.back().segment + "0"
+                                 : devs.back().keys.empty() || devs.back().keys.back().time >= margin_start
+                                       ? std::string()  // inside the window: read on
+                                       : devices_prefix + devs.back().segment + "/" + margin_name;
+    if (jump.empty() || jump <= page->objects.back().key) {
+      token = page->next;  // (a jump never goes back)
+      continue;
+    }
+    if (Acc& last = devs.back(); last.matches) {
       // Still before the window: jump to its margin, remembering where the unseen keys begin.
       last.gap_from = last.keys.back().key;
       last.gap_from_time = last.keys.back().time;
-      start_after = devices_prefix + last.segment + "/" + margin_name;
     }
+    start_after = jump;
   }
 
   std::vector<DeviceKeys> out;
