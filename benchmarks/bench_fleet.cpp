@@ -15,7 +15,11 @@
 //     bytes (data, manifests, heartbeats) per event, 1,000 against 10. Every size runs the same
 //     per-device settings (_SIM_ARGS), scaled so 1,000 pipelines keep up in one process on 2
 //     cores and the local server takes their requests: IMU at 5 Hz, a 6 KB frame every 4 s,
-//     heartbeats every 120 s, objects of up to 30 s (fleet_sim's defaults: 20 Hz, 1 s, 20 s, 5 s).
+//     heartbeats every 300 s (the default: a start and a final one in each 3-minute run),
+//     objects of up to 30 s (fleet_sim's defaults: 20 Hz, 1 s, 20 s, 5 s),
+//     and --steady-mix: every size has the same mix of devices (quota, cap, outage by index mod
+//     10) and of events (scheduled shocks and fan failures), else 10 devices' 20 random events
+//     would make the ratio a draw of the event mix.
 //
 // Environment: FLEETPIPE_S3_STATE (scripts/bench), FLEETPIPE_BUILD_DIR (the CLI, fleet_sim);
 // FLEETPIPE_BENCH_FLEET_IDLE_S (600), _HB_S (65), _HOURS ("1,4"), _SIM ("10,100,1000"),
@@ -350,7 +354,7 @@ int main() {
     const auto sizes = int_list(env_or("FLEETPIPE_BENCH_FLEET_SIM", "10,100,1000"));
     const std::string minutes = env_or("FLEETPIPE_BENCH_FLEET_SIM_MINUTES", "3");
     const std::string sim_args = env_or("FLEETPIPE_BENCH_FLEET_SIM_ARGS",
-                                        "--imu-hz 5 --frame-every 4 --heartbeat 120 --object-age 30");
+                                        "--imu-hz 5 --frame-every 4 --heartbeat 300 --object-age 30 --steady-mix 1");
     std::vector<double> per_event;
     for (int n : sizes) {
       const std::string prefix = "bench-fleet-sim" + std::to_string(n) + "-" + run;
