@@ -12,11 +12,18 @@
 //     5-minute heartbeats, first H1 then H2 hours, and BucketReader::status over each, counting
 //     requests; the wall time of `fleetpipe status` (the CLI) over the longer one.
 //  3. bytes_per_event_ratio_1000_vs_10: examples/fleet_sim at 10, 100 and 1,000 devices, bucket
-//     bytes (data, manifests, heartbeats) per event, 1,000 against 10.
+//     bytes (data, manifests, heartbeats) per event, 1,000 against 10. Every size runs the same
+//     per-device settings (_SIM_ARGS), scaled so 1,000 pipelines keep up in one process on 2
+//     cores and the local server takes their requests: IMU at 5 Hz, a 6 KB frame every 4 s,
+//     heartbeats every 300 s (the default: a start and a final one in each 3-minute run),
+//     objects of up to 30 s (fleet_sim's defaults: 20 Hz, 1 s, 20 s, 5 s),
+//     and --steady-mix: every size has the same mix of devices (quota, cap, outage by index mod
+//     10) and of events (scheduled shocks and fan failures), else 10 devices' 20 random events
+//     would make the ratio a draw of the event mix.
 //
 // Environment: FLEETPIPE_S3_STATE (scripts/bench), FLEETPIPE_BUILD_DIR (the CLI, fleet_sim);
 // FLEETPIPE_BENCH_FLEET_IDLE_S (600), _HB_S (65), _HOURS ("1,4"), _SIM ("10,100,1000"),
-// _SIM_MINUTES (3), _PARTS ("idle,status,sim").
+// _SIM_MINUTES (3), _SIM_ARGS (above), _PARTS ("idle,status,sim").
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -346,6 +353,8 @@ int main() {
   if (parts.find("sim") != std::string::npos) {
     const auto sizes = int_list(env_or("FLEETPIPE_BENCH_FLEET_SIM", "10,100,1000"));
     const std::string minutes = env_or("FLEETPIPE_BENCH_FLEET_SIM_MINUTES", "3");
+    const std::string sim_args = env_or("FLEETPIPE_BENCH_FLEET_SIM_ARGS",
+                                        "--imu-hz 5 --frame-every 4 --heartbeat 300 --object-age 30 --steady-mix 1");
     std::vector<double> per_event;
     for (int n : sizes) {
       const std::string prefix = "bench-fleet-sim" + std::to_string(n) + "-" + run;
@@ -353,7 +362,7 @@ int main() {
       std::string cmd = env_or("FLEETPIPE_BUILD_DIR", "build") + "/examples/fleet_sim/fleet_sim --devices " +
                         std::to_string(n) + " --sim-minutes " + minutes + " --speed 1 --db-root " +
                         (tmp / ("sim" + std::to_string(n))).string() + " --bucket " + kBucket +
-                        " --prefix " + prefix + " > " + out + " 2>&1";
+                        " --prefix " + prefix + " " + sim_args + " > " + out + " 2>&1";
       std::printf("fleet_sim %d devices, %s simulated minutes ...\n", n, minutes.c_str());
       std::fflush(stdout);
       const auto s0 = steady_clock::now();
@@ -362,11 +371,18 @@ int main() {
       if (rc3 != 0) std::fprintf(stderr, "fleet_sim %d exited %d (see %s)\n", n, rc3, out.c_str());
       // Events from its summary line; bytes from the bucket.
       std::ifstream in(out);
-      double shock = 0, heat = 0, base = 0;
+      double shock = 0, heat = 0, base = 0, up_mb = 0, up_objects = 0, evictions = 0, pauses = 0,
+             left = -1, sim_real = 0, drain_real = 0;
       for (std::string line; std::getline(in, line);) {
         std::sscanf(line.c_str(), "events per trigger: shock %lf, overheat %lf, baseline %lf", &shock,
                     &heat, &base);
+        std::sscanf(line.c_str(), "uploaded %lf MB in %lf objects; evictions %lf; pauses %lf; left in buffers %lf",
+                    &up_mb, &up_objects, &evictions, &pauses, &left);
+        std::sscanf(line.c_str(), "throughput %*f KB/s (fleet, real time); %*f simulated minutes took %lfs + %lfs",
+                    &sim_real, &drain_real);
       }
+      std::printf("  simulated minutes took %.1f s real (+ %.1f s draining); %.0f records left in buffers\n",
+                  sim_real, drain_real, left);
       auto reader = BucketReader::open(test::s3_uploader_config(env, kBucket, prefix));
       if (!reader) return 1;
       auto listed = (*reader)->list(prefix + "/");
@@ -382,7 +398,9 @@ int main() {
       per_event.push_back(events > 0 ? bytes / events : 0);
       report.add("bytes_per_event_" + std::to_string(n), per_event.back(), "B",
                  "bucket bytes (data, manifests, heartbeats) / events, " + std::to_string(n) +
-                     " devices, " + minutes + " simulated min at 1x",
+                     " devices, " + minutes + " simulated min at 1x (" + sim_args + "; took " +
+                     std::to_string(static_cast<int>(sim_real)) + " s real, " +
+                     std::to_string(static_cast<long long>(left)) + " records left in buffers)",
                  "");
     }
     if (sizes.size() >= 2 && per_event.front() > 0) {

@@ -2,7 +2,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <random>
+#include <set>
 #include <string>
 
 // The fleet view's aggregation over synthetic heartbeat documents shaped like the pipeline's
@@ -266,4 +269,147 @@ TEST_CASE("time bins share out the same deltas as the window totals") {
   // The last bin's backlog is the sum of the newest heartbeats.
   CHECK(bins.back().backlog_records == hs[0].beats.back().backlog_records +
                                            hs[1].beats.back().backlog_records);
+}
+
+// ---- reading few heartbeats: read_history gives the figures of reading them all -------------
+
+namespace {
+
+/// A day of /2 heartbeats every 300 s (and one before the window), with restarts (counters,
+/// uptime and seq from zero) and campaign changes (trigger counters from zero) where asked.
+struct Sim {
+  std::vector<json> docs;
+  std::vector<HeartbeatKey> keys;
+};
+
+Sim simulate_device(unsigned seed, const std::vector<int>& restarts_at,
+                    const std::vector<int>& campaigns_at, int beats = 290) {
+  std::mt19937 rng(seed);
+  Sim s;
+  double up = 5000, tx = 1e6, ev = 3, bump = 10, pauses = 1, paused = 20;
+  std::uint64_t seq = 40;
+  int campaign = 1;
+  for (int i = 0; i < beats; ++i) {
+    const double before_now = 86400 + 300 - 300.0 * i - 7;
+    if (i > 0) {
+      up += 300, tx += rng() % 5000, ev += rng() % 3 == 0, bump += rng() % 4, paused += rng() % 30;
+      pauses += rng() % 5 == 0;
+      ++seq;
+    }
+    if (std::find(restarts_at.begin(), restarts_at.end(), i) != restarts_at.end()) {
+      up = 100, tx = rng() % 3000, ev = 0, bump = rng() % 2, paused = 0, pauses = 0, seq = 0;
+    }
+    if (std::find(campaigns_at.begin(), campaigns_at.end(), i) != campaigns_at.end()) {
+      ++campaign, bump = 0;
+    }
+    json j;
+    j["schema"] = "fleetpipe.heartbeat/2";
+    j["t"] = std::chrono::duration_cast<std::chrono::milliseconds>(at(before_now).time_since_epoch()).count();
+    j["seq"] = seq;
+    j["up"] = up;
+    j["state"] = "ok";
+    j["backlog"] = {rng() % 50, rng() % 5000, 0, 0};
+    j["buf"] = {ev, 0, 0};
+    j["fires"] = {{"bump", bump}};
+    j["tx"] = tx;
+    j["pause"] = {{"network", {pauses, paused}}};
+    j["campaigns"] = json::array({{{"id", "fleet"}, {"version", campaign}, {"state", "active"},
+                                   {"since", std::to_string(campaign)}}});
+    j["labels"] = {{"site", "s1"}};
+    s.docs.push_back(j);
+    HeartbeatKey k;
+    k.time = at(before_now) + std::chrono::milliseconds(1);  // a key is named just after
+    k.seq = seq;
+    k.has_seq = true;
+    k.key = "k" + std::to_string(i);
+    s.keys.push_back(k);
+  }
+  return s;
+}
+
+struct Compared {
+  std::size_t fetched = 0;
+};
+
+/// Checks read_history's points against every heartbeat (less those `skip` names): the window
+/// figures and, with `bins`, the time bins.
+Compared compare(const Sim& s, std::size_t bins, const std::set<std::size_t>& skip = {}) {
+  auto q = query();
+  q.window_s = 86400;
+  DeviceHistory full;
+  full.device = "d";
+  for (std::size_t i = 0; i < s.docs.size(); ++i) {
+    if (!skip.count(i)) full.beats.push_back(read_heartbeat_point(s.docs[i], s.keys[i].time));
+  }
+  WindowKeys w;
+  w.device = "d";
+  w.keys = s.keys;
+  Compared c;
+  FetchPoint fetch = [&](const HeartbeatKey& k) -> Result<std::optional<HeartbeatPoint>> {
+    ++c.fetched;
+    const std::size_t i = std::stoul(k.key.substr(1));
+    if (skip.count(i)) return std::optional<HeartbeatPoint>();
+    return std::optional<HeartbeatPoint>(read_heartbeat_point(s.docs[i], k.time));
+  };
+  auto edges = bins ? bin_edges(kNow, q.window_s, bins) : std::vector<WallTime>();
+  auto sparse = read_history(w, edges, fetch);
+  REQUIRE(sparse.ok());
+  const DeviceWindow a = summarise(full, kNow, q), b = summarise(*sparse, kNow, q);
+  CHECK(b.restarts == a.restarts);
+  CHECK(b.span_s == Approx(a.span_s));
+  CHECK(b.bytes == Approx(a.bytes));
+  CHECK(b.evicted == Approx(a.evicted));
+  CHECK(b.paused_s == Approx(a.paused_s));
+  CHECK(b.fires.at("bump") == Approx(a.fires.at("bump")));
+  CHECK(b.pauses_by_reason.at("network") == Approx(a.pauses_by_reason.at("network")));
+  CHECK(b.paused_s_by_reason.at("network") == Approx(a.paused_s_by_reason.at("network")));
+  CHECK(b.last.backlog_records == a.last.backlog_records);
+  if (bins) {
+    auto fa = fleet_bins({full}, kNow, q.window_s, bins);
+    auto fb = fleet_bins({*sparse}, kNow, q.window_s, bins);
+    for (std::size_t k = 0; k < bins; ++k) {
+      INFO("bin " << k);
+      CHECK(fb[k].upload_bytes_per_s == Approx(fa[k].upload_bytes_per_s));
+      CHECK(fb[k].backlog_records == fa[k].backlog_records);
+      CHECK(fb[k].fires == Approx(fa[k].fires));
+      CHECK(fb[k].paused_share == Approx(fa[k].paused_share));
+      CHECK(fb[k].evictions == Approx(fa[k].evictions));
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("read_history: two reads give a steady device's window figures") {
+  const Sim s = simulate_device(1, {}, {});
+  CHECK(compare(s, 0).fetched == 2);
+}
+
+TEST_CASE("read_history: a restart or a campaign change is found and summed as all reads would") {
+  SECTION("one restart") { CHECK(compare(simulate_device(2, {137}, {}), 0).fetched <= 2 + 2); }
+  SECTION("restarts, one right after the baseline and one at the newest") {
+    compare(simulate_device(3, {1, 60, 61, 289}, {}), 0);
+  }
+  SECTION("a campaign resets the trigger counters without a restart") {
+    CHECK(compare(simulate_device(4, {}, {100}), 0).fetched <= 2 + 2 * 9);
+  }
+  SECTION("a restart whose seq does not go down (its first heartbeats failed)") {
+    Sim s = simulate_device(5, {150}, {});
+    for (std::size_t i = 150; i < s.keys.size(); ++i) s.keys[i].seq += 1000, s.docs[i]["seq"] = s.keys[i].seq;
+    CHECK(compare(s, 0).fetched <= 2 + 2 * 9);
+  }
+  SECTION("heartbeats that are gone or do not parse are skipped, as all reads skip them") {
+    compare(simulate_device(6, {80}, {}), 0, {0, 79, 80, 200, 289});
+  }
+}
+
+TEST_CASE("read_history: the report's bins need the last heartbeat before each edge") {
+  const std::size_t bins = 48;
+  const Compared steady = compare(simulate_device(7, {}, {}), bins);
+  // One per bin edge (49) and the first and newest; those within 2 s of an edge are few.
+  CHECK(steady.fetched <= bins + 1 + 2 + 4);
+  CHECK(steady.fetched < 290 / 4);
+  compare(simulate_device(8, {33, 170}, {90}), bins);
+  compare(simulate_device(9, {}, {}), 12, {10, 11, 12});
 }

@@ -10,8 +10,17 @@
 //
 //   fleet_sim --devices 20 --sim-minutes 10 --db-root /tmp/fleet [--speed 12] [S3 flags, see
 //   ../common/example_args.hpp] [--campaign-key BASE64 [--campaign-poll SECONDS]]
+//   [--imu-hz 20] [--frame-every 1] [--heartbeat 20] [--object-age 5] [--steady-mix 1]
+// The last four trade detail for scale (scripts/bench fleet runs 1,000 devices in one process
+// with 5 Hz IMUs, a frame every 4 s, heartbeats every 300 s and objects of up to 30 s); the
+// events keep their shape: the same triggers, windows and rates per simulated second.
+// --steady-mix 1 makes every device's part depend on its index mod 10 (quota, cap, outage) and
+// schedules its shocks and fan failure instead of drawing them, so any multiple of 10 devices
+// has the same mix of devices and events: bytes per event compare across fleet sizes.
 // With --campaign-key every device follows campaign "fleet" (labels site=store-01,
 // model=cart-v3 or cart-v2 on alternate devices), polled every --campaign-poll s (10).
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -36,11 +45,13 @@ struct Device {
   double cap = 0;                 // bytes per second
   double temp = 40, temp_target = 40;
   double shock_until = -1, outage_start = 0, outage_end = 0;
+  int slot = -1;  // --steady-mix: the device's index mod 10 (its scheduled events), else -1
 };
 
-static Config device_config(int i, const example::Args& args, const std::string& db_root) {
+static Config device_config(int index, const example::Args& args, const std::string& db_root) {
+  const int i = (args.number("--steady-mix", 0) > 0) ? index % 10 : index;  // the device's part
   char id[32];
-  std::snprintf(id, sizeof id, "sim-%03d", i);
+  std::snprintf(id, sizeof id, "sim-%03d", index);
   Config c;
   c.device_id = id;
   c.buffer.path = db_root + "/" + id;
@@ -82,8 +93,8 @@ static Config device_config(int i, const example::Args& args, const std::string&
   c.uploader.prefix = args.get("--prefix", c.uploader.prefix);  // default "fleetpipe"
   c.uploader.bytes_per_second = 4096.0 * (1 << (i % 4));  // 4, 8, 16, 32 KB/s
   c.uploader.target_object_bytes = 256 << 10;
-  c.uploader.max_object_age_s = 5;
-  c.pipeline.heartbeat_interval_s = 20;
+  c.uploader.max_object_age_s = args.number("--object-age", 5);
+  c.pipeline.heartbeat_interval_s = args.number("--heartbeat", 20);
   // Labels for campaign targeting and queries: half the fleet is the newer cart model.
   c.labels = {{"site", "store-01"}, {"model", i % 2 == 0 ? "cart-v3" : "cart-v2"}};
   // --campaign-key BASE64: follow campaign "fleet", trusting that Ed25519 key (docs/campaigns.md).
@@ -95,17 +106,21 @@ static Config device_config(int i, const example::Args& args, const std::string&
   return c;
 }
 
-// One 50 ms step of one device's sensors.
-static void simulate(Device& d, double t, std::string& frame) {
+// One step (one IMU sample, `step` s) of one device's sensors.
+static void simulate(Device& d, double t, double step, double frame_every, std::string& frame) {
   std::normal_distribution<double> noise(0.0, 0.3);
   std::uniform_real_distribution<double> u(0.0, 1.0);
-  if (u(d.rng) < 0.05 / 20 / 30) d.shock_until = t + 0.3;  // about one shock per 10 minutes
-  if (u(d.rng) < 1.0 / 20 / 900) d.temp_target = 78;       // rarely: a fan fails ...
-  if (d.temp > 75) d.temp_target = 40;                      // ... and recovers
-  d.temp += (d.temp_target - d.temp) * 0.01;
+  const double shock_at = 60.0 * (d.slot * 7 % 10) + 15;  // --steady-mix: every 600 s from here
+  if (d.slot < 0 ? u(d.rng) < step / 600  // a shock per 10 minutes
+                 : t >= shock_at && std::fmod(t - shock_at, 600.0) < step)
+    d.shock_until = t + std::max(0.3, step);
+  if (d.slot < 0 ? u(d.rng) < step / 900 : d.slot == 5 && std::fabs(t - 30) < step / 2)
+    d.temp_target = 78;  // rarely: a fan fails ...
+  if (d.temp > 75) d.temp_target = 40;                  // ... and recovers
+  d.temp += (d.temp_target - d.temp) * 0.2 * step;
   double ax = (t < d.shock_until ? 4.0 : 0.0) + noise(d.rng);
   d.p->push(d.imu, t, {ax, noise(d.rng), d.temp + noise(d.rng)});
-  if (std::fmod(t + 1e-9, 1.0) < 0.05) {  // 1 Hz camera frame
+  if (std::fmod(t + 1e-9, frame_every) < step) {  // a camera frame every `frame_every` s
     for (auto& ch : frame) ch = static_cast<char>(d.rng());
     d.p->push_blob(d.camera, t, frame);
   }
@@ -136,8 +151,10 @@ int main(int argc, char** argv) {
     port.log = &log;
     Config c = device_config(i, args, db_root);
     d.cap = c.uploader.bytes_per_second;
-    if (i % 4 == 1) {  // a quarter of the fleet loses its network for two simulated minutes
-      d.outage_start = sim_s * (0.2 + 0.1 * (i % 5));
+    const int part = (args.number("--steady-mix", 0) > 0) ? i % 10 : i;
+    if ((args.number("--steady-mix", 0) > 0)) d.slot = part;
+    if (part % 4 == 1) {  // a quarter of the fleet loses its network for two simulated minutes
+      d.outage_start = sim_s * (0.2 + 0.1 * (part % 5));
       d.outage_end = d.outage_start + 120;
     }
     if (!c.uploader.enabled) return std::fprintf(stderr, "fleet_sim needs an S3 server\n"), 2;
@@ -152,11 +169,12 @@ int main(int argc, char** argv) {
 
   std::string frame(6000, '\0');
   const auto real_start = steady_clock::now();
-  const double step = 0.05;
+  const double step = 1.0 / std::max(1.0, args.number("--imu-hz", 20));
+  const double frame_every = std::max(step, args.number("--frame-every", 1));
   for (int k = 0; k * step < sim_s; ++k) {
     double t = k * step;
     for (auto& d : fleet) {
-      simulate(d, t, frame);
+      simulate(d, t, step, frame_every, frame);
       d.p->poll(microseconds(200));
     }
     // Pace: never run more than `speed` times faster than real time; spend the slack polling.
@@ -186,11 +204,21 @@ int main(int argc, char** argv) {
     if (!busy) break;
     std::this_thread::sleep_for(microseconds(500));
   }
-  int failed = 0;
-  for (auto& d : fleet) {
-    auto r = d.p->drain(seconds(20));
-    if (!r) ++failed, std::fprintf(stderr, "%s: %s\n", d.p->config().device_id.c_str(), r.error().message.c_str());
+  // Drain 16 devices at a time (each pipeline on one thread at a time): a drain waits for its
+  // final heartbeat, and 1,000 of them one after the other would keep the last devices running
+  // (and beating) for minutes longer than the first.
+  std::atomic<int> failed{0}, next{0};
+  std::vector<std::thread> drainers;
+  for (int w = 0; w < std::min(16, n); ++w) {
+    drainers.emplace_back([&] {
+      for (int k; (k = next++) < n;) {
+        Device& d = fleet[static_cast<std::size_t>(k)];
+        auto r = d.p->drain(seconds(20));
+        if (!r) ++failed, std::fprintf(stderr, "%s: %s\n", d.p->config().device_id.c_str(), r.error().message.c_str());
+      }
+    });
   }
+  for (auto& t : drainers) t.join();
   const double real_s = duration<double>(steady_clock::now() - real_start).count();
 
   // ---- the table ------------------------------------------------------------------------------
@@ -219,5 +247,5 @@ int main(int argc, char** argv) {
               bytes / 1e6, objects, evicted, pauses, left);
   std::printf("throughput %.1f KB/s (fleet, real time); %.0f simulated minutes took %.1fs + %.1fs "
               "draining\n", bytes / 1024 / real_s, sim_s / 60, sim_real_s, real_s - sim_real_s);
-  return failed == 0 && ev[0] + ev[1] + ev[2] > 0 ? 0 : 1;
+  return failed.load() == 0 && ev[0] + ev[1] + ev[2] > 0 ? 0 : 1;
 }

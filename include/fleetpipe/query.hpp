@@ -131,6 +131,10 @@ struct DeviceStatus {
 };
 
 /// Reads one bucket. Create with `open`; blocking calls (see Caveats).
+namespace detail {
+struct ReaderAccess;  // the reader's internal files (src/cloud/)
+}
+
 class BucketReader {
  public:
   /// Uses `config.endpoint`, `bucket`, `region`, `credentials`, TLS settings and `prefix`.
@@ -170,6 +174,7 @@ class BucketReader {
   struct Impl;  // internal
 
  private:
+  friend struct detail::ReaderAccess;
   explicit BucketReader(std::unique_ptr<Impl> impl) noexcept;
   std::unique_ptr<Impl> impl_;
 };
@@ -199,8 +204,10 @@ struct FleetGroup {
   std::map<std::string, std::size_t> campaign_versions; ///< version -> devices
 };
 
-/// Groups the devices `q` selects by their label `by` ("" = one group). Reads every heartbeat
-/// in the window (one listing per device, one GET per heartbeat). Errors: as BucketReader::list().
+/// Groups the devices `q` selects by their label `by` ("" = one group). Costs O(devices): the
+/// listing of status(), the first and newest heartbeat of each device's window, a few more per
+/// restart; the figures are those of every heartbeat of the window (docs/fleet-view.md). Errors:
+/// as BucketReader::list().
 Result<std::vector<FleetGroup>> fleet_status(BucketReader& reader, const StatusQuery& q,
                                              std::string_view by);
 /// The groups in Prometheus text format (for a node-exporter textfile collector): gauges

@@ -5,9 +5,11 @@
 #include <cctype>
 #include <chrono>
 #include <cmath>
+#include <set>
 #include <tuple>
 
 #include "cloud/heartbeat_doc.hpp"
+#include "cloud/heartbeat_keys.hpp"
 #include "fleetpipe/metrics.hpp"
 #include "s3/bucket_layout.hpp"
 
@@ -156,6 +158,16 @@ HeartbeatPoint read_heartbeat_point(const json& stored, WallTime key_time) {
   }
   h.sdk_version = str_at(doc, "/sdk_version");
   h.last_error = str_at(doc, "/last_error");
+  if (const json* cs = find(doc, "/campaigns"); cs && cs->is_array()) {
+    for (const json& c : *cs) {
+      if (!c.is_object()) continue;
+      const json* v = find(c, "/version");
+      h.epoch += str_at(c, "/id") + "@" + (v ? v->dump() : std::string()) + ":" +
+                 str_at(c, "/state") + ":" + str_at(c, "/since") + ";";
+    }
+  } else if (const json* c = find(doc, "/campaign")) {
+    h.epoch = c->dump();
+  }
   return h;
 }
 
@@ -286,52 +298,158 @@ std::vector<FleetBin> fleet_bins(const std::vector<DeviceHistory>& histories, Wa
   return out;
 }
 
-Result<std::vector<DeviceHistory>> load_histories(BucketReader& reader, const StatusQuery& q,
-                                                  WallTime now) {
-  std::string hb_prefix = reader.prefix().empty() ? "_heartbeat/" : reader.prefix() + "/_heartbeat/";
-  auto prefixes = reader.list_prefixes(hb_prefix);
-  if (!prefixes) return std::move(prefixes).error();
+Result<std::vector<WindowKeys>> list_windows(BucketReader& reader, const StatusQuery& q,
+                                             WallTime now) {
   const WallTime window_start = now - std::chrono::duration_cast<WallTime::duration>(
                                           std::chrono::duration<double>(q.window_s));
-  std::vector<DeviceHistory> out;
-  for (const auto& p : *prefixes) {
-    const std::string name = p.substr(hb_prefix.size());
-    if (name.rfind("device=", 0) != 0) continue;
-    std::string device = name.substr(7);
-    if (!device.empty() && device.back() == '/') device.pop_back();
-    if (device.empty() || (!q.device_glob.empty() && !glob_match(q.device_glob, device))) continue;
-    auto listed = reader.list(p);
-    if (!listed) return std::move(listed).error();
-    // The key's file name is the heartbeat's time: select the window (and its baseline) first.
-    std::vector<std::pair<WallTime, std::string>> keys;
-    const BucketLayout layout(reader.prefix());
-    std::vector<std::tuple<WallTime, std::uint64_t, std::string>> parsed;
-    for (const auto& o : *listed) {
-      ParsedKey k = layout.parse(o.key);
-      if (k.kind == KeyKind::heartbeat) parsed.emplace_back(*k.time, k.seq.value_or(0), o.key);
-    }
-    std::sort(parsed.begin(), parsed.end());  // time, then seq (two in one millisecond)
-    for (auto& [t, seq, key] : parsed) keys.emplace_back(t, std::move(key));
-    auto first = std::find_if(keys.begin(), keys.end(),
-                              [&](const auto& k) { return k.first >= window_start; });
-    if (first != keys.begin()) --first;  // the baseline before the window
-    if (first == keys.end()) continue;
-    DeviceHistory h;
-    h.device = device;
+  auto listed = list_heartbeat_keys(ReaderAccess::impl(reader), q.device_glob, window_start,
+                                    [](std::size_t) { return true; });
+  if (!listed) return std::move(listed).error();
+  std::vector<WindowKeys> out;
+  for (auto& d : *listed) {
+    WindowKeys w;
+    w.device = std::move(d.device);
     // An explicit `now` is a view of the past; without one, heartbeats a device clock ahead of
     // ours dated a little in the future still count as its latest.
-    for (auto it = first; it != keys.end() && (!q.now || it->first <= now); ++it) {
-      auto body = reader.get(it->second);
-      if (!body) {
-        if (body.error().is(errc::not_found)) continue;  // deleted between list and get
-        return std::move(body).error();
-      }
-      json doc = json::parse(*body, nullptr, false);
-      if (doc.is_discarded() || !doc.is_object()) continue;  // not a heartbeat: skipped
-      h.beats.push_back(read_heartbeat_point(doc, it->first));
-      h.beats.back().key = it->second;
+    for (auto& k : d.keys) {
+      if (q.now && k.time > now) break;
+      w.keys.push_back(std::move(k));
     }
-    if (!h.beats.empty()) out.push_back(std::move(h));
+    if (!w.keys.empty()) out.push_back(std::move(w));
+  }
+  return out;
+}
+
+FetchPoint fetch_from(BucketReader& reader) {
+  return [&reader](const HeartbeatKey& k) -> Result<std::optional<HeartbeatPoint>> {
+    auto body = reader.get(k.key);
+    if (!body) {
+      if (body.error().is(errc::not_found)) return std::optional<HeartbeatPoint>();  // deleted since
+      return std::move(body).error();
+    }
+    json doc = json::parse(*body, nullptr, false);
+    if (doc.is_discarded() || !doc.is_object()) return std::optional<HeartbeatPoint>();
+    HeartbeatPoint p = read_heartbeat_point(doc, k.time);
+    p.key = k.key;
+    return std::optional<HeartbeatPoint>(std::move(p));
+  };
+}
+
+namespace {
+
+/// Keys within this of a bin edge are read: a heartbeat's own time (which places it in a bin)
+/// is taken just before its key's.
+constexpr std::chrono::seconds kEdgeSlack{2};
+
+bool no_decrease(const std::map<std::string, double>& a, const std::map<std::string, double>& b) {
+  for (const auto& [k, v] : a) {
+    auto it = b.find(k);
+    if (it == b.end() || it->second < v) return false;
+  }
+  return true;
+}
+
+/// Whether every heartbeat between `ia` and `ib` may be summed as the difference of the two:
+/// one run (seqs rising, uptime keeping pace with the time), counters and per-trigger / per-
+/// reason counts never lower, the same campaign epoch.
+bool telescopes(const std::vector<HeartbeatKey>& keys, std::size_t ia, std::size_t ib,
+                const HeartbeatPoint& a, const HeartbeatPoint& b) {
+  for (std::size_t i = ia + 1; i <= ib; ++i) {
+    if (keys[i].has_seq && keys[i - 1].has_seq && keys[i].seq <= keys[i - 1].seq) return false;
+  }
+  if (restarted_between(a, b) || a.epoch != b.epoch) return false;
+  const double dt = seconds(b.time - a.time);
+  if (std::abs((b.uptime_s - a.uptime_s) - dt) > 2 + 0.002 * std::abs(dt)) return false;
+  return no_decrease(a.fires, b.fires) && no_decrease(a.pauses_by_reason, b.pauses_by_reason) &&
+         no_decrease(a.paused_s_by_reason, b.paused_s_by_reason);
+}
+
+}  // namespace
+
+Result<DeviceHistory> read_history(WindowKeys& w, const std::vector<WallTime>& edges,
+                                   const FetchPoint& fetch) {
+  const auto& keys = w.keys;
+  const std::size_t n = keys.size();
+  DeviceHistory h;
+  h.device = w.device;
+  if (n == 0) return h;
+  std::set<std::size_t> want = {0, n - 1};
+  for (std::size_t i = 1; i < n; ++i) {
+    if (keys[i].has_seq && keys[i - 1].has_seq && keys[i].seq <= keys[i - 1].seq) {
+      want.insert(i - 1);
+      want.insert(i);
+    }
+  }
+  for (WallTime e : edges) {
+    auto lo = std::lower_bound(keys.begin(), keys.end(), e - kEdgeSlack,
+                               [](const HeartbeatKey& k, WallTime t) { return k.time < t; });
+    if (lo != keys.begin()) want.insert(static_cast<std::size_t>(lo - keys.begin()) - 1);
+    for (auto it = lo; it != keys.end() && it->time <= e + kEdgeSlack; ++it) {
+      want.insert(static_cast<std::size_t>(it - keys.begin()));
+    }
+  }
+  for (;;) {
+    // Read what is wanted; a key that is gone or not a heartbeat hands its role to both
+    // neighbours (the window skips it, so they become consecutive).
+    while (!want.empty()) {
+      const std::size_t i = *want.begin();
+      want.erase(want.begin());
+      if (w.read.count(i)) continue;
+      auto p = fetch(keys[i]);
+      if (!p) return std::move(p).error();
+      w.read[i] = std::move(*p);
+      if (!w.read[i]) {
+        if (i > 0) want.insert(i - 1);
+        if (i + 1 < n) want.insert(i + 1);
+      }
+    }
+    // Split every pair of points that does not telescope and has unread heartbeats between.
+    std::size_t prev = n;
+    for (const auto& [i, p] : w.read) {
+      if (!p) continue;
+      if (prev != n && i > prev + 1) {
+        std::vector<std::size_t> unread;
+        for (std::size_t j = prev + 1; j < i; ++j) {
+          if (!w.read.count(j)) unread.push_back(j);
+        }
+        if (!unread.empty() && !telescopes(keys, prev, i, *w.read[prev], *p)) {
+          want.insert(unread[unread.size() / 2]);
+        }
+      }
+      prev = i;
+    }
+    if (want.empty()) break;
+  }
+  for (const auto& [i, p] : w.read) {
+    if (p) h.beats.push_back(*p);
+  }
+  return h;
+}
+
+std::vector<WallTime> bin_edges(WallTime now, double window_s, std::size_t bins) {
+  std::vector<WallTime> out;
+  if (bins == 0 || window_s <= 0) return out;
+  const double bin_s = window_s / static_cast<double>(bins);
+  const WallTime start = now - std::chrono::duration_cast<WallTime::duration>(
+                                   std::chrono::duration<double>(window_s));
+  out.push_back(start);
+  for (std::size_t i = 0; i < bins; ++i) {
+    out.push_back(start + std::chrono::duration_cast<WallTime::duration>(
+                              std::chrono::duration<double>(bin_s * static_cast<double>(i + 1))));
+  }
+  return out;
+}
+
+Result<std::vector<DeviceHistory>> load_histories(BucketReader& reader, const StatusQuery& q,
+                                                  WallTime now) {
+  auto windows = list_windows(reader, q, now);
+  if (!windows) return std::move(windows).error();
+  const FetchPoint fetch = fetch_from(reader);
+  std::vector<DeviceHistory> out;
+  for (auto& w : *windows) {
+    auto h = read_history(w, {}, fetch);
+    if (!h) return std::move(h).error();
+    if (!h->beats.empty()) out.push_back(std::move(*h));
   }
   return out;
 }

@@ -33,6 +33,7 @@ struct BucketReader::Impl {
   detail::ExponentialBackoff retry_policy{{reader_internal::kAttempts, 0.2, 0.8, /*full_jitter=*/false}};
   detail::RequestSender sender{ioc, retry_policy, {}};
   QueryStats stats;
+  unsigned heartbeat_page_keys = 1000;  ///< max-keys of heartbeat listings (tests shrink it)
 
   /// One request, retried as retry_policy says (backoff 0.2, 0.4, 0.8 s), the io_context run
   /// until its outcome.
@@ -58,45 +59,67 @@ struct BucketReader::Impl {
     return Error(code, what + ": " + last.message);
   }
 
+  /// One ListObjectsV2 page: after `start_after`, or where `token` (a NextContinuationToken)
+  /// says; `next` is empty on the last page.
+  struct Page {
+    std::vector<ObjectInfo> objects;
+    std::vector<std::string> prefixes;
+    std::string next;
+  };
+  Result<Page> list_page(std::string_view prefix, std::string_view start_after,
+                         std::string_view token, bool delimiter, unsigned max_keys = 1000) {
+    detail::S3Request req;
+    req.method = "GET";
+    req.query = {{"list-type", "2"}, {"prefix", std::string(prefix)},
+                 {"max-keys", std::to_string(max_keys)}};
+    if (delimiter) req.query.emplace_back("delimiter", "/");
+    if (!token.empty()) req.query.emplace_back("continuation-token", std::string(token));
+    else if (!start_after.empty()) req.query.emplace_back("start-after", std::string(start_after));
+    ++stats.list_requests;
+    auto r = send(req);
+    if (!r) return std::move(r).error();
+    const std::string& body = r->body;
+    if (body.find("<ListBucketResult") == std::string::npos) {
+      return Error(errc::decode_error, "ListObjectsV2 of s3://" + config.bucket + "/" +
+                                           std::string(prefix) + ": not a listing");
+    }
+    Page page;
+    for (auto block : detail::xml_blocks(body, "Contents")) {
+      ObjectInfo o;
+      o.key = detail::xml_text(block, "Key").value_or("");
+      auto sz = detail::xml_text(block, "Size").value_or("0");
+      o.size = std::strtoull(sz.c_str(), nullptr, 10);
+      o.last_modified = detail::xml_text(block, "LastModified").value_or("");
+      o.etag = detail::xml_text(block, "ETag").value_or("");
+      if (!o.key.empty()) page.objects.push_back(std::move(o));
+    }
+    if (delimiter) {
+      for (auto block : detail::xml_blocks(body, "CommonPrefixes")) {
+        if (auto p = detail::xml_text(block, "Prefix")) page.prefixes.push_back(*p);
+      }
+    }
+    if (detail::xml_text(body, "IsTruncated").value_or("false") == "true") {
+      page.next = detail::xml_text(body, "NextContinuationToken").value_or("");
+    }
+    stats.objects_listed += page.objects.size();
+    return page;
+  }
+
   Result<std::vector<ObjectInfo>> list(std::string_view prefix, std::string_view start_after,
                                        std::vector<std::string>* common_prefixes) {
     std::vector<ObjectInfo> out;
     std::string token;
     for (;;) {
-      detail::S3Request req;
-      req.method = "GET";
-      req.query = {{"list-type", "2"}, {"prefix", std::string(prefix)}, {"max-keys", "1000"}};
-      if (common_prefixes) req.query.emplace_back("delimiter", "/");
-      if (!token.empty()) req.query.emplace_back("continuation-token", token);
-      else if (!start_after.empty()) req.query.emplace_back("start-after", std::string(start_after));
-      ++stats.list_requests;
-      auto r = send(req);
-      if (!r) return std::move(r).error();
-      const std::string& body = r->body;
-      if (body.find("<ListBucketResult") == std::string::npos) {
-        return Error(errc::decode_error, "ListObjectsV2 of s3://" + config.bucket + "/" +
-                                             std::string(prefix) + ": not a listing");
-      }
-      for (auto block : detail::xml_blocks(body, "Contents")) {
-        ObjectInfo o;
-        o.key = detail::xml_text(block, "Key").value_or("");
-        auto sz = detail::xml_text(block, "Size").value_or("0");
-        o.size = std::strtoull(sz.c_str(), nullptr, 10);
-        o.last_modified = detail::xml_text(block, "LastModified").value_or("");
-        o.etag = detail::xml_text(block, "ETag").value_or("");
-        if (!o.key.empty()) out.push_back(std::move(o));
-      }
+      auto page = list_page(prefix, token.empty() ? start_after : std::string_view(), token,
+                            common_prefixes != nullptr);
+      if (!page) return std::move(page).error();
+      for (auto& o : page->objects) out.push_back(std::move(o));
       if (common_prefixes) {
-        for (auto block : detail::xml_blocks(body, "CommonPrefixes")) {
-          if (auto p = detail::xml_text(block, "Prefix")) common_prefixes->push_back(*p);
-        }
+        for (auto& p : page->prefixes) common_prefixes->push_back(std::move(p));
       }
-      auto truncated = detail::xml_text(body, "IsTruncated").value_or("false");
-      auto next = detail::xml_text(body, "NextContinuationToken").value_or("");
-      if (truncated != "true" || next.empty()) break;
-      token = next;
+      if (page->next.empty()) break;
+      token = std::move(page->next);
     }
-    stats.objects_listed += out.size();
     return out;
   }
 

@@ -141,15 +141,33 @@ Result<ReportResult> write_report(BucketReader& reader, const ReportOptions& o,
                                   const std::string& out_dir) {
   StatusQuery q = o.status;
   const WallTime now = q.now ? *q.now : std::chrono::system_clock::now();
-  auto histories = load_histories(reader, q, now);
-  if (!histories) return std::move(histories).error();
+  // Heartbeats: first each device's first and newest (which fix the charts' span), then the
+  // last one before each bin edge (read_history): at most bins + 2 per device, not all.
+  auto keyed = list_windows(reader, q, now);
+  if (!keyed) return std::move(keyed).error();
+  const FetchPoint fetch = fetch_from(reader);
+  std::vector<DeviceHistory> histories;
+  double chart_s = 0;  // the charts span the window, or less when the oldest heartbeat is younger
+  for (auto& w : *keyed) {
+    auto h = read_history(w, {}, fetch);
+    if (!h) return std::move(h).error();
+    if (!h->beats.empty()) chart_s = std::max(chart_s, unix_s(now) - unix_s(h->beats.front().time));
+  }
+  const double chart_window_s = std::min(q.window_s, chart_s * 1.02 + 1);
+  const auto edges = bin_edges(now, chart_window_s, o.bins);
+  ReportResult res;
+  for (auto& w : *keyed) {
+    auto h = read_history(w, edges, fetch);
+    if (!h) return std::move(h).error();
+    res.heartbeats += w.keys.size();
+    res.heartbeats_read += w.read.size();
+    if (!h->beats.empty()) histories.push_back(std::move(*h));
+  }
   std::vector<DeviceWindow> windows;
   std::set<std::string> label_keys;
-  ReportResult res;
-  for (const auto& h : *histories) {
+  for (const auto& h : histories) {
     windows.push_back(summarise(h, now, q));
     for (const auto& [k, v] : windows.back().last.labels) label_keys.insert(k);
-    res.heartbeats += h.beats.size();
   }
   res.devices = windows.size();
   const FleetGroup fleet = windows.empty() ? FleetGroup{} : aggregate(windows, "").front();
@@ -170,7 +188,8 @@ Result<ReportResult> write_report(BucketReader& reader, const ReportOptions& o,
           "data-generated=\"" + esc(format_query_time(now)) + "\" data-window-s=\"" +
           attr_num(q.window_s) + "\">bucket " + esc(o.bucket) + (reader.prefix().empty() ? "" : "/" + esc(reader.prefix())) +
           " · window " + attr_num(q.window_s / 3600) + " h ending " + esc(format_query_time(now)) +
-          " · " + std::to_string(res.heartbeats) + " heartbeats read</div></header><main>";
+          " · " + std::to_string(res.heartbeats) + " heartbeats, " + std::to_string(res.heartbeats_read) +
+          " read</div></header><main>";
 
   // Overview.
   double fires = 0;
@@ -201,12 +220,7 @@ Result<ReportResult> write_report(BucketReader& reader, const ReportOptions& o,
   page += "</div>";
 
   // Time series.
-  // The charts span the window, or less when the oldest heartbeat read is younger.
-  double chart_s = 0;
-  for (const auto& h : *histories) {
-    if (!h.beats.empty()) chart_s = std::max(chart_s, unix_s(now) - unix_s(h.beats.front().time));
-  }
-  auto bins = fleet_bins(*histories, now, std::min(q.window_s, chart_s * 1.02 + 1), o.bins);
+  auto bins = fleet_bins(histories, now, chart_window_s, o.bins);
   auto chart = [&](const char* id, const char* title, const char* unit, const char* color,
                    double FleetBin::*field) {
     report::Chart c;

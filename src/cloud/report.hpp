@@ -27,7 +27,9 @@ struct ReportOptions {
 
 struct ReportResult {
   std::string path;                    ///< DIR/index.html
-  std::size_t devices = 0, heartbeats = 0, events = 0, gallery_events = 0;
+  std::size_t devices = 0, events = 0, gallery_events = 0;
+  std::size_t heartbeats = 0;       ///< in the window (with each device's baseline)
+  std::size_t heartbeats_read = 0;  ///< of those, fetched (read_history)
   std::size_t bytes = 0;               ///< size of the page
 };
 

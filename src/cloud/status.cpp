@@ -1,10 +1,10 @@
 // Device status: the newest heartbeats of each device, read from {prefix}/_heartbeat/.
 //
-// Cost: one listing of the device prefixes (per 1,000 devices), then per device one listing that
-// starts at the window (so it holds only the window's keys, whatever the history's length) and
-// one GET of the newest heartbeat. A /2 heartbeat carries the device's trailing-day deltas
-// ("day"), which serve the default 1-day window; other windows (and /1 heartbeats) also GET the
-// window's first heartbeat. A device silent for longer than the window is listed whole.
+// Cost: the flat listing of heartbeat_keys.hpp (one LIST per 1,000 keys of short histories, at
+// most one per device and one more for long ones) and one GET of the newest heartbeat per device.
+// A /2 heartbeat carries the device's trailing-day deltas ("day"), which serve the default 1-day
+// window; other windows (and /1 heartbeats) also GET the window's first heartbeat, or with a
+// single heartbeat in the window the one before it.
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cloud/heartbeat_doc.hpp"
+#include "cloud/heartbeat_keys.hpp"
 #include "cloud/reader_impl.hpp"
 #include "common/utc_time.hpp"
 #include "s3/bucket_layout.hpp"
@@ -112,36 +113,22 @@ Heartbeat read_heartbeat(const json& stored, WallTime key_t) {
 }  // namespace
 
 Result<std::vector<DeviceStatus>> BucketReader::status(const StatusQuery& q) {
-  const detail::BucketLayout layout(impl_->config.prefix, impl_->config.key_template);
-  const std::string hb_prefix = layout.heartbeats_prefix();
   const WallTime now = q.now ? *q.now : impl_->port.clock->wall();
-  auto prefixes = list_prefixes(hb_prefix);
-  if (!prefixes) return std::move(prefixes).error();
+  const auto window_start =
+      now - std::chrono::duration_cast<WallTime::duration>(std::chrono::duration<double>(q.window_s));
+  // The baseline matters to a device with one heartbeat in the window (its rate), and with none
+  // it is the newest heartbeat.
+  auto listed = detail::list_heartbeat_keys(*impl_, q.device_glob, window_start,
+                                            [](std::size_t in_window) { return in_window <= 1; });
+  if (!listed) return std::move(listed).error();
   std::vector<DeviceStatus> out;
-  for (const auto& p : *prefixes) {
-    std::string device = detail::key_partition(p, "device");
-    if (device.empty()) continue;
-    if (!q.device_glob.empty() && !glob_match(q.device_glob, device)) continue;
-    const auto window_start =
-        now - std::chrono::duration_cast<WallTime::duration>(std::chrono::duration<double>(q.window_s));
-    // (time, seq, key) of the heartbeats, oldest first: those since the window's start (one
-    // second of slack for keys named in whole seconds), or all when there are none.
-    auto listed = impl_->list(p, p + detail::utc_compact(window_start - std::chrono::seconds(1)), nullptr);
-    if (listed && listed->empty()) listed = impl_->list(p, {}, nullptr);
-    if (!listed) return std::move(listed).error();
-    std::vector<std::tuple<WallTime, std::uint64_t, std::string>> parsed;
-    for (const auto& o : *listed) {
-      detail::ParsedKey k = layout.parse(o.key);
-      if (k.kind == detail::KeyKind::heartbeat) parsed.emplace_back(*k.time, k.seq.value_or(0), o.key);
-    }
-    if (parsed.empty()) continue;
-    std::sort(parsed.begin(), parsed.end());
+  for (auto& dk : *listed) {
     std::vector<std::pair<WallTime, std::string>> beats;
-    for (auto& [t, seq, key] : parsed) beats.emplace_back(t, std::move(key));
+    for (auto& k : dk.keys) beats.emplace_back(k.time, std::move(k.key));
+    const std::string device = std::move(dk.device);
     DeviceStatus d;
     d.device = device;
-    auto first_in_window = std::find_if(beats.begin(), beats.end(),
-                                        [&](const auto& b) { return b.first >= window_start; });
+    auto first_in_window = beats.begin() + static_cast<std::ptrdiff_t>(dk.first_in_window);
     const auto in_window = std::distance(first_in_window, beats.end());
     d.heartbeats = static_cast<std::size_t>(in_window);
     // A single heartbeat in the window is compared with the one before it, if any.

@@ -10,8 +10,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cloud/heartbeat_keys.hpp"
 #include "fleetpipe/query.hpp"
+#include "s3/bucket_layout.hpp"
 #include "support/s3_env.hpp"
+#include "support/s3_put.hpp"
 #include "support/shell.hpp"
 #include "support/test_paths.hpp"
 
@@ -164,7 +167,9 @@ TEST_CASE("status reads one listing from the window's start and one heartbeat pe
     REQUIRE(devices->size() == 3);
     for (int i = 0; i < 3; ++i) CHECK((*devices)[static_cast<std::size_t>(i)].heartbeats == static_cast<std::size_t>(i + 1));
     const QueryStats s = (*reader)->stats();
-    CHECK(s.list_requests == 1 + 3);
+    // One page holds every device's keys: the device listing is the window listing too.
+    CHECK(s.list_requests == 1);
+    CHECK(s.objects_listed == 1 + 2 + 3);
     CHECK(s.gets == 3);
     CHECK(json::parse((*devices)[2].heartbeat_json)["day"].size() == 3);
   }
@@ -176,10 +181,98 @@ TEST_CASE("status reads one listing from the window's start and one heartbeat pe
     REQUIRE(devices.ok());
     REQUIRE(devices->size() == 3);
     const QueryStats s = (*reader)->stats();
+    CHECK((*devices)[0].heartbeats == 0);
+    CHECK((*devices)[1].heartbeats == 1);
     CHECK((*devices)[2].heartbeats == 2);
-    // dev-0 has no key in the window: listed whole (1 key) after the empty window listing.
-    CHECK(s.list_requests == 1 + 3 + 1);
-    CHECK(s.objects_listed == 0 + 1 + 1 + 2);  // dev-0: none, then its one; dev-1: 1; dev-2: 2
-    CHECK(s.gets == 3 + 1);  // dev-2's window baseline
+    CHECK(s.list_requests == 1);
+    CHECK(s.objects_listed == 1 + 2 + 3);
+    // dev-1's one heartbeat in the window is compared with the one before it; dev-2's two with
+    // each other.
+    CHECK(s.gets == 3 + 2);
+    CHECK((*devices)[1].upload_bytes_per_s >= 0);
   }
+}
+
+TEST_CASE("long histories: the listing jumps to each device's window and finds its baseline",
+          "[heartbeat][s3]") {
+  tool(std::string("make ") + kBucket);
+  const std::string prefix = unique_prefix("jumps");
+  const UploaderConfig cfg = test::s3_uploader_config(test::load_s3_env(), kBucket, prefix);
+  const detail::BucketLayout layout(prefix);
+  const WallTime now = std::chrono::time_point_cast<std::chrono::seconds>(std::chrono::system_clock::now());
+  const WallTime started = now - 6h;
+  // Heartbeats (minutes before now): dev-a every 10 min for 5 h (its baseline within the hour
+  // before the window); dev-b silent for the last 3 h (its newest is older than the window's
+  // margin); dev-c two in the window and one 4 h before (a baseline past the margin).
+  std::map<std::string, std::vector<int>> minutes;
+  for (int m = 300; m >= 0; m -= 10) minutes["dev-a"].push_back(m);
+  for (int m = 300; m >= 180; m -= 10) minutes["dev-b"].push_back(m);
+  minutes["dev-c"] = {240, 30, 10};
+  for (const auto& [device, ms] : minutes) {
+    std::uint64_t seq = 0;
+    for (int m : ms) {
+      const WallTime t = now - std::chrono::minutes(m) - 7s;
+      const double up = std::chrono::duration<double>(t - started).count();
+      json doc = {{"schema", "fleetpipe.heartbeat/2"}, {"device", device},
+                  {"t", std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count()},
+                  {"seq", seq}, {"up", up}, {"state", "ok"}, {"backlog", {seq, 100 * seq, 0, 0}},
+                  {"buf", {seq / 4, 0, 0}}, {"fires", {{"bump", seq / 2}}}, {"tx", 1000 * seq * seq}};
+      REQUIRE(test::s3_put(cfg, layout.heartbeat_key(device, t, seq), doc.dump()).ok());
+      ++seq;
+    }
+  }
+  auto reader = BucketReader::open(cfg);
+  REQUIRE(reader.ok());
+  StatusQuery q;
+  q.now = now;
+  q.window_s = 3600;
+  auto run = [&](unsigned page_keys, const std::string& glob) {
+    detail::ReaderAccess::impl(**reader).heartbeat_page_keys = page_keys;
+    (*reader)->reset_stats();
+    StatusQuery g = q;
+    g.device_glob = glob;
+    auto devices = (*reader)->status(g);
+    REQUIRE(devices.ok());
+    auto groups = fleet_status(**reader, g, "");
+    REQUIRE(groups.ok());
+    return std::make_tuple(*devices, *groups, (*reader)->stats());
+  };
+  const auto [all, all_groups, one_page] = run(1000, "");
+  REQUIRE(all.size() == 3);
+  CHECK(one_page.list_requests == 2);  // one page each for status and fleet_status
+  CHECK(all[0].heartbeats == 6);
+  CHECK(all[1].heartbeats == 0);
+  CHECK(all[1].last_key == layout.heartbeat_key("dev-b", now - 180min - 7s, 12));
+  CHECK(all[2].heartbeats == 2);
+  REQUIRE(all_groups.size() == 1);
+  CHECK(all_groups[0].devices.size() == 3);
+
+  // Pages of 4 keys: the listing jumps over dev-a's and dev-b's early keys and probes back for
+  // dev-b's newest and dev-c's baseline; the figures stay the same.
+  const auto [small, small_groups, paged] = run(4, "");
+  REQUIRE(small.size() == all.size());
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    INFO(all[i].device);
+    CHECK(small[i].device == all[i].device);
+    CHECK(small[i].heartbeats == all[i].heartbeats);
+    CHECK(small[i].last_key == all[i].last_key);
+    CHECK(small[i].evicted_in_window == all[i].evicted_in_window);
+    CHECK(small[i].upload_bytes_per_s == Approx(all[i].upload_bytes_per_s));
+  }
+  REQUIRE(small_groups.size() == 1);
+  CHECK(small_groups[0].upload_bytes == Approx(all_groups[0].upload_bytes));
+  CHECK(small_groups[0].observed_device_s == Approx(all_groups[0].observed_device_s));
+  CHECK(small_groups[0].fires == all_groups[0].fires);
+  CHECK(small_groups[0].evictions == all_groups[0].evictions);
+  CHECK(small_groups[0].silent == all_groups[0].silent);
+  // Reading every key in pages of 4 would take 12 LISTs per pass (47 keys).
+  CHECK(paged.list_requests < 2 * 12);
+  CHECK(paged.gets == one_page.gets);
+
+  // A glob skips the other devices' keys (past "device=dev-b0").
+  const auto [ac, ac_groups, ac_stats] = run(4, "dev-[ac]");
+  REQUIRE(ac.size() == 2);
+  CHECK(ac[0].last_key == all[0].last_key);
+  CHECK(ac[1].last_key == all[2].last_key);
+  CHECK(ac_groups.at(0).devices == std::vector<std::string>{"dev-a", "dev-c"});
 }

@@ -1,3 +1,4 @@
+#include "cloud/fleet_view.hpp"
 #include "cloud/report.hpp"
 
 #include <catch2/catch.hpp>
@@ -145,6 +146,33 @@ TEST_CASE("the fleet report renders in Chromium with the heartbeats' numbers", "
     REQUIRE(row.size() == 1);
     CHECK(num_attr(row[0], "data-fires") == n);
     CHECK(n > 0);
+  }
+  // The window figures equal those of every heartbeat read (the report reads only some).
+  {
+    std::vector<detail::DeviceWindow> windows;
+    for (const auto& [d, beats] : hbs) {
+      detail::DeviceHistory h;
+      h.device = d;
+      for (const auto& b : beats) {
+        const WallTime t{std::chrono::milliseconds(b["t"].get<std::int64_t>())};
+        h.beats.push_back(detail::read_heartbeat_point(b, t));
+      }
+      windows.push_back(detail::summarise(h, *o.status.now, o.status));
+    }
+    const FleetGroup all = detail::aggregate(windows, "").at(0);
+    auto value = [&](const char* id) {
+      return num_attr(tags(dom, std::string("<div class=\"tile[^\"]*\" id=\"") + id + "\"[^>]*>").at(0),
+                      "data-value");
+    };
+    CHECK(value("fleet-upload-bytes-per-s") == Approx(all.upload_bytes_per_s).epsilon(1e-4));
+    CHECK(value("fleet-paused-share") == Approx(all.paused_share).epsilon(1e-4));
+    CHECK(value("fleet-paused-share") > 0);  // the paused device
+    CHECK(value("fleet-evictions-per-device-day") == Approx(all.evictions_per_device_day).epsilon(1e-4));
+    CHECK(value("fleet-restarts") == static_cast<double>(all.restarts));
+    std::size_t listed = 0;
+    for (const auto& [d, beats] : hbs) listed += beats.size();
+    CHECK(written->heartbeats == listed);
+    CHECK(written->heartbeats_read <= written->heartbeats);
   }
   // Devices without labels (today's heartbeats) form one "(none)" group under no label table.
   CHECK(num_attr(tags(dom, "<span class=\"muted\" id=\"flagged-count\"[^>]*>").at(0), "data-value") >= 1);

@@ -39,9 +39,11 @@ int run(const ReportCliOptions& o) {
     return 1;
   }
   std::printf("%s\n", written->path.c_str());
-  std::fprintf(stderr, "%zu device(s), %zu heartbeat(s), %zu event(s), %zu in the gallery; %zu bytes\n",
-               written->devices, written->heartbeats, written->events, written->gallery_events,
-               written->bytes);
+  std::fprintf(stderr,
+               "%zu device(s), %zu heartbeat(s) in the window (%zu read), %zu event(s), %zu in the "
+               "gallery; %zu bytes\n",
+               written->devices, written->heartbeats, written->heartbeats_read, written->events,
+               written->gallery_events, written->bytes);
   return 0;
 }
 

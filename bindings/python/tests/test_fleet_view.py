@@ -136,3 +136,23 @@ def test_cli_report_has_a_table_per_label_and_survives_undecodable_events(cli, s
     # the laid-out event objects are not FPEV: shown as not decoded, the page still written
     assert page.count('<figure class="event"') == 3 and 'not decoded' in page
     assert "<script" not in page
+
+
+def test_status_by_reads_two_heartbeats_per_steady_device(reader, s3_client, bucket):
+    # 30 heartbeats a minute apart, and one that restarted 10 minutes ago: the sums are those of
+    # every delta, from the first and newest heartbeat (and a few to find the restart).
+    for i in range(30):
+        put_heartbeat(s3_client, bucket, "d1", NOW - 1800 + 60 * i, 5000 + 60 * i, 100 * i, i // 3,
+                      labels={"site": "s"})
+        restarted = i >= 20
+        put_heartbeat(s3_client, bucket, "d2", NOW - 1800 + 60 * i,
+                      60 * (i - 20) + 5 if restarted else 5000 + 60 * i,
+                      10 * (i - 19) if restarted else 50 * i, 0, labels={"site": "s"})
+    reader.reset_stats()
+    (g,) = reader.status(by="site", now=NOW, window=7200)
+    stats = reader.stats()
+    assert g["upload_bytes"] == 100 * 29 + (50 * 19 + 10 * 10)
+    assert g["fires"]["bump"] == 29 // 3
+    assert g["restarts"] == 1
+    assert stats["list_requests"] == 1
+    assert stats["gets"] < 2 + 2 + 2 * 6  # not 60
