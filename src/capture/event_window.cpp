@@ -158,7 +158,7 @@ void Capture::Impl::update_pin(std::uint32_t si) noexcept {
     if (p.live() && p.lo < lo) lo = p.lo;
   }
   if (s.numeric) {
-    s.nring.pin_lo = lo;
+    s.nring.set_pin(lo);
   } else {
     s.bring.pin_lo = lo;
   }
@@ -455,8 +455,9 @@ void Capture::Impl::publish() noexcept {
   for (const auto& e : events) open += e.used ? 1 : 0;
   m_open->set(double(open));
   for (auto& s : streams) {
-    s.m_samples->inc(s.samples - s.samples_published);
-    s.samples_published = s.samples;
+    const std::uint64_t n = s.accepted();
+    s.m_samples->inc(n - s.samples_published);
+    s.samples_published = n;
     s.m_overflow->inc(s.overflow - s.overflow_published);
     s.overflow_published = s.overflow;
   }
