@@ -327,7 +327,13 @@ void Capture::push_blob(StreamHandle h, double t, std::string_view bytes) noexce
   ++s.samples;
   if (!stored) m.note_overflow(s, 1, "a blob larger than ring_bytes was not kept in the ring");
   if (early) m.note_overflow(s, early, "ring bytes/blobs evicted blobs younger than ring_seconds");
-  if (s.event != kNone) {
+  if (s.event != kNone && stored && s.ev_data.empty() &&
+      s.bring.popped + s.bring.count - 1 == s.pre.hi) {
+    // The blob directly follows the event's lazy window in the ring: the window grows over it
+    // instead of copying it (no allocation nor first-touch page faults in push_blob; the bytes
+    // are copied at delivery, or before the ring overwrites them, as the pre window is).
+    m.extend_lazy(h.index, s, bytes.size(), t);
+  } else if (s.event != kNone) {
     char hdr[detail::kBlobRecordHeader];
     const std::uint64_t size = bytes.size();
     std::memcpy(hdr, &t, 8);

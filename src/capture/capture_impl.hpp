@@ -185,6 +185,7 @@ struct Capture::Impl {
   void append_section(detail::StreamState& s, const char* p, std::size_t n, double t);
   void record(detail::StreamState& s, std::string_view hdr, const char* p, std::size_t n,
               double t) noexcept;
+  void extend_lazy(std::uint32_t si, detail::StreamState& s, std::size_t n, double t) noexcept;
   void recompute_deadline() noexcept;
   void close_due(double t) noexcept;
   void add_stream(std::uint32_t ev, std::uint32_t si, double t, double pre_s);

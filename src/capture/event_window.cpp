@@ -46,6 +46,21 @@ void Capture::Impl::record(StreamState& s, std::string_view hdr, const char* p, 
   if (e.max_bytes && e.post_bytes >= e.max_bytes) close_event(s.event, "max_bytes");
 }
 
+// A blob stream's sample that the ring stored right after the open event's lazy window (entry
+// pre.hi) joins the event as record() would put it there, still in the ring.
+void Capture::Impl::extend_lazy(std::uint32_t si, StreamState& s, std::size_t n,
+                                double t) noexcept {
+  const bool was_live = s.pre.live();
+  ++s.pre.hi;
+  if (s.ev_count == 0) s.ev_t_first = t;
+  s.ev_t_last = t;
+  ++s.ev_count;
+  if (!was_live) update_pin(si);  // the ring must now keep (or copy) it
+  OpenEvent& e = events[s.event];
+  e.post_bytes += detail::kBlobRecordHeader + n;
+  if (e.max_bytes && e.post_bytes >= e.max_bytes) close_event(s.event, "max_bytes");
+}
+
 // ---- events -------------------------------------------------------------------------------
 void Capture::Impl::recompute_deadline() noexcept {
   next_deadline = std::numeric_limits<double>::infinity();
