@@ -228,6 +228,31 @@ TEST_CASE("blob ring wraps, evicts oldest and keeps blob bytes intact", "[captur
   CHECK(held > 1000 - 2 * 187);  // a reasonably full ring
 }
 
+// The post window of a blob stream stays in the ring (no copy in push_blob) until delivery or
+// until the ring overwrites it: a window far longer than the ring keeps every blob, in order.
+TEST_CASE("a blob post window longer than the ring keeps every blob intact", "[capture]") {
+  auto t = window(manual_trigger("snap"), 5, 1000);
+  t.capture.streams = {"cam"};
+  Rig rig({blob_stream("cam", 1000, 100)}, {t});
+  auto cam = rig.cap->stream("cam");
+  auto blob = [](int i) { return std::string(i == 150 ? 3000 : 37 + (i * 13) % 150, char(i)); };
+  for (int i = 0; i < 10; ++i) rig.cap->push_blob(cam, i, blob(i));
+  CHECK(*rig.cap->fire("snap", 9.5));
+  for (int i = 10; i < 200; ++i) rig.cap->push_blob(cam, i, blob(i));  // 150: not in the ring
+  rig.cap->flush();
+  REQUIRE(rig.sink.items.size() == 1);
+  auto ev = decode_one(rig.sink.items[0].payload);
+  const auto& blobs = ev.sections[0].blobs;
+  REQUIRE(blobs.size() == 195);  // t = 5..9 (pre), 10..199 (post)
+  for (std::size_t k = 0; k < blobs.size(); ++k) {
+    const int i = 5 + int(k);
+    CHECK(blobs[k].first == double(i));
+    CHECK(blobs[k].second == blob(i));
+  }
+  auto counts = nlohmann::json::parse(rig.sink.items[0].meta.metadata.at("sample_counts"));
+  CHECK(counts["cam"] == 195);
+}
+
 TEST_CASE("a blob larger than the ring is counted but still recorded into an open event",
           "[capture]") {
   auto t = window(manual_trigger("snap"), 0, 10);

@@ -195,6 +195,21 @@ const std::vector<TriggerConfig>& Capture::triggers() const noexcept {
   return impl_->trigger_cfgs;
 }
 
+void Capture::Impl::refuse(StreamState& s, double t) noexcept { refuse_impl(s, t); }
+
+// The hot path: inlined into push() (one call less per sample) and push_rows' slow path.
+__attribute__((always_inline)) inline void Capture::Impl::push_row(std::uint32_t si,
+                                                                   StreamState& s, double t,
+                                                                   const double* values,
+                                                                   std::size_t n) noexcept {
+  if (t > next_deadline) close_due(t);
+  bool early = false;
+  const double* row = s.nring.push(t, values, n, early, evict_hook(si));
+  if (early) note_overflow(s, 1, "ring_bytes evicted rows younger than ring_seconds");
+  if (s.event != kNone) record(s, {}, reinterpret_cast<const char*>(row), s.nring.row_bytes(), t);
+  engine.observe(si, t, row + 1, 0);
+}
+
 void Capture::push(StreamHandle h, double t, const double* values, std::size_t n) noexcept {
   Impl& m = *impl_;
   if (h.index >= m.streams.size()) {
@@ -212,16 +227,24 @@ void Capture::push(StreamHandle h, double t, const double* values, std::size_t n
   m.push_row(h.index, s, t, values, n);
 }
 
-void Capture::Impl::push_row(std::uint32_t si, StreamState& s, double t, const double* values,
-                             std::size_t n) noexcept {
-  if (t > next_deadline) close_due(t);
-  bool early = false;
-  const double* row = s.nring.push(t, values, n, early, evict_hook(si));
-  ++s.samples;
-  if (early) note_overflow(s, 1, "ring_bytes evicted rows younger than ring_seconds");
-  if (s.event != kNone) record(s, {}, reinterpret_cast<const char*>(row), s.nring.row_bytes(), t);
-  engine.observe(si, t, row + 1, 0);
+namespace {
+
+// The end of the run of times from i in non-decreasing order, starting at or after `last`
+// (NaN ends it). Checked 8 at a time without an early exit, so the compiler can vectorize it.
+std::size_t ordered_run(const double* times, std::size_t i, std::size_t n, double last) noexcept {
+  if (!(times[i] >= last)) return i;
+  std::size_t e = i + 1;
+  while (e + 8 <= n) {
+    bool ok = true;
+    for (std::size_t k = 0; k < 8; ++k) ok &= times[e + k] >= times[e + k - 1];
+    if (!ok) break;
+    e += 8;
+  }
+  while (e < n && times[e] >= times[e - 1]) ++e;
+  return e;
 }
+
+}  // namespace
 
 // Block path: the engine evaluates a run of rows in time order up to its first fire; those rows
 // then go into the ring and the open event exactly as push() would put them, then the fire runs.
@@ -250,8 +273,7 @@ void Capture::push_rows(StreamHandle h, const double* times, const double* value
       continue;
     }
     // The run of rows in time order from i: the engine evaluates it until its first fire.
-    std::size_t e = i;
-    for (double last = s.last_t; e < n && times[e] >= last; ++e) last = times[e];
+    const std::size_t e = ordered_run(times, i, n, s.last_t);
     if (e == i) {  // out of order (or NaN time): refused and counted as push() does
       m.admit(s, times[i]);
       ++i;
@@ -265,7 +287,6 @@ void Capture::push_rows(StreamHandle h, const double* times, const double* value
       const std::uint64_t early = s.nring.push_block(times + i, values + i * nch, last + 1 - i,
                                                        m.evict_hook(h.index));
       if (early) m.note_overflow(s, early, "ring_bytes evicted rows younger than ring_seconds");
-      s.samples += last + 1 - i;
       if (k < e - i) m.engine.fire_block_row(h.index, times[last]);
       i = last + 1;
       continue;
@@ -281,7 +302,6 @@ void Capture::push_rows(StreamHandle h, const double* times, const double* value
         m.record(s, {}, reinterpret_cast<const char*>(row), s.nring.row_bytes(), t);
       }
     }
-    s.samples += last + 1 - i;
     if (k < e - i) m.engine.fire_block_row(h.index, times[last]);
     i = last + 1;
   }
@@ -307,7 +327,13 @@ void Capture::push_blob(StreamHandle h, double t, std::string_view bytes) noexce
   ++s.samples;
   if (!stored) m.note_overflow(s, 1, "a blob larger than ring_bytes was not kept in the ring");
   if (early) m.note_overflow(s, early, "ring bytes/blobs evicted blobs younger than ring_seconds");
-  if (s.event != kNone) {
+  if (s.event != kNone && stored && s.ev_data.empty() &&
+      s.bring.popped + s.bring.count - 1 == s.pre.hi) {
+    // The blob directly follows the event's lazy window in the ring: the window grows over it
+    // instead of copying it (no allocation nor first-touch page faults in push_blob; the bytes
+    // are copied at delivery, or before the ring overwrites them, as the pre window is).
+    m.extend_lazy(h.index, s, bytes.size(), t);
+  } else if (s.event != kNone) {
     char hdr[detail::kBlobRecordHeader];
     const std::uint64_t size = bytes.size();
     std::memcpy(hdr, &t, 8);
@@ -419,7 +445,7 @@ CaptureStats Capture::stats() const noexcept {
   CaptureStats s = impl_->st;
   s.invalid_samples = impl_->invalid_handle;
   for (const auto& ss : impl_->streams) {
-    s.samples += ss.samples;
+    s.samples += ss.accepted();
     s.invalid_samples += ss.invalid;
   }
   s.nan_samples = impl_->engine.nan_samples();

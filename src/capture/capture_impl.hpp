@@ -39,6 +39,7 @@ struct StreamState {
   std::uint64_t ev_count = 0;
   double ev_t_first = 0, ev_t_last = 0;
   // Counted on the hot path without atomics; published to the registry by publish().
+  // `samples` counts blob pushes; a numeric stream's is its ring's head (accepted()).
   std::uint64_t samples = 0, samples_published = 0;
   std::uint64_t overflow = 0, overflow_published = 0;
   std::uint64_t backwards = 0, invalid = 0;
@@ -47,6 +48,8 @@ struct StreamState {
   Counter* m_backwards = nullptr;
   Counter* m_overflow = nullptr;
   Counter* m_invalid = nullptr;
+
+  std::uint64_t accepted() const noexcept { return numeric ? nring.head : samples; }
 };
 
 struct OpenEvent {
@@ -138,10 +141,16 @@ struct Capture::Impl {
       s.last_t = t;
       return true;
     }
+    refuse(s, t);
+    return false;
+  }
+  // admit()'s cold half, out of line so the hot path keeps a small frame.
+  void refuse(detail::StreamState& s, double t) noexcept;
+  void refuse_impl(detail::StreamState& s, double t) noexcept {
     if (t != t) {
       ++s.invalid;
       s.m_invalid->inc();
-      return false;
+      return;
     }
     ++s.backwards;
     ++st.time_backwards;
@@ -156,7 +165,6 @@ struct Capture::Impl {
                     static_cast<unsigned long long>(s.backwards));
       log(port, LogLevel::warning, "capture", msg);
     }
-    return false;
   }
 
   void note_overflow(detail::StreamState& s, std::uint64_t n, const char* what) noexcept {
@@ -177,6 +185,7 @@ struct Capture::Impl {
   void append_section(detail::StreamState& s, const char* p, std::size_t n, double t);
   void record(detail::StreamState& s, std::string_view hdr, const char* p, std::size_t n,
               double t) noexcept;
+  void extend_lazy(std::uint32_t si, detail::StreamState& s, std::size_t n, double t) noexcept;
   void recompute_deadline() noexcept;
   void close_due(double t) noexcept;
   void add_stream(std::uint32_t ev, std::uint32_t si, double t, double pre_s);
@@ -200,8 +209,8 @@ struct Capture::Impl {
   void compute_primaries();
   std::vector<const detail::NumericRing*> numeric_rings() const;
   // push() for one admitted row of stream `si` (time order already checked).
-  void push_row(std::uint32_t si, detail::StreamState& s, double t, const double* values,
-                std::size_t n) noexcept;
+  inline void push_row(std::uint32_t si, detail::StreamState& s, double t, const double* values,
+                       std::size_t n) noexcept;
 };
 
 }  // namespace fleetpipe

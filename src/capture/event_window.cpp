@@ -46,6 +46,21 @@ void Capture::Impl::record(StreamState& s, std::string_view hdr, const char* p, 
   if (e.max_bytes && e.post_bytes >= e.max_bytes) close_event(s.event, "max_bytes");
 }
 
+// A blob stream's sample that the ring stored right after the open event's lazy window (entry
+// pre.hi) joins the event as record() would put it there, still in the ring.
+void Capture::Impl::extend_lazy(std::uint32_t si, StreamState& s, std::size_t n,
+                                double t) noexcept {
+  const bool was_live = s.pre.live();
+  ++s.pre.hi;
+  if (s.ev_count == 0) s.ev_t_first = t;
+  s.ev_t_last = t;
+  ++s.ev_count;
+  if (!was_live) update_pin(si);  // the ring must now keep (or copy) it
+  OpenEvent& e = events[s.event];
+  e.post_bytes += detail::kBlobRecordHeader + n;
+  if (e.max_bytes && e.post_bytes >= e.max_bytes) close_event(s.event, "max_bytes");
+}
+
 // ---- events -------------------------------------------------------------------------------
 void Capture::Impl::recompute_deadline() noexcept {
   next_deadline = std::numeric_limits<double>::infinity();
@@ -158,7 +173,7 @@ void Capture::Impl::update_pin(std::uint32_t si) noexcept {
     if (p.live() && p.lo < lo) lo = p.lo;
   }
   if (s.numeric) {
-    s.nring.pin_lo = lo;
+    s.nring.set_pin(lo);
   } else {
     s.bring.pin_lo = lo;
   }
@@ -455,8 +470,9 @@ void Capture::Impl::publish() noexcept {
   for (const auto& e : events) open += e.used ? 1 : 0;
   m_open->set(double(open));
   for (auto& s : streams) {
-    s.m_samples->inc(s.samples - s.samples_published);
-    s.samples_published = s.samples;
+    const std::uint64_t n = s.accepted();
+    s.m_samples->inc(n - s.samples_published);
+    s.samples_published = n;
     s.m_overflow->inc(s.overflow - s.overflow_published);
     s.overflow_published = s.overflow;
   }

@@ -25,14 +25,26 @@ struct NumericRing {
   double ring_seconds = 0;
   // Lowest row sequence an event still reads from the ring (its pre window, not yet copied):
   // push() hands it to on_evict before overwriting it. Max = none.
-  std::uint64_t pin_lo = std::numeric_limits<std::uint64_t>::max();
+  std::uint64_t pin_lo = kNoPin;
+  std::uint64_t evict_at = kNoPin;  // pin_lo + cap: the head value that overwrites pin_lo
+
+  static constexpr std::uint64_t kNoPin = std::numeric_limits<std::uint64_t>::max();
+  static constexpr double kInf = std::numeric_limits<double>::infinity();
 
   void init(std::size_t channels, std::uint64_t bytes, double seconds) {
     stride = static_cast<std::uint32_t>(1 + channels);
     cap = bytes / (8ull * stride);
     if (cap < 2) cap = 2;
     buf.assign(cap * stride, 0.0);
+    // Unwritten rows' times are -inf: overwriting one never counts as an early eviction, so
+    // push() needs no "ring full yet" check.
+    for (std::uint64_t i = 0; i < cap; ++i) buf[i * stride] = -kInf;
     ring_seconds = seconds;
+  }
+  /// Sets pin_lo (max = none) and the head at which push() must call on_evict.
+  void set_pin(std::uint64_t lo) noexcept {
+    pin_lo = lo;
+    evict_at = lo == kNoPin ? kNoPin : lo + cap;
   }
   /// Appends a row; returns the row pointer (t first). `evicted_early` is set when the row it
   /// overwrote was younger than ring_seconds.
@@ -43,14 +55,17 @@ struct NumericRing {
   template <class OnEvict>
   double* push(double t, const double* v, std::size_t n, bool& evicted_early,
                OnEvict&& on_evict) noexcept {
-    if (head >= cap && head - cap == pin_lo) on_evict(head - cap);
+    if (head == evict_at) on_evict(pin_lo);
     double* r = buf.data() + wi * stride;
-    evicted_early = head >= cap && (t - r[0]) < ring_seconds;
+    evicted_early = (t - r[0]) < ring_seconds;  // an unwritten row's -inf never is
     r[0] = t;
     const std::size_t nch = stride - 1;
-    const std::size_t m = n < nch ? n : nch;
-    for (std::size_t i = 0; i < m; ++i) r[1 + i] = v[i];
-    for (std::size_t i = m; i < nch; ++i) r[1 + i] = std::numeric_limits<double>::quiet_NaN();
+    if (n >= nch) {
+      for (std::size_t i = 0; i < nch; ++i) r[1 + i] = v[i];
+    } else {  // a short row: missing channels are NaN
+      for (std::size_t i = 0; i < n; ++i) r[1 + i] = v[i];
+      for (std::size_t i = n; i < nch; ++i) r[1 + i] = std::numeric_limits<double>::quiet_NaN();
+    }
     ++head;
     if (++wi == cap) wi = 0;
     return r;
@@ -66,7 +81,7 @@ struct NumericRing {
     while (i < n) {
       // Rows up to the ring's end, or to the next pinned row: one tight loop, no checks.
       std::size_t run = static_cast<std::size_t>(std::min<std::uint64_t>(n - i, cap - wi));
-      if (pin_lo != std::numeric_limits<std::uint64_t>::max() && head + cap > pin_lo) {
+      if (pin_lo != kNoPin && head + cap > pin_lo) {
         const std::uint64_t until = pin_lo + cap - head;  // rows before pin_lo is overwritten
         if (until == 0) {
           on_evict(pin_lo);
@@ -75,10 +90,9 @@ struct NumericRing {
         run = static_cast<std::size_t>(std::min<std::uint64_t>(run, until));
       }
       double* r = buf.data() + wi * stride;
-      const bool full = head >= cap;
       for (std::size_t k = 0; k < run; ++k, r += stride) {
         const double tk = t[i + k];
-        early += (full && (tk - r[0]) < ring_seconds) ? 1 : 0;
+        early += (tk - r[0]) < ring_seconds ? 1 : 0;
         r[0] = tk;
         if (nch == 1) {
           r[1] = v[i + k];

@@ -133,6 +133,10 @@ Result<void> TriggerEngine::build(const std::vector<StreamConfig>& streams,
     }
     ps.save.assign(ps.leaves.size(), LeafSave{});
     ps.fire.assign(ps.leaves.size(), 0);
+    ps.thresholds.clear();
+    if (ps.block) {
+      for (auto id : ps.leaves) ps.thresholds.push_back(&nodes_[id]);
+    }
   }
 
   // Policies, capture streams and metrics of the top-level triggers.

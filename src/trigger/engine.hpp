@@ -64,6 +64,13 @@ class TriggerEngine {
  public:
   using FireFn = void (*)(void* ctx, std::uint32_t trigger, double t);
 
+  TriggerEngine() = default;
+  // Movable only: StreamEval::thresholds point into nodes_ (a move keeps its buffer).
+  TriggerEngine(const TriggerEngine&) = delete;
+  TriggerEngine& operator=(const TriggerEngine&) = delete;
+  TriggerEngine(TriggerEngine&&) noexcept = default;
+  TriggerEngine& operator=(TriggerEngine&&) noexcept = default;
+
   /// Validates and compiles; errors carry the JSON pointer of the offending key.
   Result<void> build(const std::vector<StreamConfig>& streams,
                      const std::vector<TriggerConfig>& triggers, const Port& port,
@@ -117,6 +124,7 @@ class TriggerEngine {
     bool block = false;                     // see block_ok()
     std::vector<LeafSave> save;             // per leaf (block scans)
     std::vector<std::uint8_t> fire;         // per leaf: fires at the row observe_block returned
+    std::vector<Node*> thresholds;          // when block: the leaves' nodes (observe's fast path)
   };
   // Scans one above/below threshold leaf over rows [0, n); stops after the first rising edge
   // of a firing leaf (sv.edge). Returns the rows consumed (also in sv.end, NaNs in sv.nans).
@@ -147,6 +155,31 @@ class TriggerEngine {
 inline void TriggerEngine::observe(std::uint32_t stream, double t, const double* values,
                                   std::size_t blob_size) noexcept {
   const StreamEval& ps = per_stream_[stream];
+  if (ps.block) {
+    // Above/below thresholds only, no composite: no type dispatch, one pointer per leaf; after
+    // an evaluation prev == cond, so the edge is read from cond alone.
+    for (Node* nd : ps.thresholds) {
+      const double x = values[nd->channel];
+      if (x != x) {
+        note_nan();
+        if (nd->cond) nd->last_true = t;  // condition unchanged: no edge either way
+        continue;
+      }
+      const bool was = nd->cond;
+      const bool c = nd->op == ThresholdOp::above ? x > (was ? nd->level - nd->hyst : nd->level)
+                                                  : x < (was ? nd->level + nd->hyst : nd->level);
+      if (c) {
+        nd->last_true = t;
+        if (!was) {
+          nd->cond = nd->prev = true;
+          if (nd->fires) attempt(static_cast<std::uint32_t>(nd - nodes_.data()), t);
+        }
+      } else if (was) {
+        nd->cond = nd->prev = false;
+      }
+    }
+    return;
+  }
   for (std::uint32_t id : ps.leaves) {
     Node& nd = nodes_[id];
     bool c;
