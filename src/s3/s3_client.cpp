@@ -50,6 +50,37 @@ constexpr std::size_t kMaxResponseBody = 4u << 20;
 // Found by fuzz_http_response (tests/fuzz/corpus/http_response/regression-chunk-ext-drip).
 constexpr std::size_t kMaxUnparsedResponseBytes = 16u << 10;
 
+// A write-only BIO appending to the std::string in its data pointer. A TLS body write swaps it
+// in as the SSL's write BIO, so all records of one write land in one buffer and leave with one
+// socket write: Asio's stream sends each record (its BIO pair holds 17 KiB) as its own sendmsg
+// and handler, and on a loopback or LAN peer the sendmsg, not the size, is what costs.
+int sink_write(BIO* b, const char* data, int len) {
+  if (len <= 0) return 0;
+  try {
+    static_cast<std::string*>(BIO_get_data(b))->append(data, static_cast<std::size_t>(len));
+  } catch (...) {  // out of memory: a failed write, never an exception through OpenSSL
+    return -1;
+  }
+  return len;
+}
+long sink_ctrl(BIO*, int cmd, long, void*) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
+int sink_create(BIO* b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+BIO_METHOD* sink_method() {
+  static BIO_METHOD* m = [] {
+    BIO_METHOD* bm = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "fleetpipe record sink");
+    if (bm) {
+      BIO_meth_set_write(bm, sink_write);
+      BIO_meth_set_ctrl(bm, sink_ctrl);
+      BIO_meth_set_create(bm, sink_create);
+    }
+    return bm;
+  }();
+  return m;
+}
+
 }  // namespace
 
 // ---- endpoint --------------------------------------------------------------------------------
@@ -162,6 +193,7 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
 
   ~Core() {
     if (tls_session) SSL_SESSION_free(tls_session);
+    if (sink) BIO_free(sink);
   }
 
   net::io_context& ioc;
@@ -192,6 +224,8 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
   std::optional<http::response_parser<http::string_body>> parser;
   std::unique_ptr<char[]> chunk;
   std::size_t chunk_cap = 0;
+  BIO* sink = nullptr;   // see sink_write; ours, swapped in only inside encrypt()
+  std::string records;   // the TLS records of the body write in flight
 
   S3Request req;
   Handler done;
@@ -430,6 +464,44 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
     });
   }
 
+  /// Encrypts [p, p + n) into `records` (whole TLS records, as SSL_write would send them).
+  /// Called only between operations on the stream: the head's write has completed (Asio's BIO
+  /// pair is empty) and no read is pending, so the records keep their order on the wire.
+  bool encrypt(const char* p, std::size_t n) {
+    if (!sink) {
+      BIO_METHOD* m = sink_method();
+      sink = m ? BIO_new(m) : nullptr;
+      if (!sink) return false;
+      BIO_set_data(sink, &records);
+    }
+    records.clear();
+    SSL* s = tls->native_handle();
+    BIO* orig = SSL_get_wbio(s);
+    // The SSL owns one reference per slot: SSL_set0_wbio frees the one it replaces.
+    BIO_up_ref(orig);
+    BIO_up_ref(sink);
+    SSL_set0_wbio(s, sink);
+    bool ok = true;
+    for (std::size_t done = 0; done < n;) {
+      std::size_t w = 0;
+      if (SSL_write_ex(s, p + done, n - done, &w) != 1) {
+        ok = false;
+        break;
+      }
+      done += w;
+    }
+    SSL_set0_wbio(s, orig);
+    if (!ok) ERR_clear_error();
+    return ok;
+  }
+
+  void body_written(boost::system::error_code ec, std::size_t n) {
+    if (ec) return transport_error(ec, "writing to");
+    sent += n;
+    if (hooks.on_bytes_sent) hooks.on_bytes_sent(n);
+    write_body();
+  }
+
   void write_body() {
     if (sent >= req.body_size) return read_response();
     // Writes of up to one burst: what is available once the bucket holds wait_target bytes (a
@@ -473,14 +545,20 @@ struct S3Client::Core : std::enable_shared_from_this<Core> {
     }
     if (hooks.bucket) hooks.bucket->consume(want, hooks.mono());
     lowest().expires_after(request_timeout);
+    if (tls) {
+      if (!encrypt(chunk.get(), want)) return fail(FailureClass::network, "TLS write to " + where() + " failed");
+      net::async_write(lowest(), net::buffer(records),
+                       [self, g, want, k = keep()](boost::system::error_code ec, std::size_t) {
+                         if (g != self->gen || !self->busy) return;
+                         self->body_written(ec, want);
+                       });
+      return;
+    }
     with_stream([&](auto& s) {
       net::async_write(s, net::buffer(chunk.get(), want),
                        [self, g, k = keep()](boost::system::error_code ec, std::size_t n) {
                          if (g != self->gen || !self->busy) return;
-                         if (ec) return self->transport_error(ec, "writing to");
-                         self->sent += n;
-                         if (self->hooks.on_bytes_sent) self->hooks.on_bytes_sent(n);
-                         self->write_body();
+                         self->body_written(ec, n);
                        });
     });
   }
