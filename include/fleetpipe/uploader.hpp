@@ -119,7 +119,8 @@ struct UploaderConfig {
   bool write_manifest = true;
   std::uint32_t io_chunk_bytes = 256u << 10;        ///< read-from-LMDB / write-to-socket chunk
   /// Connections (each with one request in flight): parts of one multipart upload go out in
-  /// parallel over them, sharing the rate limit. Memory: about io_chunk_bytes + 50 KiB each.
+  /// parallel over them, sharing the rate limit. Memory: about io_chunk_bytes + 50 KiB each (over
+  /// HTTPS twice io_chunk_bytes: a body piece and its TLS records, sent in one socket write).
   std::uint32_t max_concurrent_requests = 4;
   /// Multipart uploads older than this are aborted: our own resume state, and any upload under
   /// `prefix` found by the periodic bucket scan (docs/uploader.md "Resume").
