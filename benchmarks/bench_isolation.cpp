@@ -226,6 +226,13 @@ struct ModeResult {
 
 constexpr auto kPollBudget = std::chrono::microseconds(500);
 
+// Longest single step of the in-loop polls (PollProfile wall time), whether or not the poll
+// overran: what event delivery costs one poll, which load moves less than the poll's total.
+struct StepMax {
+  std::int64_t encode_ns = 0, buffer_append_ns = 0, buffer_poll_ns = 0;
+  std::uint32_t slices = 0;
+} g_step;
+
 struct Overrun {
   std::int64_t over_ns = 0, cpu_ns = 0, wall_ns = 0;
   PollProfile profile;
@@ -312,6 +319,12 @@ void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p,
       if (mode == Mode::inloop) {
         out.fp_per_tick[nfp++] = w3 - w0;
         out.worst_over_budget_ns = std::max(out.worst_over_budget_ns, over);
+        const PollProfile& lp = p->last_poll();
+        g_step.encode_ns = std::max<std::int64_t>(g_step.encode_ns, lp.encode.count());
+        g_step.buffer_append_ns =
+            std::max<std::int64_t>(g_step.buffer_append_ns, lp.buffer_append.count());
+        g_step.buffer_poll_ns = std::max<std::int64_t>(g_step.buffer_poll_ns, lp.buffer_poll.count());
+        g_step.slices = std::max(g_step.slices, lp.encode_slices);
         if (over > 0 && nover < overruns.size()) {  // printed after the slice, not in the loop
           overruns[nover++] = Overrun{over, thread_cpu_ns() - pc0, w3 - w2, p->last_poll()};
         }
@@ -366,10 +379,10 @@ void run_phase(Mode mode, double seconds, std::uint64_t work_iters, Pipeline* p,
       const char* cause = double(o.cpu_ns) < 0.5 * double(o.wall_ns) ? "preempted" : pp.cause();
       std::printf("  poll overran by %.0f us: %s (cpu %.0f of %.0f us wall; tick %.0f, encode %.0f, "
                   "buffer_append %.0f, buffer_poll %.0f, gauges %.0f, heartbeat %.0f, uploader_io %.0f us "
-                  "in %u handlers; %u events)\n",
+                  "in %u handlers; %u events, %u encode slices)\n",
                   o.over_ns / 1e3, cause, o.cpu_ns / 1e3, o.wall_ns / 1e3, us(pp.tick), us(pp.encode),
                   us(pp.buffer_append), us(pp.buffer_poll), us(pp.gauges), us(pp.heartbeat),
-                  us(pp.uploader_io), pp.io_handlers, pp.events_delivered);
+                  us(pp.uploader_io), pp.io_handlers, pp.events_delivered, pp.encode_slices);
     }
   }
   if (mode == Mode::thread) {
@@ -579,6 +592,10 @@ int main(int argc, char** argv) {
   const double t99 = quantile(thread.lateness, 0.99), tmax = quantile(thread.lateness, 1.0);
   const auto p99_interval = median_interval(p99_ratio), p99_interval_t = median_interval(p99_ratio_t);
   char base[600];
+  std::printf("longest in-loop poll steps (wall): encode %.0f us (up to %u slices in one poll), "
+              "buffer_append %.0f us, buffer_poll %.0f us\n",
+              g_step.encode_ns / 1e3, g_step.slices, g_step.buffer_append_ns / 1e3,
+              g_step.buffer_poll_ns / 1e3);
   bench::Report report("isolation");
   std::snprintf(base, sizeof base,
                 "1 kHz %s loop alone, same round (median of %d rounds, 95 %% interval %.3f-%.3f); pooled p99 alone "

@@ -41,7 +41,8 @@
 // synchronously from the push/push_blob/tick/fire/flush that finishes an event. With N > 0 a
 // finished event is only *closed* inside that call: its sections move (pointer swaps, no copy,
 // no allocation) into one of N preallocated hand-off slots, and `deliver()` — called by the host
-// when it chooses (Pipeline::poll does) — encodes it and hands it to the sink. Nothing in
+// when it chooses — encodes it and hands it to the sink; `deliver_slice()` does the same in
+// bounded slices that resume at the next call (Pipeline::poll does a few per poll). Nothing in
 // push/push_blob/tick/fire then encodes, compresses or does I/O. A closed event finding every
 // slot taken is dropped: counted in fleetpipe_capture_events_dropped_total{reason="handoff_full"}
 // and logged (push never waits). Events wait in the hand-off in closing order; `flush()`
@@ -247,6 +248,16 @@ class Capture {
   /// returning 0 when none waits or handoff_events is 0. This is where encoding (JSON index,
   /// zstd) and the sink's work (the Buffer's append) happen. Never throws.
   std::size_t deliver(std::size_t max_events = static_cast<std::size_t>(-1)) noexcept;
+  /// One bounded slice of that work: about `max_bytes` bytes of encoding on the oldest waiting
+  /// event (zstd input counts 8 times; a ring entry is never split, so a slice can exceed it by
+  /// one blob), or its hand-off to the sink as a slice of its own. The next call resumes where
+  /// this one stopped; the event stays in the hand-off (and its pre window pinned in the ring)
+  /// until the sink has it, producing the same bytes as deliver(). Returns 1 when an event left
+  /// the hand-off in this call, else 0. Never throws.
+  std::size_t deliver_slice(std::size_t max_bytes) noexcept;
+  /// True when the next deliver_slice() hands an encoded event to the sink (the slice that does
+  /// the sink's work, e.g. the Buffer's append).
+  bool next_slice_hands_off() const noexcept;
   /// Events waiting in the hand-off.
   std::size_t pending_events() const noexcept;
 

@@ -123,6 +123,7 @@ struct PollProfile {
   std::chrono::nanoseconds uploader_io{};    ///< I/O handlers: TLS writes/reads, SigV4 and
                                              ///< payload hashing, buffer reads
   std::uint32_t events_delivered = 0;
+  std::uint32_t encode_slices = 0;  ///< Capture::deliver_slice calls (an event takes several)
   std::uint32_t io_handlers = 0;
   /// Name of the largest step ("tick", "encode", "buffer_append", "buffer_poll", "gauges",
   /// "heartbeat", "uploader_io").

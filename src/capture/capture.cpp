@@ -85,6 +85,8 @@ Result<std::unique_ptr<Capture>> Capture::create(std::string device_id,
     c.sections.resize(n);
     impl->free_slots.push_back(static_cast<std::uint32_t>(nslots - 1 - k));
   }
+  impl->dv.layout.reserve(n);
+  impl->dv.at.reserve(n);
   impl->compute_primaries();
   impl->m_invalid_handle = &metrics.counter("fleetpipe_capture_dropped_samples_total",
                                             "Samples dropped or evicted early, by reason",
@@ -432,6 +434,14 @@ std::size_t Capture::deliver(std::size_t max_events) noexcept {
   std::size_t done = 0;
   while (done < max_events && impl_->deliver_one()) ++done;
   return done;
+}
+
+std::size_t Capture::deliver_slice(std::size_t max_bytes) noexcept {
+  return impl_->deliver_step(max_bytes) == 2 ? 1 : 0;
+}
+
+bool Capture::next_slice_hands_off() const noexcept {
+  return impl_->pending_count && impl_->dv.phase == detail::Delivery::Phase::hand;
 }
 
 std::size_t Capture::pending_events() const noexcept { return impl_->pending_count; }

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "capture/event_format.hpp"
 #include "capture/rings.hpp"
 #include "fleetpipe/capture.hpp"
 #include "trigger/engine.hpp"
@@ -86,6 +87,25 @@ struct ClosedEvent {
   std::vector<ClosedSection> sections;  // one per stream of the Capture
 };
 
+// The delivery of the oldest closed event, resumable across calls (delivery.cpp): zstd sections
+// are compressed into `scratch`, then header + index and every section's bytes go into
+// `payload`, then the sink gets it. The event stays in `pending` (so its pre windows stay
+// pinned) until the sink has it.
+struct Delivery {
+  enum class Phase : std::uint8_t { idle, compress, write, hand };
+  Phase phase = Phase::idle;
+  std::size_t sec = 0;  // index into the slot's `streams`
+  // Cursors in the current section: bytes of pre.copied and of data read, bytes of its
+  // compressed form copied out of scratch. Ring entries are consumed by advancing pre.lo.
+  std::uint64_t copied_pos = 0, data_pos = 0, scratch_pos = 0;
+  EventIn in;
+  std::vector<SectionLayout> layout;  // per slot stream
+  std::vector<std::uint64_t> at;      // offset in scratch of each compressed section
+  std::string counts;                 // "sample_counts" metadata
+  double t_end = 0;
+  ZstdStream z;
+};
+
 }  // namespace detail
 
 struct Capture::Impl {
@@ -102,6 +122,7 @@ struct Capture::Impl {
   std::uint64_t seq = 0;
   std::uint32_t opening = detail::kNone;  // the event on_fire is opening or joining
   std::string payload, scratch;
+  detail::Delivery dv;
   MetricsRegistry* metrics = nullptr;                 // for set_triggers' new engine
   std::map<std::string, std::string> event_metadata;  // recorded by every event (campaigns)
   // Hand-off (CaptureOptions::handoff_events; one slot delivered at once when 0).
@@ -193,7 +214,6 @@ struct Capture::Impl {
   void on_fire(std::uint32_t trigger, double t);
   void release(std::uint32_t i) noexcept;
   void append_entry(std::uint32_t si, std::uint64_t seq, std::string& out);
-  void materialize(std::uint32_t si, detail::LazyPre& p);
   void evict_pinned(std::uint32_t si, std::uint64_t seq) noexcept;
   void update_pin(std::uint32_t si) noexcept;
   // The eviction hook push() hands the ring of stream `si`.
@@ -203,8 +223,19 @@ struct Capture::Impl {
   void count_drop(std::uint64_t seq, const char* why) noexcept;
   void drop_event(std::uint32_t i, const char* why) noexcept;
   void close_event(std::uint32_t i, const char* reason) noexcept;
+  // ---- delivery (delivery.cpp) ---------------------------------------------------------------
   bool deliver_one() noexcept;
-  void finish_event(detail::ClosedEvent& e);
+  int deliver_step(std::size_t budget) noexcept;
+  void begin_delivery(detail::ClosedEvent& c);
+  std::size_t compress_some(detail::ClosedEvent& c, std::size_t budget);
+  std::size_t write_some(detail::ClosedEvent& c, std::size_t budget);
+  template <class Put>
+  std::size_t read_section(std::uint32_t si, detail::ClosedSection& s, std::size_t budget,
+                           Put&& put);
+  bool section_read(const detail::ClosedSection& s) const noexcept;
+  void next_section() noexcept;
+  void hand_to_sink(detail::ClosedEvent& c);
+  void end_delivery() noexcept;
   void publish() noexcept;
   void compute_primaries();
   std::vector<const detail::NumericRing*> numeric_rings() const;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -106,11 +107,49 @@ class IndexWriter {
 
 }  // namespace
 
-Result<void> encode_event(const EventIn& ev, const std::vector<SectionIn>& sections,
-                          std::string& out, std::string& scratch) {
-  // Data first into `scratch` so the index can carry offsets; then header + index + data.
+ZstdStream::~ZstdStream() { reset(); }
+
+void ZstdStream::reset() noexcept {
+  ZSTD_freeCCtx(cctx_);
+  cctx_ = nullptr;
+}
+
+Result<void> ZstdStream::begin(int level, std::uint64_t size) {
+  reset();
+  cctx_ = ZSTD_createCCtx();
+  if (!cctx_) throw std::bad_alloc();
+  std::size_t r = ZSTD_CCtx_setParameter(cctx_, ZSTD_c_compressionLevel, level);
+  if (!ZSTD_isError(r)) r = ZSTD_CCtx_setPledgedSrcSize(cctx_, size);
+  if (ZSTD_isError(r)) {
+    reset();
+    return Error(errc::internal, std::string("zstd compression failed: ") + ZSTD_getErrorName(r));
+  }
+  return {};
+}
+
+Result<void> ZstdStream::feed(std::string_view in, std::string& out, bool end) {
+  // Output goes through a fixed buffer: sizing `out` for the worst case of every piece would
+  // zero-fill that room each time.
+  if (obuf_.empty()) obuf_.resize(ZSTD_CStreamOutSize());
+  ZSTD_inBuffer ib{in.data(), in.size(), 0};
+  const ZSTD_EndDirective mode = end ? ZSTD_e_end : ZSTD_e_continue;
+  for (;;) {
+    ZSTD_outBuffer ob{obuf_.data(), obuf_.size(), 0};
+    const std::size_t left = ZSTD_compressStream2(cctx_, &ob, &ib, mode);
+    if (ZSTD_isError(left)) {
+      reset();
+      return Error(errc::internal, std::string("zstd compression failed: ") +
+                                       ZSTD_getErrorName(left));
+    }
+    out.append(obuf_.data(), ob.pos);
+    if (end ? left == 0 : ib.pos == ib.size) break;
+  }
+  if (end) reset();
+  return {};
+}
+
+void write_head(const EventIn& ev, const std::vector<SectionLayout>& sections, std::string& out) {
   // Keys are written in sorted order (what a JSON object library would print).
-  scratch.clear();
   std::string idx;
   IndexWriter w(idx);
   w.key("closed", true).string(ev.closed);
@@ -120,41 +159,27 @@ Result<void> encode_event(const EventIn& ev, const std::vector<SectionIn>& secti
   w.key("priority").number(std::uint64_t{ev.priority});
   w.key("sections");
   idx += '[';
+  std::uint64_t offset = 0;
   for (std::size_t i = 0; i < sections.size(); ++i) {
-    const SectionIn& s = sections[i];
+    const SectionLayout& s = sections[i];
     if (i) idx += ',';
     const bool numeric = s.stream->kind == StreamKind::numeric;
-    const std::uint64_t offset = scratch.size();
-    const char* compression = "none";
-    if (s.stream->compression == Compression::zstd && !s.data.empty()) {
-      std::size_t bound = ZSTD_compressBound(s.data.size());
-      scratch.resize(offset + bound);
-      std::size_t n = ZSTD_compress(scratch.data() + offset, bound, s.data.data(), s.data.size(),
-                                    s.stream->zstd_level);
-      if (ZSTD_isError(n)) {
-        return Error(errc::internal, std::string("zstd compression failed: ") +
-                                         ZSTD_getErrorName(n));
-      }
-      scratch.resize(offset + n);
-      compression = "zstd";
-    } else {
-      scratch.append(s.data.data(), s.data.size());
-    }
     if (numeric) w.key("channels", true).strings(s.stream->channels);
-    w.key("compression", !numeric).string(compression);
+    w.key("compression", !numeric).string(s.zstd ? "zstd" : "none");
     if (!numeric && !s.stream->content_type.empty()) {
       w.key("content_type").string(s.stream->content_type);
     }
     w.key("count").number(s.count);
     w.key("encoding").string(numeric ? "f64le-rows" : "blob-records");
     w.key("kind").string(kind_name(s.stream->kind));
-    w.key("length").number(std::uint64_t{scratch.size() - offset});
+    w.key("length").number(s.length);
     w.key("offset").number(offset);
-    w.key("raw_length").number(std::uint64_t{s.data.size()});
+    w.key("raw_length").number(s.raw_length);
     w.key("stream").string(s.stream->name);
     w.key("t_first").number(s.t_first);
     w.key("t_last").number(s.t_last);
     idx += '}';
+    offset += s.length;
   }
   idx += ']';
   w.key("t_end").number(ev.t_end);
@@ -167,15 +192,46 @@ Result<void> encode_event(const EventIn& ev, const std::vector<SectionIn>& secti
   idx += '}';
 
   out.clear();
-  out.reserve(kEventHeaderSize + idx.size() + scratch.size());
+  out.reserve(kEventHeaderSize + idx.size() + offset);
   out.append("FPEV", 4);
   put_le<std::uint16_t>(out, kEventVersion);
   put_le<std::uint16_t>(out, static_cast<std::uint16_t>(kEventHeaderSize));
   put_le<std::uint32_t>(out, static_cast<std::uint32_t>(idx.size()));
   put_le<std::uint32_t>(out, 0);
-  put_le<std::uint64_t>(out, scratch.size());
+  put_le<std::uint64_t>(out, offset);
   out += idx;
-  out += scratch;
+}
+
+Result<void> encode_event(const EventIn& ev, const std::vector<SectionIn>& sections,
+                          std::string& out, std::string& scratch) {
+  // Compressed sections first into `scratch` so the index can carry their lengths.
+  scratch.clear();
+  std::vector<SectionLayout> layout(sections.size());
+  std::vector<std::uint64_t> at(sections.size());
+  ZstdStream z;
+  for (std::size_t i = 0; i < sections.size(); ++i) {
+    const SectionIn& s = sections[i];
+    SectionLayout& l = layout[i];
+    l.stream = s.stream;
+    l.count = s.count;
+    l.t_first = s.t_first;
+    l.t_last = s.t_last;
+    l.raw_length = l.length = s.data.size();
+    l.zstd = stored_zstd(*s.stream, s.data.size());
+    if (!l.zstd) continue;
+    at[i] = scratch.size();
+    if (auto r = z.begin(s.stream->zstd_level, s.data.size()); !r) return r;
+    if (auto r = z.feed(s.data, scratch, true); !r) return r;
+    l.length = scratch.size() - at[i];
+  }
+  write_head(ev, layout, out);
+  for (std::size_t i = 0; i < sections.size(); ++i) {
+    if (layout[i].zstd) {
+      out.append(scratch, at[i], layout[i].length);
+    } else {
+      out.append(sections[i].data.data(), sections[i].data.size());
+    }
+  }
   return {};
 }
 

@@ -18,6 +18,8 @@
 #include "fleetpipe/capture.hpp"
 #include "fleetpipe/error.hpp"
 
+struct ZSTD_CCtx_s;  // <zstd.h>, kept out of this header
+
 namespace fleetpipe::detail {
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -51,9 +53,51 @@ struct EventIn {
 };
 
 /// Encodes one event into `out` (cleared first; its capacity is reused). `scratch` is reused
-/// for compression. Errors: internal (zstd failure).
+/// for compression. Errors: internal (zstd failure). Capture encodes the same bytes in slices
+/// (write_head + ZstdStream); this is the one-step form.
 Result<void> encode_event(const EventIn& ev, const std::vector<SectionIn>& sections,
                           std::string& out, std::string& scratch);
+
+/// A section's place in the data area, all that the header and index need: the data itself may
+/// be written afterwards (in slices) in section order.
+struct SectionLayout {
+  const StreamConfig* stream = nullptr;
+  std::uint64_t count = 0;
+  double t_first = 0, t_last = 0;
+  std::uint64_t raw_length = 0;  ///< bytes before compression
+  std::uint64_t length = 0;      ///< bytes stored (== raw_length unless zstd)
+  bool zstd = false;
+};
+
+/// Clears `out` and writes the header and JSON index of an event whose sections are laid out as
+/// `sections` (offsets are cumulative lengths); reserves room for the data that follows.
+/// Throws std::bad_alloc.
+void write_head(const EventIn& ev, const std::vector<SectionLayout>& sections, std::string& out);
+
+/// Whether a section of `raw_length` bytes of `stream` is stored zstd-compressed.
+inline bool stored_zstd(const StreamConfig& stream, std::uint64_t raw_length) noexcept {
+  return stream.compression == Compression::zstd && raw_length > 0;
+}
+
+/// One zstd frame compressed in pieces (ZSTD streaming API; the content size is pledged, so the
+/// frame carries it as ZSTD_compress's does). Owns its context only between begin() and end().
+class ZstdStream {
+ public:
+  ZstdStream() = default;
+  ZstdStream(const ZstdStream&) = delete;
+  ZstdStream& operator=(const ZstdStream&) = delete;
+  ~ZstdStream();
+  /// Starts a frame of exactly `size` input bytes. Errors: internal. Throws std::bad_alloc.
+  Result<void> begin(int level, std::uint64_t size);
+  /// Compresses `in` (end: finishes the frame), appending to `out`. Errors: internal.
+  Result<void> feed(std::string_view in, std::string& out, bool end = false);
+  void reset() noexcept;
+  bool active() const noexcept { return cctx_ != nullptr; }
+
+ private:
+  ::ZSTD_CCtx_s* cctx_ = nullptr;
+  std::string obuf_;  // ZSTD_CStreamOutSize(), allocated at the first feed
+};
 
 /// A decoded section (data decompressed).
 struct SectionOut {

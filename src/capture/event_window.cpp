@@ -127,11 +127,6 @@ void Capture::Impl::append_entry(std::uint32_t si, std::uint64_t seq, std::strin
   out.append(s.bring.data.data() + en.off, en.size);
 }
 
-// Copies what is left of a lazy pre window out of the ring (at delivery). Throws std::bad_alloc.
-void Capture::Impl::materialize(std::uint32_t si, detail::LazyPre& p) {
-  for (; p.lo < p.hi; ++p.lo) append_entry(si, p.lo, p.copied);
-}
-
 // The ring of stream `si` is about to overwrite entry `seq`: every pre window still reading it
 // copies it first. Out of memory drops the event that needed it.
 void Capture::Impl::evict_pinned(std::uint32_t si, std::uint64_t seq) noexcept {
@@ -343,126 +338,6 @@ void Capture::Impl::close_event(std::uint32_t i, const char* reason) noexcept {
   release(i);
   if (!deferred) deliver_one();
   publish();
-}
-
-// Delivers the oldest closed event; false when none waits.
-bool Capture::Impl::deliver_one() noexcept {
-  if (pending_count == 0) return false;
-  const std::uint32_t k = pending[pending_head];
-  if (++pending_head == pending.size()) pending_head = 0;
-  --pending_count;
-  detail::ClosedEvent& c = slots[k];
-  try {
-    if (c.out_of_memory) throw std::bad_alloc();
-    finish_event(c);
-  } catch (const std::bad_alloc&) {
-    count_drop(c.seq, "out_of_memory");
-  } catch (...) {  // the sink is host code: its exception must not end the host
-    count_drop(c.seq, "exception");
-  }
-  for (auto si : c.streams) {  // clear() keeps the capacity
-    c.sections[si].data.clear();
-    c.sections[si].pre.copied.clear();
-    c.sections[si].pre.lo = c.sections[si].pre.hi = 0;
-    update_pin(si);
-  }
-  c.triggers.clear();
-  c.streams.clear();
-  free_slots.push_back(k);  // reserved: never allocates
-  m_handoff->set(double(pending_count));
-  return true;
-}
-
-// Encodes closed event `e` and hands it to the sink. Throws std::bad_alloc (and whatever the
-// sink throws); deliver_one turns that into a counted drop.
-void Capture::Impl::finish_event(detail::ClosedEvent& e) {
-  detail::EventIn in;
-  char idbuf[64];
-  std::int64_t wall_fire = e.wall_offset_ns + std::llround(e.t_fire * 1e9);
-  std::snprintf(idbuf, sizeof idbuf, "%016llx-%06llu",
-                static_cast<unsigned long long>(wall_fire),
-                static_cast<unsigned long long>(e.seq));
-  in.event_id = idbuf;
-  in.device = device_id;
-  for (auto tr : e.triggers) in.triggers.push_back(trigger_cfgs[tr].name);
-  in.priority = e.priority;
-  in.t_fire = e.t_fire;
-  in.closed = e.reason;
-  double t0 = std::numeric_limits<double>::infinity(), t1 = -t0;
-  std::vector<detail::SectionIn> secs;
-  // {"imu":512,"cam":40}: stream names are [A-Za-z0-9_.-] (validated), nothing to escape.
-  // Written by hand, not through a JSON object tree, whose destructor allocates.
-  std::string counts = "{";
-  for (auto si : e.streams) {
-    detail::ClosedSection& s = e.sections[si];
-    detail::SectionIn sec;
-    sec.stream = streams[si].cfg;
-    // The pre window (what the ring still holds is copied now), then the post window.
-    materialize(si, s.pre);
-    sec.data = s.data;
-    if (!s.pre.copied.empty()) {
-      s.pre.copied.append(s.data);
-      sec.data = s.pre.copied;
-    }
-    sec.count = s.count;
-    sec.t_first = s.count ? s.t_first : e.t_fire;
-    sec.t_last = s.count ? s.t_last : e.t_fire;
-    if (s.count) {
-      t0 = std::min(t0, s.t_first);
-      t1 = std::max(t1, s.t_last);
-    }
-    if (counts.size() > 1) counts += ',';
-    counts += '"';
-    counts += sec.stream->name;
-    counts += "\":";
-    counts += std::to_string(s.count);
-    secs.push_back(sec);
-  }
-  counts += '}';
-  if (!(t0 <= t1)) t0 = t1 = e.t_fire;
-  in.t_start = t0;
-  in.t_end = t1;
-  in.wall_start_ns = e.wall_offset_ns + std::llround(t0 * 1e9);
-  in.wall_end_ns = e.wall_offset_ns + std::llround(t1 * 1e9);
-  auto enc = detail::encode_event(in, secs, payload, scratch);
-  if (!enc) {
-    if (log_enabled(port, LogLevel::error)) {
-      log(port, LogLevel::error, "capture",
-          "event " + in.event_id + " could not be encoded: " + enc.error().message);
-    }
-    ++st.events_rejected;
-    m_rejected->inc();
-  } else {
-    RecordMeta meta;
-    meta.stream = stream_cfgs[e.primary].name;
-    meta.event_id = in.event_id;
-    meta.trigger_ids = in.triggers;
-    meta.priority = e.priority;
-    meta.start_ns = in.wall_start_ns;
-    meta.end_ns = in.wall_end_ns;
-    meta.content_type = kEventContentType;
-    meta.metadata["device"] = device_id;
-    meta.metadata["sample_counts"] = std::move(counts);
-    for (const auto& [k, v] : event_metadata) meta.metadata.emplace(k, v);
-    AppendOutcome out = sink->deliver(meta, payload);
-    ++st.events;
-    st.event_bytes += payload.size();
-    m_events->inc();
-    m_event_bytes->inc(payload.size());
-    if (!out.accepted) {
-      ++st.events_rejected;
-      m_rejected->inc();
-      if (log_enabled(port, LogLevel::warning)) {
-        try {
-          log(port, LogLevel::warning, "capture",
-              "event " + in.event_id + " (" + std::to_string(payload.size()) +
-                  " bytes) rejected by the sink: " + out.message);
-        } catch (const std::bad_alloc&) {  // the line is lost; the rejection is counted
-        }
-      }
-    }
-    for (auto tr : e.triggers) engine.charge_event(tr, payload.size(), t1);
-  }
 }
 
 void Capture::Impl::publish() noexcept {

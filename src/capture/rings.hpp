@@ -115,6 +115,10 @@ struct NumericRing {
     return buf.data() + static_cast<std::uint64_t>(idx) * stride;
   }
   std::size_t row_bytes() const noexcept { return 8u * stride; }
+  /// Rows from `seq` on that lie contiguously in `buf` (up to its end). Precondition as row().
+  std::uint64_t contiguous_rows(std::uint64_t seq) const noexcept {
+    return cap - static_cast<std::uint64_t>(row(seq) - buf.data()) / stride;
+  }
 };
 
 /// Blobs in one contiguous byte area used circularly, indexed FIFO.

@@ -12,6 +12,10 @@ using namespace pipeline_internal;
 
 namespace {
 
+// Bytes of encoding per Capture::deliver_slice: a 64 KiB copy is ~10-20 us on the small cores
+// this targets, so a poll can stop close to its half-budget mark.
+constexpr std::size_t kEncodeSlice = 64 * 1024;
+
 constexpr const char* kPollCauses[7] = {"tick",   "encode",    "buffer_append", "buffer_poll",
                                         "gauges", "heartbeat", "uploader_io"};
 
@@ -329,17 +333,24 @@ bool Pipeline::poll(std::chrono::microseconds budget) {
     if (auto r = m.buffer->poll(); !r) m.note_error("buffer", r.error().message);
     auto t2 = SteadyClock::now();
     pp.buffer_poll = t2 - t1;
-    // Events finished since the last poll, oldest first: at least one per poll (so a platform
-    // whose poll steps alone take half the budget still makes progress), more while at least
-    // half the budget is left, and regardless of the budget when half the hand-off is taken (so
-    // it never fills while the host polls).
+    // Events finished since the last poll, oldest first, in slices of kEncodeSlice bytes that
+    // resume at the next poll: at least one slice per poll (so a platform whose poll steps alone
+    // take the budget still makes progress), more while a quarter of the budget is not spent.
+    // Handing an encoded event to the Buffer (its copy; under sync its commit) is a poll's first
+    // slice, and waits while the Buffer still writes the previous staged event's chunks (that
+    // append would write them all at once). When half the hand-off is taken all of this yields
+    // to draining it, so it never fills while the host polls.
     m.sink->spent = {};
-    const auto half = start + budget / 2;
+    const auto encode_until = start + budget / 4;
     bool first = true;
-    while (m.capture->pending_events() &&
-           (first || SteadyClock::now() < half || 2 * m.capture->pending_events() >= m.handoff_slots)) {
+    while (m.capture->pending_events()) {
+      if (2 * m.capture->pending_events() < m.handoff_slots) {
+        if (!first && SteadyClock::now() >= encode_until) break;
+        if (m.capture->next_slice_hands_off() && (!first || m.buffer->stats().staged)) break;
+      }
       first = false;
-      pp.events_delivered += static_cast<std::uint32_t>(m.capture->deliver(1));
+      pp.events_delivered += static_cast<std::uint32_t>(m.capture->deliver_slice(kEncodeSlice));
+      ++pp.encode_slices;
     }
     auto t3 = SteadyClock::now();
     pp.buffer_append = m.sink->spent;
@@ -368,14 +379,15 @@ bool Pipeline::poll(std::chrono::microseconds budget) {
     }
     if (log_enabled(m.port, LogLevel::debug)) {
       auto us = [](std::chrono::nanoseconds d) { return static_cast<long long>(d.count() / 1000); };
-      char msg[320];
+      char msg[400];
       std::snprintf(msg, sizeof msg,
                     "poll overran its %lld us budget by %lld us (%s): tick %lld, encode %lld, "
                     "buffer_append %lld, buffer_poll %lld, gauges %lld, heartbeat %lld, "
-                    "uploader_io %lld us (%u handlers), %u events delivered",
+                    "uploader_io %lld us (%u handlers), %u events delivered (%u encode slices)",
                     us(pp.budget), us(pp.total - pp.budget), cause, us(pp.tick), us(pp.encode),
                     us(pp.buffer_append), us(pp.buffer_poll), us(pp.gauges), us(pp.heartbeat),
-                    us(pp.uploader_io), pp.io_handlers, pp.events_delivered);
+                    us(pp.uploader_io), pp.io_handlers, pp.events_delivered,
+                    pp.encode_slices);
       log(m.port, LogLevel::debug, "pipeline", msg);
     }
   }
