@@ -122,7 +122,8 @@ Result<void> TriggerEngine::build(const std::vector<StreamConfig>& streams,
     }
   }
 
-  for (auto& ps : per_stream_) {
+  for (std::size_t si = 0; si < per_stream_.size(); ++si) {
+    StreamEval& ps = per_stream_[si];
     ps.block = ps.composites.empty();
     for (auto id : ps.leaves) {
       const Node& nd = nodes_[id];
@@ -137,6 +138,8 @@ Result<void> TriggerEngine::build(const std::vector<StreamConfig>& streams,
     if (ps.block) {
       for (auto id : ps.leaves) ps.thresholds.push_back(&nodes_[id]);
     }
+    ps.fast_n = ps.block && streams[si].kind == StreamKind::numeric ? streams[si].channels.size()
+                                                                    : kNoFast;
   }
 
   // Policies, capture streams and metrics of the top-level triggers.
