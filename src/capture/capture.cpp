@@ -222,15 +222,19 @@ void Capture::push(StreamHandle h, double t, const double* values, std::size_t n
   if (m.engine.fast_ok(h.index, n) && values) {
     detail::StreamState& s = m.streams[h.index];
     if (t >= s.last_t && t <= m.next_deadline && s.event == detail::kNone) {
-      double* r = s.nring.slot();
-      // An early eviction is counted here once it has been logged (note_overflow logs once).
-      const bool early = r && (t - r[0]) < s.nring.ring_seconds;  // unwritten rows are -inf
-      if (r && (!early || s.overflow_logged) && m.engine.observe_quiet(h.index, t, values)) {
-        s.last_t = t;
-        s.overflow += early;
-        m.st.ring_overflow += early;
-        s.nring.fill_slot(r, t, values);
-        return;
+      // The engine first (fewer live registers); if the ring then sends the row to push_slow,
+      // observe() there repeats the same last_true stores.
+      if (m.engine.observe_quiet(h.index, t, values)) {
+        double* r = s.nring.slot();
+        // An early eviction is counted here once logged (note_overflow logs once per stream).
+        const bool early = r && (t - r[0]) < s.nring.ring_seconds;  // unwritten rows are -inf
+        if (r && (!early || s.overflow_logged)) {
+          s.last_t = t;
+          s.overflow += early;
+          m.st.ring_overflow += early;
+          s.nring.fill_slot(r, t, values);
+          return;
+        }
       }
     }
   }

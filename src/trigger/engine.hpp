@@ -98,9 +98,11 @@ class TriggerEngine {
   bool fast_ok(std::uint32_t stream, std::size_t n) const noexcept {
     return stream < per_stream_.size() && per_stream_[stream].fast_n == n;
   }
-  /// True when every trigger reading `stream` is an above/below threshold and no composite
-  /// depends on it: its rows can then be evaluated as a block (observe_block).
-  bool block_ok(std::uint32_t stream) const noexcept { return per_stream_[stream].block; }
+  /// True when `stream` is numeric, every trigger reading it is an above/below threshold and
+  /// no composite depends on it: its rows can then be evaluated as a block (observe_block).
+  bool block_ok(std::uint32_t stream) const noexcept {
+    return per_stream_[stream].fast_n != kNoFast;
+  }
   /// Precondition: block_ok(stream). Evaluates rows `t[r]`, `v[r * stride + channel]` of
   /// `stream` in order as observe() would, up to and including the first row at which a trigger
   /// would fire (its cooldown, sampling and budget are not consulted yet); returns that row, or
@@ -133,11 +135,12 @@ class TriggerEngine {
   struct StreamEval {
     std::vector<std::uint32_t> leaves;      // nodes reading this stream (and stream-less ones)
     std::vector<std::uint32_t> composites;  // composites depending on it, topological order
-    bool block = false;                     // see block_ok()
     std::vector<LeafSave> save;             // per leaf (block scans)
     std::vector<std::uint8_t> fire;         // per leaf: fires at the row observe_block returned
     std::vector<Node*> thresholds;          // when block: the leaves' nodes (observe's fast path)
-    std::size_t fast_n = kNoFast;           // see fast_ok()
+    // A numeric stream's channel count when block_ok (see fast_ok()), else kNoFast. In place of
+    // a bool: StreamEval stays 128 bytes, so indexing needs no multiply.
+    std::size_t fast_n = kNoFast;
   };
   static constexpr std::size_t kNoFast = ~std::size_t{0};
   // Scans one above/below threshold leaf over rows [0, n); stops after the first rising edge
@@ -169,7 +172,7 @@ class TriggerEngine {
 inline void TriggerEngine::observe(std::uint32_t stream, double t, const double* values,
                                   std::size_t blob_size) noexcept {
   const StreamEval& ps = per_stream_[stream];
-  if (ps.block) {
+  if (ps.fast_n != kNoFast) {
     // Above/below thresholds only, no composite: no type dispatch, one pointer per leaf; after
     // an evaluation prev == cond, so the edge is read from cond alone.
     for (Node* nd : ps.thresholds) {
