@@ -212,8 +212,40 @@ __attribute__((always_inline)) inline void Capture::Impl::push_row(std::uint32_t
   engine.observe(si, t, row + 1, 0);
 }
 
+// Fast path for the common sample: a valid handle, a full row of a numeric stream in time
+// order, no event open on the stream or due to close, no pinned or early-evicted ring row, and
+// thresholds that stay where they are. Every check push promises is one compare here; any
+// other sample goes to push_slow (a tail call), which does it all in order as before. With no
+// call on this path the function needs no stack frame.
 void Capture::push(StreamHandle h, double t, const double* values, std::size_t n) noexcept {
   Impl& m = *impl_;
+  // fast_ok: the handle is valid (the engine has one entry per stream), the stream numeric,
+  // the row full (n == its channel count) and its triggers block_ok thresholds.
+  if (m.engine.fast_ok(h.index, n) && values) {
+    detail::StreamState& s = m.streams[h.index];
+    if (t >= s.last_t && t <= m.next_deadline && s.event == detail::kNone) {
+      // The engine first (fewer live registers); if the ring then sends the row to push_slow,
+      // observe() there repeats the same last_true stores.
+      if (m.engine.observe_quiet(h.index, t, values)) {
+        double* r = s.nring.slot();
+        // An early eviction is counted here once logged (note_overflow logs once per stream).
+        const bool early = r && (t - r[0]) < s.nring.ring_seconds;  // unwritten rows are -inf
+        if (r && (!early || s.overflow_logged)) {
+          s.last_t = t;
+          s.overflow += early;
+          m.st.ring_overflow += early;
+          s.nring.fill_slot(r, t, values);
+          return;
+        }
+      }
+    }
+  }
+  m.push_slow(h, t, values, n);
+}
+
+void Capture::Impl::push_slow(StreamHandle h, double t, const double* values,
+                              std::size_t n) noexcept {
+  Impl& m = *this;
   if (h.index >= m.streams.size()) {
     ++m.invalid_handle;
     m.m_invalid_handle->inc();

@@ -242,6 +242,8 @@ struct Capture::Impl {
   // push() for one admitted row of stream `si` (time order already checked).
   inline void push_row(std::uint32_t si, detail::StreamState& s, double t, const double* values,
                        std::size_t n) noexcept;
+  // push() for every sample its inline fast path does not take (out of line, tail-called).
+  void push_slow(StreamHandle h, double t, const double* values, std::size_t n) noexcept;
 };
 
 }  // namespace fleetpipe

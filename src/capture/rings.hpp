@@ -70,6 +70,21 @@ struct NumericRing {
     if (++wi == cap) wi = 0;
     return r;
   }
+  /// Capture::push's fast path, in two halves. slot: the row the next push writes, or null
+  /// when that push must call on_evict first (push() does). fill_slot: writes a full row
+  /// (stride - 1 values) there, as push() would.
+  double* slot() noexcept { return head != evict_at ? buf.data() + wi * stride : nullptr; }
+  void fill_slot(double* r, double t, const double* v) noexcept {
+    r[0] = t;
+    const std::size_t nch = stride - 1;
+    if (nch == 1) {
+      r[1] = v[0];
+    } else {
+      for (std::size_t i = 0; i < nch; ++i) r[1 + i] = v[i];
+    }
+    ++head;
+    if (++wi == cap) wi = 0;
+  }
   /// push() of `n` rows of exactly stride - 1 values each (row-major); returns how many of
   /// them evicted a row younger than ring_seconds.
   template <class OnEvict>

@@ -122,21 +122,24 @@ Result<void> TriggerEngine::build(const std::vector<StreamConfig>& streams,
     }
   }
 
-  for (auto& ps : per_stream_) {
-    ps.block = ps.composites.empty();
+  for (std::size_t si = 0; si < per_stream_.size(); ++si) {
+    StreamEval& ps = per_stream_[si];
+    bool block = ps.composites.empty();
     for (auto id : ps.leaves) {
       const Node& nd = nodes_[id];
       if (nd.type != TriggerType::threshold ||
           (nd.op != ThresholdOp::above && nd.op != ThresholdOp::below)) {
-        ps.block = false;
+        block = false;
       }
     }
     ps.save.assign(ps.leaves.size(), LeafSave{});
     ps.fire.assign(ps.leaves.size(), 0);
     ps.thresholds.clear();
-    if (ps.block) {
+    if (block) {
       for (auto id : ps.leaves) ps.thresholds.push_back(&nodes_[id]);
     }
+    ps.fast_n = block && streams[si].kind == StreamKind::numeric ? streams[si].channels.size()
+                                                                    : kNoFast;
   }
 
   // Policies, capture streams and metrics of the top-level triggers.

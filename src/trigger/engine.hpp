@@ -86,9 +86,23 @@ class TriggerEngine {
   /// Defined inline below: it is the hot path (threshold leaves are evaluated in place).
   inline void observe(std::uint32_t stream, double t, const double* values,
                       std::size_t blob_size) noexcept;
-  /// True when every trigger reading `stream` is an above/below threshold and no composite
-  /// depends on it: its rows can then be evaluated as a block (observe_block).
-  bool block_ok(std::uint32_t stream) const noexcept { return per_stream_[stream].block; }
+  /// push()'s fast path: for a block_ok stream whose sample changes no trigger's level and
+  /// holds no NaN, does what observe() would (refreshes last_true of leaves that stay on) and
+  /// returns true. Otherwise returns false having changed nothing observe() would not set the
+  /// same way again, so the caller then runs observe() for the sample. No call, no store
+  /// besides last_true: the caller stays a leaf function.
+  /// Precondition: fast_ok(stream, n).
+  inline bool observe_quiet(std::uint32_t stream, double t, const double* values) noexcept;
+  /// One compare for stream kind, row length and trigger kinds: true when `stream` is a
+  /// numeric stream of `n` channels that is block_ok (push()'s fast path may take the row).
+  bool fast_ok(std::uint32_t stream, std::size_t n) const noexcept {
+    return stream < per_stream_.size() && per_stream_[stream].fast_n == n;
+  }
+  /// True when `stream` is numeric, every trigger reading it is an above/below threshold and
+  /// no composite depends on it: its rows can then be evaluated as a block (observe_block).
+  bool block_ok(std::uint32_t stream) const noexcept {
+    return per_stream_[stream].fast_n != kNoFast;
+  }
   /// Precondition: block_ok(stream). Evaluates rows `t[r]`, `v[r * stride + channel]` of
   /// `stream` in order as observe() would, up to and including the first row at which a trigger
   /// would fire (its cooldown, sampling and budget are not consulted yet); returns that row, or
@@ -121,11 +135,14 @@ class TriggerEngine {
   struct StreamEval {
     std::vector<std::uint32_t> leaves;      // nodes reading this stream (and stream-less ones)
     std::vector<std::uint32_t> composites;  // composites depending on it, topological order
-    bool block = false;                     // see block_ok()
     std::vector<LeafSave> save;             // per leaf (block scans)
     std::vector<std::uint8_t> fire;         // per leaf: fires at the row observe_block returned
     std::vector<Node*> thresholds;          // when block: the leaves' nodes (observe's fast path)
+    // A numeric stream's channel count when block_ok (see fast_ok()), else kNoFast. In place of
+    // a bool: StreamEval stays 128 bytes, so indexing needs no multiply.
+    std::size_t fast_n = kNoFast;
   };
+  static constexpr std::size_t kNoFast = ~std::size_t{0};
   // Scans one above/below threshold leaf over rows [0, n); stops after the first rising edge
   // of a firing leaf (sv.edge). Returns the rows consumed (also in sv.end, NaNs in sv.nans).
   static inline std::size_t scan_threshold(Node& nd, const double* t, const double* v,
@@ -155,7 +172,7 @@ class TriggerEngine {
 inline void TriggerEngine::observe(std::uint32_t stream, double t, const double* values,
                                   std::size_t blob_size) noexcept {
   const StreamEval& ps = per_stream_[stream];
-  if (ps.block) {
+  if (ps.fast_n != kNoFast) {
     // Above/below thresholds only, no composite: no type dispatch, one pointer per leaf; after
     // an evaluation prev == cond, so the edge is read from cond alone.
     for (Node* nd : ps.thresholds) {
@@ -204,6 +221,20 @@ inline void TriggerEngine::observe(std::uint32_t stream, double t, const double*
     nd.prev = c;
   }
   if (!ps.composites.empty()) eval_composites(ps.composites, t);
+}
+
+inline bool TriggerEngine::observe_quiet(std::uint32_t stream, double t,
+                                         const double* values) noexcept {
+  const StreamEval& ps = per_stream_[stream];
+  for (Node* nd : ps.thresholds) {
+    const double x = values[nd->channel];
+    const bool was = nd->cond;
+    const bool c = nd->op == ThresholdOp::above ? x > (was ? nd->level - nd->hyst : nd->level)
+                                                : x < (was ? nd->level + nd->hyst : nd->level);
+    if ((c != was) | (x != x)) return false;  // an edge or a NaN: observe() handles it
+    if (c) nd->last_true = t;                 // observe() would store the same t again
+  }
+  return true;
 }
 
 inline std::size_t TriggerEngine::scan_threshold(Node& nd, const double* t, const double* v,
