@@ -255,9 +255,6 @@ class Capture {
   /// until the sink has it, producing the same bytes as deliver(). Returns 1 when an event left
   /// the hand-off in this call, else 0. Never throws.
   std::size_t deliver_slice(std::size_t max_bytes) noexcept;
-  /// True when the next deliver_slice() hands an encoded event to the sink (the slice that does
-  /// the sink's work, e.g. the Buffer's append).
-  bool next_slice_hands_off() const noexcept;
   /// Events waiting in the hand-off.
   std::size_t pending_events() const noexcept;
 

@@ -472,10 +472,6 @@ std::size_t Capture::deliver_slice(std::size_t max_bytes) noexcept {
   return impl_->deliver_step(max_bytes) == 2 ? 1 : 0;
 }
 
-bool Capture::next_slice_hands_off() const noexcept {
-  return impl_->pending_count && impl_->dv.phase == detail::Delivery::Phase::hand;
-}
-
 std::size_t Capture::pending_events() const noexcept { return impl_->pending_count; }
 
 TriggerStats Capture::trigger_stats(TriggerHandle h) const noexcept {

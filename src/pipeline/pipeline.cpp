@@ -335,19 +335,14 @@ bool Pipeline::poll(std::chrono::microseconds budget) {
     pp.buffer_poll = t2 - t1;
     // Events finished since the last poll, oldest first, in slices of kEncodeSlice bytes that
     // resume at the next poll: at least one slice per poll (so a platform whose poll steps alone
-    // take the budget still makes progress), more while a quarter of the budget is not spent.
-    // Handing an encoded event to the Buffer (its copy; under sync its commit) is a poll's first
-    // slice, and waits while the Buffer still writes the previous staged event's chunks (that
-    // append would write them all at once). When half the hand-off is taken all of this yields
-    // to draining it, so it never fills while the host polls.
+    // take half the budget still makes progress), more while at least half the budget is left,
+    // and regardless of the budget when half the hand-off is taken (so it never fills while the
+    // host polls).
     m.sink->spent = {};
-    const auto encode_until = start + budget / 4;
+    const auto half = start + budget / 2;
     bool first = true;
-    while (m.capture->pending_events()) {
-      if (2 * m.capture->pending_events() < m.handoff_slots) {
-        if (!first && SteadyClock::now() >= encode_until) break;
-        if (m.capture->next_slice_hands_off() && (!first || m.buffer->stats().staged)) break;
-      }
+    while (m.capture->pending_events() &&
+           (first || SteadyClock::now() < half || 2 * m.capture->pending_events() >= m.handoff_slots)) {
       first = false;
       pp.events_delivered += static_cast<std::uint32_t>(m.capture->deliver_slice(kEncodeSlice));
       ++pp.encode_slices;
