@@ -384,6 +384,32 @@ TEST_CASE("after warm-up, push and trigger evaluation allocate nothing", "[captu
   CHECK(rig.sink.items.size() == 3);
 }
 
+// A slice covers the hand-off when the payload fits its budget: a small event leaves the
+// hand-off in one call, so one poll delivers it however slow the machine is.
+TEST_CASE("a small event is encoded and handed to the sink by one slice", "[capture][slices]") {
+  FakeClock clock;
+  MetricsRegistry metrics;
+  test::RecordingSink sink;
+  Port port;
+  port.clock = &clock;
+  static StderrLogSink quiet(LogLevel::off);
+  port.log = &quiet;
+  CaptureOptions o;
+  o.handoff_events = 4;  // closed events wait for deliver_slice, as under a Pipeline
+  auto r = Capture::create("dev-1", {numeric_stream("imu", {"a"}, 10, 16 * 300)},
+                           {window(threshold_trigger("hit", "imu", "a", ThresholdOp::above, 10), 0.1, 0.1)},
+                           sink, port, metrics, o);
+  REQUIRE(r);
+  auto& cap = **r;
+  auto imu = cap.stream("imu");
+  for (int i = 0; i <= 100; ++i) cap.push(imu, i * 0.01, {i == 50 ? 11.0 : 0.0});
+  REQUIRE(cap.pending_events() == 1);
+  CHECK(cap.deliver_slice(64 * 1024) == 1);
+  CHECK(cap.pending_events() == 0);
+  REQUIRE(sink.items.size() == 1);
+  CHECK(sink.items[0].payload.size() < 64 * 1024);
+}
+
 // An event larger than one slice is delivered by several deliver_slice() calls, with the host
 // pushing in between (so the rings overwrite pinned pre-window entries mid-delivery), and comes
 // out byte-identical to the same event delivered in one deliver().

@@ -250,7 +250,8 @@ class Capture {
   std::size_t deliver(std::size_t max_events = static_cast<std::size_t>(-1)) noexcept;
   /// One bounded slice of that work: about `max_bytes` bytes of encoding on the oldest waiting
   /// event (zstd input counts 8 times; a ring entry is never split, so a slice can exceed it by
-  /// one blob), or its hand-off to the sink as a slice of its own. The next call resumes where
+  /// one blob), then its hand-off to the sink when that copy of the payload still fits in
+  /// `max_bytes` (a small event leaves in one call), else as a slice of its own. The next call resumes where
   /// this one stopped; the event stays in the hand-off (and its pre window pinned in the ring)
   /// until the sink has it, producing the same bytes as deliver(). Returns 1 when an event left
   /// the hand-off in this call, else 0. Never throws.

@@ -52,8 +52,11 @@ int Capture::Impl::deliver_step(std::size_t budget) noexcept {
     while (dv.phase == Phase::compress && used < budget) used += compress_some(c, budget - used);
     if (dv.phase == Phase::idle) return 2;  // the encoder failed: rejected, counted
     while (dv.phase == Phase::write && used < budget) used += write_some(c, budget - used);
-    // The sink's append (the Buffer copies the payload) is a slice of its own.
-    if (dv.phase == Phase::hand && (used == 0 || budget == kUnlimited)) {
+    // The sink's append copies the payload: it joins this slice when that copy fits the budget
+    // left (a small event is delivered by one slice, whatever the machine's speed), and is a
+    // slice of its own otherwise.
+    const bool hand_fits = used == 0 || budget == kUnlimited || used + payload.size() <= budget;
+    if (dv.phase == Phase::hand && hand_fits) {
       hand_to_sink(c);
       end_delivery();
       return 2;
