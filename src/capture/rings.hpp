@@ -58,14 +58,14 @@ struct NumericRing {
     if (head == evict_at) on_evict(pin_lo);
     double* r = buf.data() + wi * stride;
     evicted_early = (t - r[0]) < ring_seconds;  // an unwritten row's -inf never is
-    r[0] = t;
     const std::size_t nch = stride - 1;
     if (n >= nch) {
-      for (std::size_t i = 0; i < nch; ++i) r[1 + i] = v[i];
-    } else {  // a short row: missing channels are NaN
-      for (std::size_t i = 0; i < n; ++i) r[1 + i] = v[i];
-      for (std::size_t i = n; i < nch; ++i) r[1 + i] = std::numeric_limits<double>::quiet_NaN();
+      fill_slot(r, t, v);
+      return r;
     }
+    r[0] = t;  // a short row: missing channels are NaN
+    for (std::size_t i = 0; i < n; ++i) r[1 + i] = v[i];
+    for (std::size_t i = n; i < nch; ++i) r[1 + i] = std::numeric_limits<double>::quiet_NaN();
     ++head;
     if (++wi == cap) wi = 0;
     return r;
